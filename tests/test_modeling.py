@@ -1,0 +1,322 @@
+"""Properties of the PeterRec model family: shapes, causality, receptive field, patches, save/load, bad input."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+from modeling_peterrec import (
+    INSERTION_MODES,
+    ModelPatch,
+    PeterRecConfig,
+    PeterRecForItemRanking,
+    PeterRecForMaskedItemPrediction,
+    PeterRecForNextItemPrediction,
+    PeterRecForSequenceClassification,
+    PeterRecModel,
+)
+
+ALL_CLASSES = (
+    PeterRecModel,
+    PeterRecForNextItemPrediction,
+    PeterRecForMaskedItemPrediction,
+    PeterRecForSequenceClassification,
+    PeterRecForItemRanking,
+)
+
+
+class PeterRecModelTester:
+    """Builds tiny configurations and inputs, like transformers' ModelTester helpers."""
+
+    vocab_size = 40
+    hidden_size = 16
+    batch_size = 3
+    length = 12
+
+    def config(self, **overrides) -> PeterRecConfig:
+        fields = dict(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            dilations=[1, 2, 1, 2],
+            num_labels=3,
+            num_target_items=9,
+        )
+        fields.update(overrides)
+        return PeterRecConfig(**fields)
+
+    def input_ids(self, seed: int = 0, length: int | None = None) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        ids = torch.randint(4, self.vocab_size, (self.batch_size, length or self.length), generator=generator)
+        ids[0, :3] = 0  # one left-padded row
+        return ids
+
+
+tester = PeterRecModelTester()
+
+
+def inputs_for(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Training inputs that every head accepts, so one round-trip test covers all classes."""
+    if isinstance(model, PeterRecForSequenceClassification):
+        return {"input_ids": ids, "labels": torch.tensor([0, 2, 1])}
+    if isinstance(model, PeterRecForItemRanking):
+        return {
+            "input_ids": ids,
+            "labels": torch.tensor([0, 8, 4]),
+            "negative_ids": torch.tensor([[1], [2], [3]]),
+        }
+    if isinstance(model, (PeterRecForNextItemPrediction, PeterRecForMaskedItemPrediction)):
+        return {"input_ids": ids, "labels": ids.masked_fill(ids.eq(0), -100)}
+    return {"input_ids": ids}
+
+
+@pytest.mark.parametrize("model_class", ALL_CLASSES)
+def test_save_load_round_trip_is_exact(model_class, tmp_path):
+    is_causal = model_class is not PeterRecForMaskedItemPrediction
+    config = tester.config(is_causal=is_causal, patch_insertion="serial_two")
+    model = model_class(config).eval()
+    model.save_pretrained(tmp_path)
+    loaded = model_class.from_pretrained(tmp_path).eval()
+    assert model.state_dict().keys() == loaded.state_dict().keys()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    inputs = inputs_for(model, tester.input_ids())
+    torch.manual_seed(0)
+    first = model(**inputs)
+    torch.manual_seed(0)
+    second = loaded(**inputs)
+    assert torch.equal(first[0], second[0])
+
+
+@pytest.mark.parametrize(
+    ("auto_class", "expected"),
+    [
+        (AutoModel, PeterRecModel),
+        (AutoModelForMaskedLM, PeterRecForMaskedItemPrediction),
+        (AutoModelForSequenceClassification, PeterRecForSequenceClassification),
+    ],
+)
+def test_auto_classes_load_the_saved_model(auto_class, expected, tmp_path):
+    model = expected(tester.config(is_causal=expected is not PeterRecForMaskedItemPrediction)).eval()
+    model.save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), PeterRecConfig)
+    loaded = auto_class.from_pretrained(tmp_path)
+    assert type(loaded) is expected
+    ids = tester.input_ids()
+    assert torch.equal(model(ids)[0], loaded.eval()(ids)[0])
+
+
+def test_causal_outputs_ignore_future():
+    model = PeterRecModel(tester.config(is_causal=True)).eval()
+    rng = random.Random(0)
+    for trial in range(20):
+        ids = tester.input_ids(seed=trial)
+        t = rng.randrange(3, tester.length - 1)
+        changed = ids.clone()
+        changed[:, t + 1 :] = torch.randint(4, tester.vocab_size, changed[:, t + 1 :].shape)
+        with torch.no_grad():
+            before = model(ids).last_hidden_state
+            after = model(changed).last_hidden_state
+        assert torch.equal(before[:, : t + 1], after[:, : t + 1]), f"position {t} saw the future"
+        assert not torch.allclose(before[:, t + 1 :], after[:, t + 1 :])
+
+
+def test_non_causal_outputs_see_future():
+    model = PeterRecModel(tester.config(is_causal=False)).eval()
+    ids = tester.input_ids()
+    changed = ids.clone()
+    changed[:, -1] = (changed[:, -1] + 1 - 4) % (tester.vocab_size - 4) + 4
+    with torch.no_grad():
+        before, after = model(ids).last_hidden_state, model(changed).last_hidden_state
+    assert not torch.allclose(before[:, -4], after[:, -4])
+
+
+def test_receptive_field_matches_dilations():
+    config = tester.config(dilations=[1, 2, 4, 8], is_causal=True)
+    field = config.receptive_field  # 1 + 2 * (1 + 2 + 4 + 8) = 31 positions
+    assert field == 31
+    length = field + 4
+    model = PeterRecModel(config).eval()
+    ids = torch.randint(4, tester.vocab_size, (1, length), generator=torch.Generator().manual_seed(1))
+    last = length - 1
+    with torch.no_grad():
+        base = model(ids).last_hidden_state[0, last]
+        inside, outside = ids.clone(), ids.clone()
+        inside[0, last - field + 1] = 4 if ids[0, last - field + 1] != 4 else 5
+        outside[0, last - field] = 4 if ids[0, last - field] != 4 else 5
+        assert not torch.allclose(model(inside).last_hidden_state[0, last], base)
+        assert torch.equal(model(outside).last_hidden_state[0, last], base)
+
+
+def test_left_padding_does_not_change_outputs():
+    model = PeterRecModel(tester.config()).eval()
+    ids = torch.randint(4, tester.vocab_size, (1, 8), generator=torch.Generator().manual_seed(2))
+    padded = torch.cat([torch.zeros(1, 5, dtype=torch.long), ids], dim=1)
+    with torch.no_grad():
+        plain = model(ids).last_hidden_state
+        with_pad = model(padded).last_hidden_state
+    torch.testing.assert_close(with_pad[:, 5:], plain, rtol=0, atol=1e-6)
+
+
+def test_patch_has_under_ten_percent_of_a_conv_layer():
+    config = PeterRecConfig(
+        vocab_size=100, hidden_size=256, patch_insertion="serial_two", patch_bottleneck_size=32
+    )
+    model = PeterRecModel(config)
+    block = model.blocks[0]
+    conv_params = sum(p.numel() for p in block.conv1.parameters())
+    patch_params = sum(p.numel() for p in block.patches["default"]["conv1"].parameters())
+    assert conv_params == 256 * 256 * 3 + 256
+    assert patch_params == 2 * 256 * 32 + 32 + 256
+    assert patch_params < 0.10 * conv_params
+
+
+@pytest.mark.parametrize("insertion", INSERTION_MODES)
+def test_patch_placement_follows_figure_3(insertion):
+    model = PeterRecModel(tester.config(patch_insertion=insertion))
+    slots = set(model.blocks[0].patches["default"].keys())
+    assert slots == ({"conv2"} if insertion == "serial_one" else {"conv1", "conv2"})
+    patches = [m for m in model.modules() if isinstance(m, ModelPatch)]
+    assert len(patches) == len(slots) * len(model.blocks)
+
+
+def test_model_without_patch_config_has_no_patches():
+    model = PeterRecModel(tester.config())
+    assert not any(isinstance(m, ModelPatch) for m in model.modules())
+
+
+@pytest.mark.parametrize("insertion", ["serial_one", "serial_two"])
+def test_serial_patch_with_zero_up_projection_is_identity(insertion):
+    plain = PeterRecModel(tester.config()).eval()
+    patched = PeterRecModel(tester.config(patch_insertion=insertion)).eval()
+    patched.load_state_dict(plain.state_dict(), strict=False)
+    ids = tester.input_ids()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            patched(ids).last_hidden_state, plain(ids).last_hidden_state, rtol=0, atol=0
+        )
+
+
+def test_parallel_patch_starts_as_conv_plus_input():
+    """With a zero up-projection a parallel patch is the identity map, so insertion (d) adds the layer input to
+    the conv output: the patched model differs from the plain one from the start (documented behaviour)."""
+    plain = PeterRecModel(tester.config()).eval()
+    patched = PeterRecModel(tester.config(patch_insertion="parallel_before_ln")).eval()
+    patched.load_state_dict(plain.state_dict(), strict=False)
+    ids = tester.input_ids()
+    with torch.no_grad():
+        assert not torch.allclose(patched(ids).last_hidden_state, plain(ids).last_hidden_state)
+
+
+def test_mixed_task_batch_equals_rows_alone():
+    model = PeterRecModel(tester.config()).eval()
+    model.add_patch("gender", "serial_two")
+    model.add_patch("age", "parallel_before_ln", bottleneck_size=4, layer_norms=["norm2"])
+    with torch.no_grad():
+        for patch in (m for m in model.modules() if isinstance(m, ModelPatch)):
+            torch.nn.init.normal_(patch.up.weight, std=0.1)
+    ids = tester.input_ids()
+    tasks = ["age", "gender", "age"]
+    with torch.no_grad():
+        mixed = model(ids, patch=tasks).last_hidden_state
+        for row, task in enumerate(tasks):
+            alone = model(ids[row : row + 1], patch=task).last_hidden_state
+            torch.testing.assert_close(mixed[row : row + 1], alone, rtol=1e-6, atol=1e-6)
+
+
+def test_readouts_read_tcl_positions():
+    ids = torch.tensor([[0, 0, 5, 6, 3], [3, 7, 8, 9, 3]])
+    hidden = torch.arange(2 * 5 * 2, dtype=torch.float).reshape(2, 5, 2)
+    mask = ids.ne(0)
+    causal = PeterRecModel(tester.config(is_causal=True))
+    torch.testing.assert_close(causal.user_representation(hidden, mask), hidden[:, -1])
+    non_causal = PeterRecModel(tester.config(is_causal=False))
+    expected = torch.stack([hidden[0, 2] + hidden[0, 4], hidden[1, 0] + hidden[1, 4]])
+    torch.testing.assert_close(non_causal.user_representation(hidden, mask), expected)
+    summed = PeterRecModel(tester.config(readout="sum"))
+    torch.testing.assert_close(summed.user_representation(hidden, mask), (hidden * mask.unsqueeze(-1)).sum(1))
+
+
+def test_next_item_loss_ignores_pad_positions():
+    model = PeterRecForNextItemPrediction(tester.config()).eval()
+    ids = tester.input_ids()
+    labels = ids.masked_fill(ids.eq(0), -100)
+    with torch.no_grad():
+        loss = model(ids, labels=labels).loss
+        hidden = model.peterrec(ids).last_hidden_state[:, :-1]
+        logits = model.output_layer(hidden)
+        expected = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, tester.vocab_size), labels[:, 1:].reshape(-1)
+        )
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_item_ranking_bpr_loss_by_hand():
+    model = PeterRecForItemRanking(tester.config()).eval()
+    ids = tester.input_ids()
+    labels, negatives = torch.tensor([0, 8, 4]), torch.tensor([[1, 2], [2, 3], [3, 5]])
+    with torch.no_grad():
+        loss = model(ids, labels=labels, negative_ids=negatives).loss
+        scores = model.score(ids)
+        positive = scores.gather(1, labels[:, None])
+        negative = scores.gather(1, negatives)
+        expected = -torch.nn.functional.logsigmoid(positive - negative).mean()
+        torch.testing.assert_close(loss, expected)
+        torch.testing.assert_close(model.score(ids, candidates=negatives), negative)
+
+
+def test_sampled_negatives_never_hit_the_positive():
+    model = PeterRecForItemRanking(tester.config())
+    labels = torch.arange(9).repeat(200)
+    negatives = model.sample_negatives(labels, 5)
+    assert negatives.min() >= 0 and negatives.max() < 9
+    assert not negatives.eq(labels[:, None]).any()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("patch_insertion", "sideways", "patch_insertion"),
+        ("dilations", [1, 2, 4], "even number"),
+        ("hidden_size", 0, "hidden_size"),
+        ("kernel_size", -1, "kernel_size"),
+        ("vocab_size", 0, "vocab_size"),
+        ("readout", "mean", "readout"),
+        ("tcl_token_id", 0, "distinct"),
+    ],
+)
+def test_config_rejects_bad_fields(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        tester.config(**{field: value})
+
+
+def test_label_outside_label_set_is_rejected():
+    model = PeterRecForSequenceClassification(tester.config())
+    with pytest.raises(ValueError, match="labels must lie in"):
+        model(tester.input_ids(), labels=torch.tensor([0, 1, 3]))
+
+
+def test_target_outside_target_table_is_rejected():
+    model = PeterRecForItemRanking(tester.config())
+    with pytest.raises(ValueError, match="target-item indices"):
+        model(tester.input_ids(), labels=torch.tensor([0, 1, 9]))
+
+
+def test_unknown_patch_name_is_a_clear_error():
+    model = PeterRecModel(tester.config())
+    with pytest.raises(KeyError, match="No patch named"):
+        model(tester.input_ids(), patch="gender")
+
+
+def test_ids_outside_vocabulary_are_rejected():
+    model = PeterRecModel(tester.config())
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model(torch.tensor([[4, 5, tester.vocab_size]]))
+
+
+def test_empty_input_is_rejected():
+    model = PeterRecModel(tester.config())
+    with pytest.raises(ValueError, match="empty"):
+        model(torch.zeros(2, 0, dtype=torch.long))

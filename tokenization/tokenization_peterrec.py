@@ -1,0 +1,177 @@
+"""Item-vocabulary tokenizer for PeterRec: one persisted vocabulary of item ids and four special tokens."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from tokenizers import Tokenizer, models, processors
+from transformers import PreTrainedTokenizerFast
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[MASK]", "[TCL]")
+TCL_POSITIONS = (None, "end", "both")
+
+Item = str | int
+
+
+class ItemTokenizer(PreTrainedTokenizerFast):
+    """Maps item ids (strings or integers) to vocabulary ids, on a `tokenizers` WordLevel model.
+
+    `[PAD]`, `[UNK]`, `[MASK]` and `[TCL]` (the paper's classification token, Section 3.3) take ids 0 to 3, and
+    items follow from id 4 (`first_item_id`). Sequences are lists of items, oldest first. They are left-padded,
+    and truncation keeps the most recent items. With `tcl_position="end"` the tokenizer appends `[TCL]` (the
+    causal readout, Figure 2(a)); with `"both"` it puts `[TCL]` at both ends (the non-causal readout,
+    Figure 2(c)); `add_special_tokens=False` leaves sequences as they are (pretraining).
+    """
+
+    vocab_files_names = {"tokenizer_file": "tokenizer.json"}
+    model_input_names = ["input_ids", "attention_mask"]
+    padding_side = "left"
+    truncation_side = "left"
+
+    def __init__(
+        self,
+        vocab: dict[str, int] | None = None,
+        tokenizer_file: str | None = None,
+        tcl_position: str | None = "end",
+        pad_token: str = "[PAD]",
+        unk_token: str = "[UNK]",
+        mask_token: str = "[MASK]",
+        tcl_token: str = "[TCL]",
+        **kwargs,
+    ):
+        if tcl_position not in TCL_POSITIONS:
+            raise ValueError(
+                f"tcl_position={tcl_position!r} is not supported; choose one of {list(TCL_POSITIONS)}."
+            )
+        kwargs.pop("tokenizer_object", None)
+        kwargs.pop("extra_special_tokens", None)
+        pad_token, unk_token, mask_token, tcl_token = map(str, (pad_token, unk_token, mask_token, tcl_token))
+        if tokenizer_file is not None:
+            backend = Tokenizer.from_file(tokenizer_file)
+        else:
+            specials = (pad_token, unk_token, mask_token, tcl_token)
+            vocab = dict(vocab) if vocab else {}
+            for index, token in enumerate(specials):
+                if vocab.setdefault(token, index) != index:
+                    raise ValueError(f"{token} must have id {index}, got {vocab[token]}.")
+            backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk_token))
+        self._tcl_position = tcl_position
+        kwargs.setdefault("padding_side", "left")
+        kwargs.setdefault("truncation_side", "left")
+        super().__init__(
+            tokenizer_object=backend,
+            pad_token=pad_token,
+            unk_token=unk_token,
+            mask_token=mask_token,
+            extra_special_tokens={"tcl_token": tcl_token},
+            tcl_position=tcl_position,
+            **kwargs,
+        )
+        self.add_special_tokens({"additional_special_tokens": [tcl_token]})
+        self._set_tcl_processor()
+
+    @classmethod
+    def from_sequences(
+        cls, sequences: Iterable[Sequence[Item]], min_count: int = 1, **kwargs
+    ) -> ItemTokenizer:
+        """Builds the vocabulary from training sequences: items seen at least `min_count` times, most frequent first
+        (ties by item id), so that the vocabulary is the same for the same data."""
+        if min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {min_count}.")
+        counts = Counter(str(item) for sequence in sequences for item in sequence)
+        clash = sorted(set(counts) & set(SPECIAL_TOKENS))
+        if clash:
+            raise ValueError(
+                f"Items {clash} collide with special tokens; rename them before building the vocabulary."
+            )
+        kept = sorted(
+            (item for item, n in counts.items() if n >= min_count), key=lambda item: (-counts[item], item)
+        )
+        if not kept:
+            raise ValueError(
+                f"No item occurs at least min_count={min_count} times; lower min_count or add data."
+            )
+        vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+        vocab.update({item: i + len(SPECIAL_TOKENS) for i, item in enumerate(kept)})
+        return cls(vocab=vocab, **kwargs)
+
+    @property
+    def first_item_id(self) -> int:
+        """Id of the first item: every id below it is a special token."""
+        return len(SPECIAL_TOKENS)
+
+    @property
+    def tcl_token_id(self) -> int:
+        return self.convert_tokens_to_ids(self.tcl_token)
+
+    @property
+    def tcl_position(self) -> str | None:
+        return self._tcl_position
+
+    @tcl_position.setter
+    def tcl_position(self, value: str | None) -> None:
+        if value not in TCL_POSITIONS:
+            raise ValueError(f"tcl_position={value!r} is not supported; choose one of {list(TCL_POSITIONS)}.")
+        self._tcl_position = value
+        self.init_kwargs["tcl_position"] = value
+        self._set_tcl_processor()
+
+    def _set_tcl_processor(self) -> None:
+        tcl = [(self.tcl_token, self.tcl_token_id)]
+        template = {None: "$A", "end": "$A [TCL]", "both": "[TCL] $A [TCL]"}[self._tcl_position]
+        self.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=template.replace("[TCL]", self.tcl_token), special_tokens=tcl if self._tcl_position else []
+        )
+
+    def encode_items(self, items: Sequence[Item]) -> list[int]:
+        """Item ids of one sequence, without special tokens or padding; unknown items map to `[UNK]`."""
+        return self.convert_tokens_to_ids(self._as_tokens(items, 0))
+
+    def __call__(self, sequences: Sequence[Item] | Sequence[Sequence[Item]], **kwargs):
+        """Encodes one sequence (a list of items) or a batch (a list of lists of items).
+
+        Accepts the usual keyword arguments (`padding`, `truncation`, `max_length`, `return_tensors`,
+        `add_special_tokens`); `is_split_into_words` is implied.
+        """
+        if isinstance(sequences, (str, bytes)) or not isinstance(sequences, Sequence):
+            raise TypeError(
+                "ItemTokenizer takes a list of items or a list of such lists, not "
+                f"{type(sequences).__name__}."
+            )
+        batched = len(sequences) > 0 and not isinstance(sequences[0], (str, int))
+        batch = [self._as_tokens(seq, i) for i, seq in enumerate(sequences if batched else [sequences])]
+        max_length = kwargs.get("max_length")
+        if max_length is not None and kwargs.get("truncation") and any(len(s) > max_length for s in batch):
+            logger.warning_once(
+                f"Sequences longer than max_length={max_length} keep their most recent items."
+            )
+        encoded = super().__call__(batch if batched else batch[0], is_split_into_words=True, **kwargs)
+        return encoded
+
+    def _as_tokens(self, items: Sequence[Item], index: int) -> list[str]:
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+            raise TypeError(f"Sequence {index} must be a list of item ids, got {type(items).__name__}.")
+        if len(items) == 0:
+            raise ValueError(f"Sequence {index} is empty; every user needs at least one item.")
+        bad = [item for item in items if not isinstance(item, (str, int)) or isinstance(item, bool)]
+        if bad:
+            raise TypeError(f"Sequence {index} holds {bad[:3]!r}; item ids must be strings or integers.")
+        return [str(item) for item in items]
+
+    def item_counts(self) -> dict[str, int]:
+        """Number of items and special tokens, for cards and logs."""
+        return {"items": len(self) - self.first_item_id, "special_tokens": self.first_item_id}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(items={len(self) - self.first_item_id}, tcl_position={self.tcl_position!r}, "
+            f"special_tokens={json.dumps(dict(zip(SPECIAL_TOKENS, range(4), strict=True)))})"
+        )
+
+
+__all__ = ["ItemTokenizer", "SPECIAL_TOKENS"]
