@@ -147,6 +147,11 @@ class PeterRecPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
     _no_split_modules = ["DilatedResidualBlock"]
 
+    @property
+    def patch_name(self) -> str | list:
+        """The patch a task model runs its backbone with: the one its configuration names, or none."""
+        return self.config.patch_task if self.config.patch_insertion else []
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -176,6 +181,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
         self.blocks = nn.ModuleList(
             DilatedResidualBlock(config, dilations[i], dilations[i + 1]) for i in range(0, len(dilations), 2)
         )
+        self.tcl_embeddings = nn.ParameterDict()
         self.patch_insertions: dict[str, str] = {}
         self.active_patch: str | None = None
         if config.patch_insertion is not None:
@@ -195,6 +201,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
         bottleneck_size: int | None = None,
         activation: str | None = None,
         layer_norms: Sequence[str] = (),
+        tcl_embedding: bool = False,
     ) -> None:
         """Inserts a new model patch for `task` into every residual block (Figure 3(b)-(e)) and activates it.
 
@@ -205,6 +212,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
             activation: defaults to `config.patch_activation`.
             layer_norms: names of the block LayerNorms (`"norm1"`, `"norm2"`) that this task trains: each gets a
                 task-owned copy so the shared backbone stays untouched (the original code retrained `norm2`).
+            tcl_embedding: give the task its own trainable copy of the `[TCL]` embedding.
         """
         if task in self.patch_insertions:
             raise ValueError(
@@ -226,6 +234,10 @@ class PeterRecModel(PeterRecPreTrainedModel):
             for name in layer_norms:
                 patches[name] = copy.deepcopy(getattr(block, name))
             block.patches[task] = patches.to(device=block.norm1.weight.device, dtype=block.norm1.weight.dtype)
+        if tcl_embedding:
+            self.tcl_embeddings[task] = nn.Parameter(
+                self.embed_items.weight[self.config.tcl_token_id].detach().clone()
+            )
         self.patch_insertions[task] = insertion
         self.active_patch = task
 
@@ -234,6 +246,8 @@ class PeterRecModel(PeterRecPreTrainedModel):
         self._check_patch_names([task])
         for block in self.blocks:
             del block.patches[task]
+        if task in self.tcl_embeddings:
+            del self.tcl_embeddings[task]
         del self.patch_insertions[task]
         if self.active_patch == task:
             self.active_patch = None
@@ -254,7 +268,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
     ) -> PatchRouting:
         if patch is None:
             patch = self.active_patch
-        if patch is None:
+        if not patch:
             return []
         if isinstance(patch, str):
             self._check_patch_names([patch])
@@ -283,7 +297,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
             input_ids: (batch, length) item ids, left-padded with `[PAD]`.
             attention_mask: (batch, length), 1 on items and 0 on padding; derived from `[PAD]` when omitted.
             patch: the model patch to use: a task name for the whole batch, one name per row (a mixed-task batch),
-                or None for the active patch.
+                None for the active patch (see `set_active_patch`), or an empty list for none.
             inputs_embeds: precomputed input embeddings instead of `input_ids`.
         """
         output_hidden_states = (
@@ -298,6 +312,8 @@ class PeterRecModel(PeterRecPreTrainedModel):
             attention_mask = input_ids.ne(self.config.pad_token_id)
         padding_mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
         routing = self._routing(patch, hidden_states.shape[0], hidden_states.device)
+        if input_ids is not None:
+            hidden_states = self._task_tcl_embeddings(input_ids, hidden_states, routing)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for block in self.blocks:
             hidden_states = block(hidden_states, padding_mask, routing)
@@ -306,6 +322,21 @@ class PeterRecModel(PeterRecPreTrainedModel):
         if not return_dict:
             return tuple(v for v in (hidden_states, all_hidden_states) if v is not None)
         return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_hidden_states)
+
+    def _task_tcl_embeddings(
+        self, input_ids: torch.Tensor, hidden_states: torch.Tensor, routing: PatchRouting
+    ) -> torch.Tensor:
+        """Puts each task's own `[TCL]` embedding, where it has one, at its rows' `[TCL]` positions."""
+        for task, _, rows in routing:
+            if task not in self.tcl_embeddings:
+                continue
+            is_tcl = input_ids.eq(self.config.tcl_token_id).unsqueeze(-1)
+            if rows is not None:
+                is_tcl = is_tcl & torch.zeros_like(is_tcl).index_fill_(0, rows, True)
+            hidden_states = torch.where(
+                is_tcl, self.tcl_embeddings[task].to(hidden_states.dtype), hidden_states
+            )
+        return hidden_states
 
     def _check_item_ids(self, input_ids: torch.Tensor) -> None:
         if input_ids.numel() == 0 or input_ids.shape[-1] == 0:
@@ -388,7 +419,10 @@ class _PeterRecForItemPrediction(PeterRecPreTrainedModel):
     ) -> ItemPredictionOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.peterrec(
-            input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+            input_ids,
+            attention_mask=attention_mask,
+            patch=self.patch_name,
+            output_hidden_states=output_hidden_states,
         )
         hidden = outputs.last_hidden_state
         loss = logits = None
@@ -462,6 +496,10 @@ class PeterRecForSequenceClassification(PeterRecPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """Class logits of (batch, hidden) user representations."""
+        return self.classifier(users)
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -474,9 +512,14 @@ class PeterRecForSequenceClassification(PeterRecPreTrainedModel):
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         outputs = self.peterrec(
-            input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+            input_ids,
+            attention_mask=attention_mask,
+            patch=self.patch_name,
+            output_hidden_states=output_hidden_states,
         )
-        logits = self.classifier(self.peterrec.user_representation(outputs.last_hidden_state, attention_mask))
+        logits = self.logits_from_user_vectors(
+            self.peterrec.user_representation(outputs.last_hidden_state, attention_mask)
+        )
         loss = None
         if labels is not None:
             if labels.min() < 0 or labels.max() >= self.num_labels:
@@ -514,7 +557,9 @@ class PeterRecForItemRanking(PeterRecPreTrainedModel):
         """(batch, hidden) user representations through the [TCL] readout."""
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
-        hidden = self.peterrec(input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.peterrec(
+            input_ids, attention_mask=attention_mask, patch=self.patch_name
+        ).last_hidden_state
         return self.peterrec.user_representation(hidden, attention_mask)
 
     def score(
@@ -526,9 +571,13 @@ class PeterRecForItemRanking(PeterRecPreTrainedModel):
         """Scores of `candidates` (batch, n) target items, or of every target item when None."""
         return self._scores(self.user_vectors(input_ids, attention_mask), candidates)
 
+    def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of every target item for (batch, hidden) user representations."""
+        return users @ self.target_embeddings.weight.T
+
     def _scores(self, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
         if candidates is None:
-            return users @ self.target_embeddings.weight.T
+            return self.logits_from_user_vectors(users)
         self._check_targets(candidates, "candidates")
         return torch.einsum("bh,bnh->bn", users, self.target_embeddings(candidates))
 
@@ -577,7 +626,7 @@ class PeterRecForItemRanking(PeterRecPreTrainedModel):
         self, users: torch.Tensor, labels: torch.Tensor, negative_ids: torch.Tensor | None
     ) -> torch.Tensor:
         if self.config.ranking_loss == "full_softmax":
-            return F.cross_entropy((users @ self.target_embeddings.weight.T).float(), labels)
+            return F.cross_entropy(self.logits_from_user_vectors(users).float(), labels)
         if negative_ids is None:
             negative_ids = self.sample_negatives(labels, self.config.num_negatives)
         self._check_targets(negative_ids, "negative_ids")
