@@ -21,6 +21,15 @@ from .modeling_peterrec import (
     PeterRecModel,
     PeterRecPreTrainedModel,
 )
+from .patching import (
+    METHODS,
+    MultiTaskPeterRec,
+    TransferReport,
+    load_patch,
+    prepare_for_transfer,
+    push_patch_to_hub,
+    save_patch,
+)
 
 AUTO_CLASSES = {
     AutoModel: PeterRecModel,
@@ -44,6 +53,13 @@ for auto_class, model_class in AUTO_CLASSES.items():
 
 __all__ = [
     "INSERTION_MODES",
+    "METHODS",
+    "MultiTaskPeterRec",
+    "TransferReport",
+    "load_patch",
+    "prepare_for_transfer",
+    "push_patch_to_hub",
+    "save_patch",
     "ItemTokenizer",
     "ModelPatch",
     "PeterRecConfig",
