@@ -1,0 +1,295 @@
+"""Model cards for PeterRec backbones and patches (SPEC §4), rendered from the templates next to this file.
+
+Both cards carry their metrics as `model-index` (through `EvalResult`), so the Hub shows them and tools can read
+them back. A backbone card describes the pretrained user model (library `transformers`, loadable with
+`trust_remote_code`); a patch card describes a task patch (library `peterrec`) and points at its backbone with
+`base_model` and `base_model_relation: adapter`.
+
+Metric names are those of `modeling_peterrec.metrics` (`"accuracy"`, `"macro_f1"`, `"hr@5"`, `"mrr@5"`,
+`"ndcg@10"`, ...); values are plain floats.
+"""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+__all__ = ["BACKBONE_TEMPLATE", "PATCH_TEMPLATE", "render_backbone_card", "render_patch_card"]
+
+BACKBONE_TEMPLATE = Path(__file__).with_name("backbone_card.md")
+PATCH_TEMPLATE = Path(__file__).with_name("patch_card.md")
+
+_TAGS = ["peterrec", "sequential-recommendation"]
+_INSERTIONS = {
+    "serial_one": "serial, one patch per residual block, on the conv output before its LayerNorm (Figure 3b)",
+    "serial_two": "serial, one patch after each of the two convs of a residual block (Figure 3c)",
+    "parallel_before_ln": "parallel, `conv(x) + patch(x)` added before the LayerNorm (Figure 3d)",
+    "parallel_after_act": "parallel, added after the activation (Figure 3e)",
+    None: "none: this method adds no model patch",
+}
+_PRETRAINING_LOSSES = {"full_softmax": "softmax over all items", "sampled_softmax": "sampled softmax"}
+_TASK_KINDS = {
+    "classification": ("user-profile-classification", "user-profile classification"),
+    "ranking": ("cold-start-recommendation", "cold-start item recommendation"),
+}
+_METRIC_NAMES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "hr": "HR", "mrr": "MRR", "ndcg": "NDCG"}
+
+
+def _metric_name(metric_type: str) -> str:
+    """Display name of a metric key: `"mrr@5"` -> `"MRR@5"`, `"macro_f1"` -> `"Macro-F1"`."""
+    base, at, cutoff = metric_type.partition("@")
+    return _METRIC_NAMES.get(base, base) + at + cutoff
+
+
+def _check_metrics(metrics: Mapping[str, float] | None, argument: str) -> dict[str, float]:
+    checked = {}
+    for name, value in (metrics or {}).items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(
+                f"`{argument}[{name!r}]` must be a number, got {type(value).__name__}: pass plain floats."
+            )
+        checked[name] = float(value)
+    return checked
+
+
+def _check_count(value: int, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{argument}` must be a positive number of parameters, got {value!r}.")
+    return value
+
+
+def _eval_results(
+    metrics: Mapping[str, float],
+    *,
+    task_type: str,
+    task_name: str,
+    dataset: str,
+    dataset_name: str,
+    dataset_split: str,
+    metric_config: str | None = None,
+    name_suffix: str = "",
+) -> list[EvalResult]:
+    return [
+        EvalResult(
+            task_type=task_type,
+            task_name=task_name,
+            dataset_type=dataset,
+            dataset_name=dataset_name,
+            dataset_split=dataset_split,
+            metric_type=metric_type,
+            metric_name=_metric_name(metric_type) + name_suffix,
+            metric_config=metric_config,
+            metric_value=value,
+        )
+        for metric_type, value in metrics.items()
+    ]
+
+
+def _metric_rows(results: Sequence[EvalResult]) -> list[tuple[str, str]]:
+    return [(result.metric_name, f"{result.metric_value:.4f}") for result in results]
+
+
+def render_backbone_card(
+    repo_id: str,
+    *,
+    is_causal: bool,
+    hidden_size: int,
+    dilations: Sequence[int],
+    vocab_size: int,
+    num_parameters: int,
+    dataset: str,
+    dataset_name: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    dataset_split: str = "test",
+    kernel_size: int = 3,
+    pretraining_loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax",
+    training_summary: str | None = None,
+    license: str | None = "apache-2.0",
+) -> ModelCard:
+    """Card for a pretrained backbone (the `README.md` of a backbone folder).
+
+    Args:
+        repo_id: the backbone's repository id, used in the title and the loading snippets.
+        is_causal: causal NextItNet backbone pretrained by next-item prediction, or non-causal GRec encoder
+            pretrained by masked-item prediction.
+        hidden_size, dilations, vocab_size, kernel_size: the architecture (`PeterRecConfig` fields); one dilation
+            per conv layer, two conv layers per residual block.
+        num_parameters: parameter count of the saved model.
+        dataset: id of the pretraining data (the `datasets` metadata and the `model-index` dataset type).
+        dataset_name: readable name of the data; defaults to `dataset`.
+        metrics: pretraining metrics, the held-out last item ranked over the whole item pool (e.g.
+            `{"mrr@5": 0.08, "hr@5": 0.15}` from `full_ranking_metrics`).
+        dataset_split: split the metrics were computed on.
+        pretraining_loss: `"full_softmax"` (the paper) or `"sampled_softmax"` (the original code's option).
+        training_summary: optional free text (steps, batch size, hardware).
+        license: license identifier for the metadata.
+    """
+    if pretraining_loss not in _PRETRAINING_LOSSES:
+        raise ValueError(
+            f"Unknown pretraining_loss {pretraining_loss!r}; use one of {list(_PRETRAINING_LOSSES)}."
+        )
+    if not dilations or len(dilations) % 2:
+        raise ValueError(
+            f"`dilations` needs one entry per conv layer, two per residual block; got {list(dilations)}."
+        )
+    metrics = _check_metrics(metrics, "metrics")
+    dataset_name = dataset_name or dataset
+    loss = _PRETRAINING_LOSSES[pretraining_loss]
+    if is_causal:
+        variant = "causal (NextItNet): each position sees only itself and earlier positions"
+        objective = f"causal next-item prediction at every non-pad position ({loss})"
+    else:
+        variant = "non-causal (GRec encoder): each position sees both sides"
+        objective = (
+            "masked-item prediction: 30% of the positions are masked (80% `[MASK]`, 10% a random item, "
+            f"10% unchanged) and the original items predicted ({loss})"
+        )
+    results = _eval_results(
+        metrics,
+        task_type="next-item-prediction",
+        task_name="Next-item prediction (held-out last item, whole item pool)",
+        dataset=dataset,
+        dataset_name=dataset_name,
+        dataset_split=dataset_split,
+    )
+    card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        library_name="transformers",
+        pipeline_tag="feature-extraction",
+        tags=[*_TAGS, "next-item-prediction" if is_causal else "masked-item-prediction"],
+        datasets=[dataset],
+        license=license,
+        eval_results=results or None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(BACKBONE_TEMPLATE),
+        repo_id=repo_id,
+        variant_description=variant,
+        objective_description=objective,
+        dataset_description=dataset_name,
+        training_summary=training_summary,
+        hidden_size=hidden_size,
+        num_blocks=len(dilations) // 2,
+        num_layers=len(dilations),
+        dilations=", ".join(str(d) for d in dilations),
+        kernel_size=kernel_size,
+        vocab_size=f"{vocab_size:,}",
+        num_parameters=f"{_check_count(num_parameters, 'num_parameters'):,}",
+        head_auto_class="AutoModelForCausalLM" if is_causal else "AutoModelForMaskedLM",
+        evaluation_description=(
+            "The held-out last item of each user's sequence ranked over the whole item pool (ties count against "
+            f"the true item), on the {dataset_split} split of {dataset_name}."
+        ),
+        metric_rows=_metric_rows(results),
+    )
+
+
+def render_patch_card(
+    repo_id: str,
+    *,
+    base_model: str,
+    task: str,
+    task_kind: Literal["classification", "ranking"],
+    method: str,
+    insertion: str | None,
+    trainable_parameters: int,
+    backbone_parameters: int,
+    dataset: str,
+    dataset_name: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    full_ranking_metrics: Mapping[str, float] | None = None,
+    label_names: Sequence[str] | None = None,
+    bottleneck_size: int | None = None,
+    base_model_revision: str | None = None,
+    dataset_split: str = "test",
+    license: str | None = "apache-2.0",
+) -> ModelCard:
+    """Card for a task patch (the `README.md` of a patch folder).
+
+    Args:
+        repo_id: the patch's repository id, used in the title and the loading snippet.
+        base_model: repository id of the backbone the patch was trained on.
+        task: task name (e.g. `"GenEst"`, `"ColdRec"`).
+        task_kind: `"classification"` (user-profile prediction) or `"ranking"` (cold-start recommendation).
+        method: fine-tuning method (e.g. `"PeterRec"`, `"FineAll"`).
+        insertion: patch insertion mode (`"serial_one"`, `"serial_two"`, `"parallel_before_ln"`,
+            `"parallel_after_act"`), or None for a method without patches.
+        trainable_parameters: parameters the method trained (the contents of `patch.safetensors`).
+        backbone_parameters: parameters of the frozen backbone, for the share.
+        dataset, dataset_name, dataset_split: the evaluation data (id, readable name, split).
+        metrics: classification metrics, or for ranking the paper's protocol (true item among 99 sampled negatives).
+        full_ranking_metrics: for ranking, the same measures over the full ranking of all target items.
+        label_names: class names of a classification task.
+        bottleneck_size: the patch's inner width.
+        base_model_revision: backbone revision (commit sha) the patch was trained on.
+        license: license identifier for the metadata.
+    """
+    if task_kind not in _TASK_KINDS:
+        raise ValueError(f"Unknown task_kind {task_kind!r}; use 'classification' or 'ranking'.")
+    if insertion not in _INSERTIONS:
+        raise ValueError(f"Unknown insertion {insertion!r}; use one of {list(_INSERTIONS)}.")
+    if task_kind == "classification" and not label_names:
+        raise ValueError(
+            "A classification patch card needs `label_names` (the class names, in label-id order)."
+        )
+    if full_ranking_metrics and task_kind != "ranking":
+        raise ValueError("`full_ranking_metrics` only applies to task_kind='ranking'.")
+    trainable = _check_count(trainable_parameters, "trainable_parameters")
+    backbone = _check_count(backbone_parameters, "backbone_parameters")
+    dataset_name = dataset_name or dataset
+    task_type, task_description = _TASK_KINDS[task_kind]
+    common = {
+        "task_type": task_type,
+        "task_name": f"{task} ({task_description})",
+        "dataset": dataset,
+        "dataset_name": dataset_name,
+        "dataset_split": dataset_split,
+    }
+    sampled = " (99 sampled negatives)" if task_kind == "ranking" else ""
+    results = _eval_results(_check_metrics(metrics, "metrics"), name_suffix=sampled, **common)
+    results += _eval_results(
+        _check_metrics(full_ranking_metrics, "full_ranking_metrics"),
+        metric_config="full-ranking",
+        name_suffix=" (full ranking)",
+        **common,
+    )
+    if task_kind == "ranking":
+        evaluation = (
+            f"On the {dataset_split} split of {dataset_name}: the true item ranked among 99 uniformly sampled "
+            "negatives (the paper's protocol)"
+            + (" and by the full ranking over all target items" if full_ranking_metrics else "")
+            + "; ties count against the true item."
+        )
+    else:
+        evaluation = f"On the {dataset_split} split of {dataset_name}."
+    card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        library_name="peterrec",
+        base_model=base_model,
+        base_model_relation="adapter",
+        tags=[*_TAGS, "model-patch", task_type],
+        datasets=[dataset],
+        license=license,
+        eval_results=results or None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(PATCH_TEMPLATE),
+        repo_id=repo_id,
+        base_model_url=f"https://huggingface.co/{base_model}",
+        base_model_revision=base_model_revision,
+        task=task,
+        task_description=task_description,
+        label_names=list(label_names or []),
+        dataset_description=dataset_name,
+        method=method,
+        insertion_description=_INSERTIONS[insertion],
+        bottleneck_size=bottleneck_size,
+        trainable_parameters=f"{trainable:,}",
+        backbone_parameters=f"{backbone:,}",
+        trainable_share=f"{100 * trainable / backbone:.2f}%",
+        evaluation_description=evaluation,
+        metric_rows=_metric_rows(results),
+    )
