@@ -407,16 +407,20 @@ class _PeterRecForItemPrediction(PeterRecPreTrainedModel):
             chunk_size=self.config.loss_chunk_size,
         )
 
-    def _predict(
+    def forward(
         self,
         input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None,
-        labels: torch.LongTensor | None,
-        logits_to_keep: int,
-        output_hidden_states: bool | None,
-        return_dict: bool | None,
-        shift: bool,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int = 0,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ) -> ItemPredictionOutput | tuple:
+        """
+        Args:
+            labels: target item ids, -100 where there is none (see the subclass for their alignment).
+            logits_to_keep: without labels, compute logits for the last `logits_to_keep` positions only (0: all).
+        """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.peterrec(
             input_ids,
@@ -427,11 +431,9 @@ class _PeterRecForItemPrediction(PeterRecPreTrainedModel):
         hidden = outputs.last_hidden_state
         loss = logits = None
         if labels is not None:
-            if shift:
-                hidden_for_loss, labels = hidden[:, :-1], labels[:, 1:]
-            else:
-                hidden_for_loss = hidden
-            loss = self._item_loss(hidden_for_loss.reshape(-1, hidden.shape[-1]), labels.reshape(-1))
+            if self.shift_labels:
+                hidden, labels = hidden[:, :-1], labels[:, 1:]
+            loss = self._item_loss(hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1))
         else:
             logits = self.output_layer(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         if not return_dict:
@@ -445,23 +447,15 @@ class PeterRecForNextItemPrediction(_PeterRecForItemPrediction):
     `labels` are aligned with `input_ids` (the model shifts them), -100 marks positions without a target.
     """
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        logits_to_keep: int = 0,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> ItemPredictionOutput | tuple:
-        if not self.config.is_causal:
+    shift_labels = True
+
+    def __init__(self, config: PeterRecConfig):
+        if not config.is_causal:
             raise ValueError(
                 "Next-item prediction needs a causal backbone; set is_causal=True or use "
                 "PeterRecForMaskedItemPrediction."
             )
-        return self._predict(
-            input_ids, attention_mask, labels, logits_to_keep, output_hidden_states, return_dict, shift=True
-        )
+        super().__init__(config)
 
 
 class PeterRecForMaskedItemPrediction(_PeterRecForItemPrediction):
@@ -470,18 +464,7 @@ class PeterRecForMaskedItemPrediction(_PeterRecForItemPrediction):
     `labels` hold the original item at masked positions and -100 elsewhere.
     """
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        logits_to_keep: int = 0,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> ItemPredictionOutput | tuple:
-        return self._predict(
-            input_ids, attention_mask, labels, logits_to_keep, output_hidden_states, return_dict, shift=False
-        )
+    shift_labels = False
 
 
 class PeterRecForSequenceClassification(PeterRecPreTrainedModel):

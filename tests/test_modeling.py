@@ -320,3 +320,8 @@ def test_empty_input_is_rejected():
     model = PeterRecModel(tester.config())
     with pytest.raises(ValueError, match="empty"):
         model(torch.zeros(2, 0, dtype=torch.long))
+
+
+def test_next_item_prediction_needs_a_causal_backbone():
+    with pytest.raises(ValueError, match="causal backbone"):
+        PeterRecForNextItemPrediction(tester.config(is_causal=False))
