@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +32,31 @@ PATCH_ACTIVATIONS = {
     "relu": nn.ReLU,
 }
 
-PatchRouting = list[tuple[str, str, torch.Tensor | None]]
-"""(task, insertion mode, rows) for each model patch in use; rows=None means every row of the batch."""
+
+@dataclass
+class PatchGroup:
+    """Rows of a batch that run through patches of one kind (same insertion, size and activation).
+
+    `rows` is a contiguous slice of the batch (a mixed batch is sorted by group first). With several `tasks`,
+    `row_task[i]` says which task's patch row i uses, and the patches are applied to all rows at once with
+    per-row weights, so a mixed batch costs a few batched matmuls instead of one pass per task.
+    """
+
+    tasks: list[str]
+    insertion: str | None
+    rows: slice
+    row_task: torch.Tensor | None = None
+
+
+PatchRouting = list[PatchGroup]
+
+
+class PatchKind(NamedTuple):
+    """What must match for patches of several tasks to run as one group of a mixed batch."""
+
+    insertion: str
+    bottleneck_size: int
+    activation: str
 
 
 class DilatedConv1d(nn.Module):
@@ -70,6 +94,41 @@ class ModelPatch(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return hidden_states + self.up(self.act(self.down(hidden_states)))
+
+
+def apply_patches(
+    patches: list[ModelPatch], row_task: torch.Tensor | None, hidden_states: torch.Tensor
+) -> torch.Tensor:
+    """Applies `patches[row_task[i]]` to row i, in batched matmuls (one patch: the plain module)."""
+    if row_task is None:
+        return patches[0](hidden_states)
+
+    def per_row(weights: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(weights)[row_task]
+
+    down = torch.baddbmm(
+        per_row([p.down.bias for p in patches]).unsqueeze(1),
+        hidden_states,
+        per_row([p.down.weight for p in patches]).transpose(1, 2),
+    )
+    up = torch.baddbmm(
+        per_row([p.up.bias for p in patches]).unsqueeze(1),
+        patches[0].act(down),
+        per_row([p.up.weight for p in patches]).transpose(1, 2),
+    )
+    return hidden_states + up
+
+
+def apply_layer_norms(
+    norms: list[nn.LayerNorm], row_task: torch.Tensor | None, hidden_states: torch.Tensor
+) -> torch.Tensor:
+    """LayerNorm with each row's own affine parameters where tasks own a copy of the shared LayerNorm."""
+    if all(norm is norms[0] for norm in norms):
+        return norms[0](hidden_states)
+    weight = torch.stack([norm.weight for norm in norms])[row_task].unsqueeze(1)
+    bias = torch.stack([norm.bias for norm in norms])[row_task].unsqueeze(1)
+    normalized = F.layer_norm(hidden_states, hidden_states.shape[-1:], eps=norms[0].eps)
+    return normalized * weight + bias
 
 
 def build_block_patches(
@@ -113,27 +172,27 @@ class DilatedResidualBlock(nn.Module):
         self, slot: str, layer_input: torch.Tensor, conv_output: torch.Tensor, routing: PatchRouting
     ) -> torch.Tensor:
         norm_name = "norm1" if slot == "conv1" else "norm2"
+        shared_norm = getattr(self, norm_name)
         if not routing:
-            return torch.relu(getattr(self, norm_name)(conv_output))
-        output = None
-        for task, insertion, rows in routing:
-            patches = self.patches[task]
-            norm = patches[norm_name] if norm_name in patches else getattr(self, norm_name)
-            x, h = (layer_input, conv_output) if rows is None else (layer_input[rows], conv_output[rows])
-            patch = patches[slot] if slot in patches else None
-            if patch is not None and insertion in ("serial_one", "serial_two"):
-                h = patch(h)  # serial, Figure 3(b)/(c): on the conv's output, before its LayerNorm
-            elif patch is not None and insertion == "parallel_before_ln":
-                h = h + patch(x)  # parallel, Figure 3(d): beside the conv, added before its LayerNorm
-            activated = torch.relu(norm(h))
-            if patch is not None and insertion == "parallel_after_act":
-                activated = activated + patch(x)  # parallel, Figure 3(e): added after the activation
-            if rows is None:
-                return activated
-            if output is None:
-                output = torch.relu(getattr(self, norm_name)(conv_output))
-            output = output.index_copy(0, rows, activated)
-        return output
+            return torch.relu(shared_norm(conv_output))
+        outputs = []
+        for group in routing:
+            x, h = layer_input[group.rows], conv_output[group.rows]
+            patches = [self.patches[task] for task in group.tasks]
+            norms = [p[norm_name] if norm_name in p else shared_norm for p in patches] or [shared_norm]
+            has_patch = bool(patches) and slot in patches[0]
+            if has_patch and group.insertion in ("serial_one", "serial_two"):
+                # serial, Figure 3(b)/(c): on the conv's output, before its LayerNorm
+                h = apply_patches([p[slot] for p in patches], group.row_task, h)
+            elif has_patch and group.insertion == "parallel_before_ln":
+                # parallel, Figure 3(d): beside the conv, added before its LayerNorm
+                h = h + apply_patches([p[slot] for p in patches], group.row_task, x)
+            activated = torch.relu(apply_layer_norms(norms, group.row_task, h))
+            if has_patch and group.insertion == "parallel_after_act":
+                # parallel, Figure 3(e): added after the activation
+                activated = activated + apply_patches([p[slot] for p in patches], group.row_task, x)
+            outputs.append(activated)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
 class PeterRecPreTrainedModel(PreTrainedModel):
@@ -182,11 +241,16 @@ class PeterRecModel(PeterRecPreTrainedModel):
             DilatedResidualBlock(config, dilations[i], dilations[i + 1]) for i in range(0, len(dilations), 2)
         )
         self.tcl_embeddings = nn.ParameterDict()
-        self.patch_insertions: dict[str, str] = {}
+        self.patch_kinds: dict[str, PatchKind] = {}
         self.active_patch: str | None = None
         if config.patch_insertion is not None:
             self.add_patch(config.patch_task, config.patch_insertion)
         self.post_init()
+
+    @property
+    def patch_insertions(self) -> dict[str, str]:
+        """Insertion mode of each task's patch."""
+        return {task: kind.insertion for task, kind in self.patch_kinds.items()}
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_items
@@ -214,7 +278,9 @@ class PeterRecModel(PeterRecPreTrainedModel):
                 task-owned copy so the shared backbone stays untouched (the original code retrained `norm2`).
             tcl_embedding: give the task its own trainable copy of the `[TCL]` embedding.
         """
-        if task in self.patch_insertions:
+        if not task or "." in task:
+            raise ValueError(f"Patch name {task!r} must be non-empty and contain no '.'.")
+        if task in self.patch_kinds:
             raise ValueError(
                 f"A patch named {task!r} already exists; remove it first or choose another name."
             )
@@ -238,7 +304,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
             self.tcl_embeddings[task] = nn.Parameter(
                 self.embed_items.weight[self.config.tcl_token_id].detach().clone()
             )
-        self.patch_insertions[task] = insertion
+        self.patch_kinds[task] = PatchKind(insertion, bottleneck_size, activation)
         self.active_patch = task
 
     def remove_patch(self, task: str) -> None:
@@ -248,7 +314,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
             del block.patches[task]
         if task in self.tcl_embeddings:
             del self.tcl_embeddings[task]
-        del self.patch_insertions[task]
+        del self.patch_kinds[task]
         if self.active_patch == task:
             self.active_patch = None
 
@@ -259,28 +325,44 @@ class PeterRecModel(PeterRecPreTrainedModel):
         self.active_patch = task
 
     def _check_patch_names(self, tasks: Sequence[str]) -> None:
-        missing = sorted(set(tasks) - set(self.patch_insertions))
+        missing = sorted(set(tasks) - set(self.patch_kinds))
         if missing:
-            raise KeyError(f"No patch named {missing}; this backbone has {sorted(self.patch_insertions)}.")
+            raise KeyError(f"No patch named {missing}; this backbone has {sorted(self.patch_kinds)}.")
 
     def _routing(
-        self, patch: str | Sequence[str] | None, batch_size: int, device: torch.device
-    ) -> PatchRouting:
+        self, patch: str | Sequence[str | None] | None, batch_size: int, device: torch.device
+    ) -> tuple[PatchRouting, torch.Tensor | None]:
+        """Groups the rows by kind of patch; returns the groups and the row order that makes them contiguous
+        (None when the batch is already in that order)."""
         if patch is None:
             patch = self.active_patch
         if not patch:
-            return []
+            return [], None
         if isinstance(patch, str):
             self._check_patch_names([patch])
-            return [(patch, self.patch_insertions[patch], None)]
+            return [PatchGroup([patch], self.patch_kinds[patch].insertion, slice(None))], None
         if len(patch) != batch_size:
             raise ValueError(f"patch names one task per row: got {len(patch)} names for {batch_size} rows.")
-        self._check_patch_names(patch)
-        routing = []
-        for task in dict.fromkeys(patch):
-            rows = torch.tensor([i for i, name in enumerate(patch) if name == task], device=device)
-            routing.append((task, self.patch_insertions[task], rows))
-        return routing
+        names = [name or None for name in patch]
+        self._check_patch_names([name for name in names if name])
+        row_kinds = [self.patch_kinds[name] if name else None for name in names]
+        kinds = list(dict.fromkeys(row_kinds))
+        order = sorted(range(batch_size), key=lambda row: kinds.index(row_kinds[row]))
+        groups, start = [], 0
+        for kind in kinds:
+            rows = [row for row in order if row_kinds[row] == kind]
+            tasks = list(dict.fromkeys(names[row] for row in rows)) if kind else []
+            row_task = (
+                torch.tensor([tasks.index(names[row]) for row in rows], device=device)
+                if len(tasks) > 1
+                else None
+            )
+            groups.append(
+                PatchGroup(tasks, kind.insertion if kind else None, slice(start, start + len(rows)), row_task)
+            )
+            start += len(rows)
+        permutation = None if order == list(range(batch_size)) else torch.tensor(order, device=device)
+        return groups, permutation
 
     def forward(
         self,
@@ -307,18 +389,26 @@ class PeterRecModel(PeterRecPreTrainedModel):
         if inputs_embeds is None:
             self._check_item_ids(input_ids)
             inputs_embeds = self.embed_items(input_ids)
-        hidden_states = inputs_embeds
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
-        padding_mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
-        routing = self._routing(patch, hidden_states.shape[0], hidden_states.device)
-        if input_ids is not None:
+        routing, order = self._routing(patch, inputs_embeds.shape[0], inputs_embeds.device)
+        if order is not None:
+            inputs_embeds, attention_mask = inputs_embeds[order], attention_mask[order]
+            input_ids = input_ids[order] if input_ids is not None else None
+        hidden_states = inputs_embeds
+        if input_ids is not None and len(self.tcl_embeddings):
             hidden_states = self._task_tcl_embeddings(input_ids, hidden_states, routing)
+        padding_mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for block in self.blocks:
             hidden_states = block(hidden_states, padding_mask, routing)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
+        if order is not None:
+            restore = torch.empty_like(order)
+            restore[order] = torch.arange(order.numel(), device=order.device)
+            hidden_states = hidden_states[restore]
+            all_hidden_states = tuple(h[restore] for h in all_hidden_states) if output_hidden_states else None
         if not return_dict:
             return tuple(v for v in (hidden_states, all_hidden_states) if v is not None)
         return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_hidden_states)
@@ -327,16 +417,21 @@ class PeterRecModel(PeterRecPreTrainedModel):
         self, input_ids: torch.Tensor, hidden_states: torch.Tensor, routing: PatchRouting
     ) -> torch.Tensor:
         """Puts each task's own `[TCL]` embedding, where it has one, at its rows' `[TCL]` positions."""
-        for task, _, rows in routing:
-            if task not in self.tcl_embeddings:
-                continue
-            is_tcl = input_ids.eq(self.config.tcl_token_id).unsqueeze(-1)
-            if rows is not None:
-                is_tcl = is_tcl & torch.zeros_like(is_tcl).index_fill_(0, rows, True)
-            hidden_states = torch.where(
-                is_tcl, self.tcl_embeddings[task].to(hidden_states.dtype), hidden_states
-            )
-        return hidden_states
+        pieces = []
+        for group in routing:
+            hidden = hidden_states[group.rows]
+            if any(task in self.tcl_embeddings for task in group.tasks):
+                shared = self.embed_items.weight[self.config.tcl_token_id]
+                vectors = torch.stack(
+                    [self.tcl_embeddings[t] if t in self.tcl_embeddings else shared for t in group.tasks]
+                )
+                vectors = vectors[group.row_task] if group.row_task is not None else vectors
+                is_tcl = input_ids[group.rows].eq(self.config.tcl_token_id).unsqueeze(-1)
+                hidden = torch.where(is_tcl, vectors.unsqueeze(1).to(hidden.dtype), hidden)
+            pieces.append(hidden)
+        if not pieces:
+            return hidden_states
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
     def _check_item_ids(self, input_ids: torch.Tensor) -> None:
         if input_ids.numel() == 0 or input_ids.shape[-1] == 0:

@@ -551,33 +551,30 @@ class MultiTaskPeterRec(nn.Module):
         """Task outputs (class logits, or scores of every target item).
 
         Returns a (batch, outputs) tensor for a single task, or a list with one output vector per row for a
-        mixed batch (tasks have different output sizes).
+        mixed batch (tasks have different output sizes). In a mixed batch the rows of tasks whose patches are
+        alike (same insertion, size and activation) run through their patches together, with per-row weights.
         """
         task = task or self.active_task
         if task is None:
             raise ValueError("No task given and none active; load a patch or pass task=...")
-        names = [task] if isinstance(task, str) else list(task)
-        self._check(names)
+        single = isinstance(task, str)
+        per_row = [task] * input_ids.shape[0] if single else list(task)
+        self._check(per_row)
         if attention_mask is None:
             attention_mask = input_ids.ne(self.backbone.config.pad_token_id)
-        per_row = [task] * input_ids.shape[0] if isinstance(task, str) else names
-        patches = [self.tasks[name].patch_name or None for name in per_row]
-        if len(set(patches)) == 1:
-            patch = patches[0] or []
-        elif None in patches:
-            raise ValueError(
-                "A mixed batch needs every task to have a patch; run head-only tasks separately."
-            )
-        else:
-            patch = patches
+        patch = (
+            self.tasks[task].patch_name
+            if single
+            else [self.tasks[name].patch_name or None for name in per_row]
+        )
         hidden = self.backbone(input_ids, attention_mask=attention_mask, patch=patch).last_hidden_state
         users = self.backbone.user_representation(hidden, attention_mask)
-        if isinstance(task, str):
+        if single:
             return self.tasks[task].logits_from_user_vectors(users)
         outputs: list[torch.Tensor | None] = [None] * len(per_row)
         for name in dict.fromkeys(per_row):
-            rows = [i for i, row_task in enumerate(per_row) if row_task == name]
-            logits = self.tasks[name].logits_from_user_vectors(users[rows])
-            for row, vector in zip(rows, logits, strict=True):
+            rows = [row for row, row_task in enumerate(per_row) if row_task == name]
+            logits = self.tasks[name].logits_from_user_vectors(users[torch.tensor(rows, device=users.device)])
+            for row, vector in zip(rows, logits.unbind(0), strict=True):
                 outputs[row] = vector
         return outputs

@@ -212,17 +212,21 @@ def test_parallel_patch_starts_as_conv_plus_input():
 
 def test_mixed_task_batch_equals_rows_alone():
     model = PeterRecModel(tester.config()).eval()
-    model.add_patch("gender", "serial_two")
-    model.add_patch("age", "parallel_before_ln", bottleneck_size=4, layer_norms=["norm2"])
+    model.add_patch("gender", "serial_two", tcl_embedding=True)
+    model.add_patch("age", "serial_two", layer_norms=["norm2"])  # same kind as gender: one batched group
+    model.add_patch("life", "parallel_before_ln", bottleneck_size=4)
     with torch.no_grad():
-        for patch in (m for m in model.modules() if isinstance(m, ModelPatch)):
-            torch.nn.init.normal_(patch.up.weight, std=0.1)
-    ids = tester.input_ids()
-    tasks = ["age", "gender", "age"]
+        for name, parameter in model.named_parameters():
+            if name != "embed_items.weight":
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    ids = torch.randint(4, tester.vocab_size, (6, tester.length), generator=torch.Generator().manual_seed(3))
+    ids[:, -1] = 3
+    ids[2, :4] = 0
+    tasks = ["age", "gender", "life", "", "gender", "age"]
     with torch.no_grad():
         mixed = model(ids, patch=tasks).last_hidden_state
         for row, task in enumerate(tasks):
-            alone = model(ids[row : row + 1], patch=task).last_hidden_state
+            alone = model(ids[row : row + 1], patch=task or []).last_hidden_state
             torch.testing.assert_close(mixed[row : row + 1], alone, rtol=1e-6, atol=1e-6)
 
 
