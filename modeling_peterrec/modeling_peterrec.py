@@ -131,6 +131,14 @@ def apply_layer_norms(
     return normalized * weight + bias
 
 
+def to_device(indices: list[int], device: torch.device) -> torch.Tensor:
+    """An index tensor on `device` without waiting for the work already queued there (pinned, asynchronous)."""
+    tensor = torch.tensor(indices)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def build_block_patches(
     hidden_size: int, insertion: str, bottleneck_size: int, activation: str
 ) -> nn.ModuleDict:
@@ -173,14 +181,17 @@ class DilatedResidualBlock(nn.Module):
     ) -> torch.Tensor:
         norm_name = "norm1" if slot == "conv1" else "norm2"
         shared_norm = getattr(self, norm_name)
-        if not routing:
+        if len(routing) == 0:
             return torch.relu(shared_norm(conv_output))
         outputs = []
         for group in routing:
             x, h = layer_input[group.rows], conv_output[group.rows]
+            if len(group.tasks) == 0:
+                outputs.append(torch.relu(shared_norm(h)))
+                continue
             patches = [self.patches[task] for task in group.tasks]
-            norms = [p[norm_name] if norm_name in p else shared_norm for p in patches] or [shared_norm]
-            has_patch = bool(patches) and slot in patches[0]
+            norms = [p[norm_name] if norm_name in p else shared_norm for p in patches]
+            has_patch = slot in patches[0]
             if has_patch and group.insertion in ("serial_one", "serial_two"):
                 # serial, Figure 3(b)/(c): on the conv's output, before its LayerNorm
                 h = apply_patches([p[slot] for p in patches], group.row_task, h)
@@ -336,7 +347,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
         (None when the batch is already in that order)."""
         if patch is None:
             patch = self.active_patch
-        if not patch:
+        if patch is None or len(patch) == 0:
             return [], None
         if isinstance(patch, str):
             self._check_patch_names([patch])
@@ -353,15 +364,13 @@ class PeterRecModel(PeterRecPreTrainedModel):
             rows = [row for row in order if row_kinds[row] == kind]
             tasks = list(dict.fromkeys(names[row] for row in rows)) if kind else []
             row_task = (
-                torch.tensor([tasks.index(names[row]) for row in rows], device=device)
-                if len(tasks) > 1
-                else None
+                to_device([tasks.index(names[row]) for row in rows], device) if len(tasks) > 1 else None
             )
             groups.append(
                 PatchGroup(tasks, kind.insertion if kind else None, slice(start, start + len(rows)), row_task)
             )
             start += len(rows)
-        permutation = None if order == list(range(batch_size)) else torch.tensor(order, device=device)
+        permutation = None if order == list(range(batch_size)) else to_device(order, device)
         return groups, permutation
 
     def forward(
@@ -429,7 +438,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
                 is_tcl = input_ids[group.rows].eq(self.config.tcl_token_id).unsqueeze(-1)
                 hidden = torch.where(is_tcl, vectors.unsqueeze(1).to(hidden.dtype), hidden)
             pieces.append(hidden)
-        if not pieces:
+        if len(pieces) == 0:
             return hidden_states
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 

@@ -34,6 +34,7 @@ from .modeling_peterrec import (
     PeterRecForSequenceClassification,
     PeterRecModel,
     PeterRecPreTrainedModel,
+    to_device,
 )
 
 PATCH_CONFIG_NAME = "patch_config.json"
@@ -557,24 +558,37 @@ class MultiTaskPeterRec(nn.Module):
         task = task or self.active_task
         if task is None:
             raise ValueError("No task given and none active; load a patch or pass task=...")
-        single = isinstance(task, str)
-        per_row = [task] * input_ids.shape[0] if single else list(task)
-        self._check(per_row)
         if attention_mask is None:
             attention_mask = input_ids.ne(self.backbone.config.pad_token_id)
-        patch = (
-            self.tasks[task].patch_name
-            if single
-            else [self.tasks[name].patch_name or None for name in per_row]
-        )
-        hidden = self.backbone(input_ids, attention_mask=attention_mask, patch=patch).last_hidden_state
-        users = self.backbone.user_representation(hidden, attention_mask)
-        if single:
+        if isinstance(task, str):
+            self._check([task])
+            users = self._user_vectors(input_ids, attention_mask, self.tasks[task].patch_name)
             return self.tasks[task].logits_from_user_vectors(users)
+        per_row = list(task)
+        self._check(per_row)
+        # Rows sorted by (kind of patch, task): the backbone needs no reordering and each head reads a slice.
+        kinds = self.backbone.patch_kinds
+        tasks = sorted(
+            dict.fromkeys(per_row), key=lambda name: (str(kinds.get(self.tasks[name].patch_name or "")), name)
+        )
+        order = sorted(range(len(per_row)), key=lambda row: tasks.index(per_row[row]))
+        if order != list(range(len(per_row))):
+            index = to_device(order, input_ids.device)
+            input_ids, attention_mask = input_ids[index], attention_mask[index]
+        sorted_tasks = [per_row[row] for row in order]
+        users = self._user_vectors(
+            input_ids, attention_mask, [self.tasks[name].patch_name or None for name in sorted_tasks]
+        )
         outputs: list[torch.Tensor | None] = [None] * len(per_row)
-        for name in dict.fromkeys(per_row):
-            rows = [row for row, row_task in enumerate(per_row) if row_task == name]
-            logits = self.tasks[name].logits_from_user_vectors(users[torch.tensor(rows, device=users.device)])
-            for row, vector in zip(rows, logits.unbind(0), strict=True):
+        start = 0
+        for name in tasks:
+            count = sorted_tasks.count(name)
+            logits = self.tasks[name].logits_from_user_vectors(users[start : start + count])
+            for row, vector in zip(order[start : start + count], logits.unbind(0), strict=True):
                 outputs[row] = vector
+            start += count
         return outputs
+
+    def _user_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, patch) -> torch.Tensor:
+        hidden = self.backbone(input_ids, attention_mask=attention_mask, patch=patch).last_hidden_state
+        return self.backbone.user_representation(hidden, attention_mask)
