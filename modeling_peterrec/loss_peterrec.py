@@ -6,10 +6,10 @@ sequence length 100) the batch x length x items logits tensor is 15 GiB per copy
 is why the paper trained with batch 32. The functions here compute the output projection and the
 loss together:
 
-- [`linear_cross_entropy`]: the exact full-softmax cross-entropy, computed chunk by chunk over the
-  tokens. The gradients with respect to the hidden states, the output weight and the output bias
-  are computed inside the forward pass, chunk by chunk, so the backward pass only scales them and
-  no chunk of logits is ever recomputed or kept.
+- [`linear_cross_entropy`]: the exact full-softmax cross-entropy. On GPU, two Triton kernels keep each
+  tile of logits in registers, as FlashAttention does (optional: Triton is not a dependency). Everywhere
+  else, a pure-PyTorch path works chunk by chunk over the tokens and computes the gradients inside the
+  forward pass, so the backward pass only scales them. See docs/performance.md for measurements.
 - [`sampled_softmax_loss`]: the original code's alternative objective, a sampled softmax with the
   usual logQ correction.
 """
@@ -177,7 +177,7 @@ if triton is not None:
         tl.store(grad_bias_ptr + cols, bias_acc)
 
 
-TRITON_BLOCKS = {"forward": (128, 64, 8, 2), "grad_weight": (64, 128, 8, 2)}
+TRITON_BLOCKS = {"forward": (128, 64, 8, 3), "grad_weight": (64, 128, 8, 3)}
 """(BLOCK_N, BLOCK_V, num_warps, num_stages) of each Triton kernel (measured on an H100 at hidden size 256)."""
 
 
@@ -421,7 +421,7 @@ def linear_cross_entropy(
         labels (`torch.LongTensor` of shape `(num_tokens,)`): target item ids.
         ignore_index (`int`, defaults to -100): label value of rows that do not count.
         chunk_size (`int`, defaults to 4096): rows of logits computed at once; memory grows as
-            `chunk_size * vocab_size * 6` bytes.
+            about `chunk_size * vocab_size * 8` bytes in bf16 (4 in fp32). Unused by the Triton backend.
         reduction (`str`, defaults to `"mean"`): `"mean"` over the counted rows, or `"sum"`.
         backend (`str`, defaults to `"auto"`): `"torch"` (chunked, any device), `"triton"` (fused
             kernels that keep each tile of logits in registers; CUDA, bf16/fp16 compute, hidden size a

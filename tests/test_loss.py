@@ -219,16 +219,18 @@ def test_sampled_softmax_of_an_all_ignored_batch_is_zero():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the Triton kernels need a CUDA GPU")
 @pytest.mark.parametrize("num_tokens,vocab_size", [(300, 5000), (7, 70_000)])
-def test_triton_kernels_match_the_chunked_path_in_bf16(num_tokens, vocab_size):
+def test_triton_kernels_in_bf16_stay_close_to_fp32(num_tokens, vocab_size):
     pytest.importorskip("triton")
+    hidden, weight, bias, labels = make_inputs(num_tokens, 256, vocab_size, seed=1)
     inputs = [
-        t.detach().cuda().requires_grad_() for t in make_inputs(num_tokens, 256, vocab_size, seed=1)[:3]
+        t.detach().cuda().mul(scale).requires_grad_()
+        for t, scale in ((hidden, 1.0), (weight, 0.05), (bias, 1.0))
     ]
-    labels = make_inputs(num_tokens, 256, vocab_size, seed=1)[3].cuda()
+    labels = labels.cuda()
     labels[::5] = -100
+    expected_loss, expected_grads = loss_and_grads(plain_loss, *inputs, labels)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        expected_loss, expected_grads = loss_and_grads(linear_cross_entropy, *inputs, labels, backend="torch")
         loss, grads = loss_and_grads(linear_cross_entropy, *inputs, labels, backend="triton")
-    torch.testing.assert_close(loss, expected_loss, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(loss, expected_loss, rtol=2e-3, atol=2e-3)
     for grad, expected in zip(grads, expected_grads, strict=True):
         assert (grad - expected).norm() / expected.norm() < 1e-2
