@@ -497,8 +497,7 @@ class _PeterRecForItemPrediction(PeterRecPreTrainedModel):
         self.output_layer = value
 
     def _item_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        keep = labels.ne(-100)
-        hidden, labels = hidden[keep], labels[keep]
+        """Cross-entropy over all items (or the sampled softmax); rows labelled -100 (padding) do not count."""
         if self.config.pretraining_loss == "sampled_softmax" and self.training:
             return sampled_softmax_loss(
                 hidden, self.output_layer.weight, self.output_layer.bias, labels, self.config.num_sampled
