@@ -16,7 +16,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -318,10 +319,21 @@ def _stored_names(model: PeterRecPreTrainedModel, spec: TransferConfig) -> list[
     return sorted(set(spec.trainable_parameters) | set(base))
 
 
-def _atomic_folder(folder: Path):
-    """A temporary sibling folder that replaces `folder` in one rename once it is complete (SPEC §7)."""
+@contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary sibling folder to write into; once the block ends without error it replaces `folder`
+    in one rename, so a crash never leaves a half-written model or patch behind (SPEC §7)."""
+    folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield staging
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
 
 
 def save_patch(
@@ -342,8 +354,7 @@ def save_patch(
     state = model.state_dict()
     tensors = {name: state[name].detach().contiguous() for name in _stored_names(model, spec)}
     folder = Path(folder)
-    staging = Path(_atomic_folder(folder))
-    try:
+    with atomic_folder(folder) as staging:
         save_file(tensors, staging / PATCH_WEIGHTS_NAME, metadata={"format": "pt", "task": spec.task})
         (staging / PATCH_CONFIG_NAME).write_text(json.dumps(asdict(spec), indent=2) + "\n")
         report = transfer_report(model)
@@ -365,12 +376,6 @@ def save_patch(
             label_names=spec.label_names,
         )
         card.save(staging / "README.md")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return folder
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -61,7 +59,7 @@ from .modeling_peterrec import (
     PeterRecForNextItemPrediction,
     PeterRecPreTrainedModel,
 )
-from .patching import METHODS, PATCH_WEIGHTS_NAME, load_patch, prepare_for_transfer, save_patch
+from .patching import METHODS, PATCH_WEIGHTS_NAME, atomic_folder, load_patch, prepare_for_transfer, save_patch
 
 logger = logging.get_logger(__name__)
 
@@ -473,9 +471,7 @@ def save_backbone(
     """Writes a backbone folder (SPEC §4): weights and config, tokenizer, and the model card with the pretraining
     metrics. The folder appears complete or not at all."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         config = model.config
@@ -493,12 +489,6 @@ def save_backbone(
             training_summary=training_summary,
         )
         card.save(staging / "README.md")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return folder
 
 
