@@ -1,4 +1,4 @@
-"""The `peterrec` command line: `data`, `pretrain`, `finetune`, `evaluate` and `demo`.
+"""The `peterrec` command line: `data`, `pretrain`, `finetune`, `evaluate`, `demo` and `reproduce`.
 
 `pretrain`, `finetune` and `evaluate` take their own options (`peterrec pretrain --help`) and every
 `transformers.TrainingArguments` option (`--output_dir`, `--num_train_epochs`, `--resume_from_checkpoint`, ...).
@@ -88,7 +88,7 @@ def _pipeline(command: str, argv: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `peterrec` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ["data", *PIPELINES, "demo"]
+    commands = ["data", *PIPELINES, "demo", "reproduce"]
     if not argv or argv[0] not in commands:
         print(
             f"usage: peterrec {{{','.join(commands)}}} [options]\n"
@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "  finetune   fine-tune a backbone for one task with one method; writes the patch folder\n"
             "  evaluate   test metrics of a backbone, or of a backbone with a patch\n"
             "  demo       ML-1M end to end on a small backbone, with a results table\n"
+            "  reproduce  the paper's research questions on ML-1M: tables, plots and JSON in results/\n"
             "Run `peterrec COMMAND --help` for a command's options.",
             file=sys.stderr,
         )
@@ -109,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         _data(rest)
     elif command == "demo":
         _demo(rest)
+    elif command == "reproduce":
+        from .reproduce import main as reproduce
+
+        reproduce(rest)
     else:
         _pipeline(command, rest)
 

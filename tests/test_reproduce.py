@@ -1,0 +1,251 @@
+"""The reproduction runner's bookkeeping: aggregation over seeds, tables, validation-only tuning, one read of the
+test split per configuration and seed, resuming, the rule baselines, and one real run of the `smoke` preset."""
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+
+from modeling_peterrec.data import classification_dataset, coldrec_dataset, pretraining_dataset
+from modeling_peterrec.reproduce import (
+    PRESETS,
+    Aggregate,
+    Configuration,
+    Reproduction,
+    derived_task,
+    item_popularity,
+    main,
+    majority_label,
+    markdown_table,
+    mean_curve,
+    popularity_metrics,
+    research_plan,
+    run_plan,
+    validation_curve,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def synthetic_root(folder: Path, num_users: int = 60, seed: int = 0) -> Path:
+    """`pretrain_source`, `genest` and `coldrec` DatasetDicts under `folder`: class-0 users watch i0-i9, class-1
+    users i10-i19; each user likes two of 12 target items."""
+    rng = random.Random(seed)
+    users = [f"u{i}" for i in range(num_users)]
+    labels = [i % 2 for i in range(num_users)]
+    histories = [
+        [f"i{rng.randrange(10) + 10 * label}" for _ in range(rng.randint(4, 15))] for label in labels
+    ]
+    targets = [[f"t{rng.randrange(6) + 6 * label}" for _ in range(2)] for label in labels]
+    pretraining_dataset(users, histories).save_to_disk(str(folder / "pretrain_source"))
+    classification_dataset(users, histories, labels, ["female", "male"]).save_to_disk(str(folder / "genest"))
+    coldrec_dataset(users, histories, targets).save_to_disk(str(folder / "coldrec"))
+    return folder
+
+
+class FakePipeline:
+    """Stands in for `training.pretrain` / `training.finetune`: writes `metrics.json` like them and records, for
+    every fine-tuning call, its learning rate, seed and whether the split it will test on is the real test split.
+
+    Validation prefers learning rate 1e-3 and test prefers 1e-2, so choosing on the test split would show."""
+
+    def __init__(self, real_test_users: list[str]):
+        self.real_test_users = real_test_users
+        self.calls: list[dict] = []
+
+    def pretrain(self, args, training_args):
+        summary = {"backbone": "unused", "num_parameters": 123, "train_runtime_s": 60.0}
+        summary["test"] = {"mrr@5": 0.25, "hr@5": 0.5}
+        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(training_args.output_dir) / "metrics.json").write_text(json.dumps(summary))
+        return summary
+
+    def finetune(self, args, training_args):
+        test_users = load_from_disk(args.data_dir)["test"]["user_id"]
+        rate, seed = training_args.learning_rate, training_args.seed
+        self.calls.append({"rate": rate, "seed": seed, "reads_test": test_users == self.real_test_users})
+        validation = {"accuracy": 0.9 if rate == 1e-3 else 0.6}
+        summary = {
+            "task_kind": "classification",
+            "trainable_parameters": 25,
+            "total_parameters": 100,
+            "validation": validation,
+            "test": {"accuracy": (0.5 + 0.1 * seed) if rate == 1e-3 else 0.99, "loss": 0.1},
+            "log_history": [
+                {"epoch": 0.5, "eval_accuracy": 0.6 + seed},
+                {"epoch": 1.0, "eval_accuracy": 0.8 + seed},
+                {"epoch": 1.0, "eval_accuracy": 0.8 + seed},
+            ],
+        }
+        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(training_args.output_dir) / "metrics.json").write_text(json.dumps(summary))
+        return summary
+
+
+@pytest.fixture
+def fake_run(tmp_path):
+    root = synthetic_root(tmp_path / "data")
+    fake = FakePipeline(load_from_disk(str(root / "genest"))["test"]["user_id"])
+    preset = replace(PRESETS["smoke"], seeds=(0, 1, 2), learning_rates=(1e-2, 1e-3))
+    runner = Reproduction(
+        preset,
+        tmp_path / "runs",
+        data_dir=root,
+        cache_dir=tmp_path / "cache",
+        finetune_fn=fake.finetune,
+        pretrain_fn=fake.pretrain,
+    )
+    plan = {"rq1": [Configuration("genest", "peterrec")], "rq3": [Configuration("genest", "peterrec")]}
+    report = run_plan(runner, plan, ["genest"], tmp_path / "results", "peterrec reproduce --test")
+    return fake, runner, plan, report, tmp_path
+
+
+def test_aggregate_is_mean_and_sample_std_over_seeds():
+    aggregate = Aggregate.of([0.5, 0.7, 0.9])
+    assert aggregate.mean == pytest.approx(0.7)
+    assert aggregate.std == pytest.approx(0.2)
+    assert str(aggregate) == "0.7000 ± 0.2000"
+    assert Aggregate.of([0.25]).std == 0.0
+    with pytest.raises(ValueError, match="empty"):
+        Aggregate.of([])
+
+
+def test_markdown_table_aligns_first_column_left_and_others_right():
+    assert markdown_table(["Task", "A"], [["x", "1"], ["y", "2"]]) == (
+        "| Task | A |\n| :-- | --: |\n| x | 1 |\n| y | 2 |"
+    )
+
+
+def test_configuration_name_drops_patch_options_of_methods_without_patches():
+    assert (
+        Configuration("genest", "fine_all", insertion="parallel_after_act").name == "causal-genest-fine_all"
+    )
+    assert Configuration("genest", "fine_all") == Configuration("genest", "fine_all", bottleneck_size=4)
+    assert (
+        Configuration("ageest", "peterrec", "masked", "serial_one", 0.1, 4, ("norm2",), True).name
+        == "masked-ageest-peterrec-serial_one-bottleneck4-train_norm2-train_tcl-train10pct"
+    )
+    assert (
+        Configuration("genest", "peterrec", readout="sum").name
+        == "causal-genest-peterrec-serial_two-readout_sum"
+    )
+    with pytest.raises(ValueError, match="train_fraction"):
+        Configuration("genest", "peterrec", train_fraction=0)
+
+
+def test_research_plan_restricts_experiments_to_the_chosen_tasks():
+    plan = research_plan([1, 2, 4], ["genest"])
+    assert list(plan) == ["rq1"]
+    assert [c.method for c in plan["rq1"]] == ["peterrec", "peter_zero", "fine_all", "fine_zero"]
+    full = research_plan([1, 2, 3, 4], ["genest", "ageest", "lifestatus", "coldrec"])
+    assert len(full["rq2"]) == 12 and len(full["rq4_insertion"]) == 4 and len(full["rq4_few_labels"]) == 6
+    assert Configuration("ageest", "peterrec", "masked") in full["rq4_objective"]
+
+
+def test_learning_rate_is_chosen_on_validation_and_test_is_read_once_per_seed(fake_run):
+    fake, _, _, report, _ = fake_run
+    tuning = [call for call in fake.calls if not call["reads_test"]]
+    final = [call for call in fake.calls if call["reads_test"]]
+    assert sorted(call["rate"] for call in tuning) == [1e-3, 1e-2]
+    assert all(call["seed"] == 0 for call in tuning)
+    assert sorted((call["seed"], call["rate"]) for call in final) == [(0, 1e-3), (1, 1e-3), (2, 1e-3)]
+    result = report["configurations"]["causal-genest-peterrec-serial_two"]
+    assert result["learning_rate"] == 1e-3
+    assert result["validation_by_learning_rate"] == {"0.01": 0.6, "0.001": 0.9}
+    aggregate = report["aggregates"]["causal-genest-peterrec-serial_two"]["accuracy"]
+    assert aggregate["mean"] == pytest.approx(0.6) and aggregate["std"] == pytest.approx(0.1)
+    assert result["trainable_share"] == 0.25
+
+
+def test_rerun_resumes_from_the_runs_on_disk(fake_run):
+    fake, runner, plan, _, tmp_path = fake_run
+    before = len(fake.calls)
+    run_plan(runner, plan, ["genest"], tmp_path / "results", "again")
+    assert len(fake.calls) == before
+
+
+def test_report_only_pass_runs_nothing_and_leaves_out_missing_configurations(fake_run):
+    fake, runner, plan, _, tmp_path = fake_run
+    before = len(fake.calls)
+    missing = Configuration("genest", "fine_all")
+    report_only = replace(runner, run_missing=False)
+    report = run_plan(
+        report_only, {**plan, "rq1": [*plan["rq1"], missing]}, ["genest"], tmp_path / "out", "x"
+    )
+    assert len(fake.calls) == before
+    assert list(report["configurations"]) == ["causal-genest-peterrec-serial_two"]
+    assert (
+        "| GenEst Acc | 0.6000 ± 0.1000 | – | – | – |" in (tmp_path / "out" / "reproduction.md").read_text()
+    )
+
+
+def test_report_renders_tables_baseline_and_curves(fake_run):
+    _, _, _, report, tmp_path = fake_run
+    markdown = (tmp_path / "results" / "reproduction.md").read_text()
+    assert "| GenEst Acc | 0.6000 ± 0.1000 | – | – | – |" in markdown
+    splits = load_from_disk(str(tmp_path / "data" / "genest"))
+    majority = majority_label(splits["train"]["label"])
+    share = sum(label == majority for label in splits["test"]["label"]) / len(splits["test"])
+    assert f"| GenEst Acc | {share:.4f} ± 0.0000 | 0.6000 ± 0.1000 |" in markdown.split("## RQ3")[1]
+    assert json.loads((tmp_path / "results" / "reproduction.json").read_text())["plots"] == ["rq1_curves.png"]
+    assert (tmp_path / "results" / "rq1_curves.png").read_bytes()[:8] == PNG_SIGNATURE
+    curve = report["configurations"]["causal-genest-peterrec-serial_two"]["curves"]["2"]
+    assert curve == [[0.5, 2.6], [1.0, 2.8]]
+
+
+def test_tuning_copy_tests_on_validation_and_few_label_copy_subsamples_train(tmp_path):
+    splits = load_from_disk(str(synthetic_root(tmp_path / "data") / "genest"))
+    tuning = load_from_disk(str(derived_task(splits, tmp_path / "tuning", for_tuning=True)))
+    assert tuning["test"]["user_id"] == splits["validation"]["user_id"]
+    few = load_from_disk(str(derived_task(splits, tmp_path / "few", train_fraction=0.1, seed=3)))
+    assert len(few["train"]) == round(0.1 * len(splits["train"]))
+    assert set(few["train"]["user_id"]) <= set(splits["train"]["user_id"])
+    assert few["test"]["user_id"] == splits["test"]["user_id"]
+
+
+def test_majority_label_breaks_ties_toward_the_smallest_id():
+    assert majority_label([1, 0, 1, 2, 2, 1]) == 1
+    assert majority_label([2, 0, 2, 0]) == 0
+
+
+def test_popularity_baseline_metrics_by_hand():
+    popularity = item_popularity([[0, 3], [0, 0, 1], [0, 3]], 4)
+    assert popularity.tolist() == [3.0, 1.0, 0.0, 2.0]
+    metrics = popularity_metrics(popularity, [[0, 1, 2], [1, 0, 3]], [0, 1], [[0], [1, 3]], 4)
+    # Sampled: ranks 0 and 2 -> MRR@5 (1 + 1/3) / 2. Full: item 3 is the second user's other positive, so the
+    # ranks are 0 and 1 -> MRR@5 (1 + 1/2) / 2.
+    assert metrics["hr@5"] == 1.0
+    assert metrics["mrr@5"] == pytest.approx(2 / 3)
+    assert metrics["full_mrr@5"] == pytest.approx(0.75)
+
+
+def test_mean_curve_and_validation_curve():
+    assert mean_curve([[(1, 0.2), (2, 0.4)], [(1, 0.4), (2, 0.6), (3, 0.9)]]) == [
+        (1, pytest.approx(0.3)),
+        (2, 0.5),
+    ]
+    history = [
+        {"epoch": 1.0, "eval_mrr@5": 0.1},
+        {"epoch": 1.0, "loss": 3.0},
+        {"epoch": 1.0, "eval_mrr@5": 0.1},
+    ]
+    assert validation_curve(history, "mrr@5") == [(1.0, 0.1)]
+
+
+def test_smoke_preset_runs_the_real_pipeline_on_synthetic_data(tmp_path):
+    root = synthetic_root(tmp_path / "data")
+    report = main(
+        ["--preset", "smoke", "--rq", "3", "--tasks", "genest", "coldrec", "--data_dir", str(root)]
+        + ["--output_dir", str(tmp_path / "results"), "--cache_dir", str(tmp_path / "cache")]
+    )
+    assert set(report["configurations"]) == {
+        "causal-genest-peterrec-serial_two",
+        "causal-coldrec-peterrec-serial_two",
+    }
+    coldrec = report["configurations"]["causal-coldrec-peterrec-serial_two"]["test"]["0"]
+    assert 0.0 <= coldrec["mrr@5"] <= coldrec["hr@5"] <= 1.0 and "full_mrr@5" in coldrec
+    assert report["baselines"]["coldrec"]["0"]["hr@5"] <= 1.0
+    assert "## RQ3" in (tmp_path / "results" / "reproduction.md").read_text()
