@@ -19,12 +19,9 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, ModelOutput, SequenceClassifierOutput
-from transformers.utils import logging
 
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
 from .loss_peterrec import linear_cross_entropy, sampled_softmax_loss
-
-logger = logging.get_logger(__name__)
 
 PATCH_ACTIVATIONS = {
     "gelu": nn.GELU,
