@@ -525,6 +525,26 @@ def _with_metric_for_best(training_args: TrainingArguments, metric: str) -> Trai
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _train_and_test(
+    trainer: Trainer, test, training_args: TrainingArguments
+) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
+    """Trains (resuming if asked), then evaluates the kept checkpoint on validation and, once, on test.
+
+    Returns the training output, the training log (before the final evaluations) and the run's summary fields.
+    """
+    started = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=resume_target(training_args))
+    log_history = list(trainer.state.log_history)
+    results = {
+        "processes": training_args.world_size,
+        "train_runtime_s": train_output.metrics["train_runtime"],
+        "validation": _strip_prefix(trainer.evaluate(), "eval"),
+        "test": _strip_prefix(trainer.evaluate(test, metric_key_prefix="test"), "test"),
+    }
+    results["wall_time_s"] = time.perf_counter() - started
+    return train_output, log_history, results
+
+
 def pretrain(
     args: PretrainArguments,
     training_args: TrainingArguments,
@@ -580,22 +600,15 @@ def pretrain(
         compute_metrics=compute_pretraining_metrics,
         callbacks=callbacks,
     )
-    started = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=resume_target(training_args))
-    log_history = list(trainer.state.log_history)
-    validation_metrics = _strip_prefix(trainer.evaluate(), "eval")
-    test_metrics = _strip_prefix(trainer.evaluate(test, metric_key_prefix="test"), "test")
+    train_output, log_history, results = _train_and_test(trainer, test, training_args)
+    test_metrics = results["test"]
     summary = {
         "objective": args.objective,
         "dataset": _dataset_name(args, args.task),
         "num_parameters": model.num_parameters(),
         "vocab_size": len(tokenizer),
         "train_windows": len(train),
-        "processes": training_args.world_size,
-        "train_runtime_s": train_output.metrics["train_runtime"],
-        "wall_time_s": time.perf_counter() - started,
-        "validation": validation_metrics,
-        "test": test_metrics,
+        **results,
         "config": {
             "hidden_size": config.hidden_size,
             "dilations": config.dilations,
@@ -728,11 +741,8 @@ def finetune(
         compute_metrics=make_compute_metrics(kind, RANKING_CUTOFFS),
         callbacks=callbacks,
     )
-    started = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=resume_target(training_args))
-    log_history = list(trainer.state.log_history)
-    validation_metrics = _strip_prefix(trainer.evaluate(), "eval")
-    test_metrics = _strip_prefix(trainer.evaluate(test, metric_key_prefix="test"), "test")
+    train_output, log_history, results = _train_and_test(trainer, test, training_args)
+    test_metrics = results["test"]
     full_metrics = full_ranking_test_metrics(trainer, test) if kind == "ranking" else None
     summary = {
         "task": args.task,
@@ -743,11 +753,7 @@ def finetune(
         "trainable_parameters": report.trainable_parameters,
         "total_parameters": report.total_parameters,
         "train_examples": len(train),
-        "processes": training_args.world_size,
-        "train_runtime_s": train_output.metrics["train_runtime"],
-        "wall_time_s": time.perf_counter() - started,
-        "validation": validation_metrics,
-        "test": test_metrics,
+        **results,
     }
     if full_metrics is not None:
         summary["test_full_ranking"] = full_metrics
