@@ -11,6 +11,7 @@ in one mixed batch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -147,7 +148,8 @@ def backbone_fingerprint(backbone: PeterRecModel) -> str:
     for name in sorted(base_weight_names(backbone)):
         tensor = state[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        if tensor.numel():
+            digest.update(tensor.view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
@@ -199,20 +201,21 @@ def _build_head_model(backbone: PeterRecModel, spec: TransferConfig) -> PeterRec
 
 
 def _trainable_names(model: PeterRecPreTrainedModel, spec: TransferConfig) -> list[str]:
-    backbone_prefix = "peterrec."
-    names = list(dict(model.named_parameters()))
-    head = [name for name in names if not name.startswith(backbone_prefix)]
+    """The parameters `spec.method` trains (`METHODS`), by name in the task model."""
+    names = [name for name, _ in model.named_parameters()]
+    head = [name for name in names if not name.startswith("peterrec.")]
     if spec.method in ("fine_all", "fine_zero"):
-        chosen = [name for name in names if ".patches." not in name and ".tcl_embeddings." not in name]
-        return chosen
+        return [name for name in names if ".patches." not in name and ".tcl_embeddings." not in name]
     if spec.method in PATCHED_METHODS:
         own = (f".patches.{spec.task}.", f"peterrec.tcl_embeddings.{spec.task}")
         return [name for name in names if any(key in name for key in own)] + head
+    last_layers = {
+        "fine_cls": [],
+        "fine_last1": ["conv2", "norm2"],
+        "fine_last2": ["conv1", "norm1", "conv2", "norm2"],
+    }
     last = len(backbone_of(model).blocks) - 1
-    layers = ["conv2", "norm2"] if spec.method == "fine_last1" else ["conv1", "norm1", "conv2", "norm2"]
-    if spec.method == "fine_cls":
-        layers = []
-    prefixes = tuple(f"peterrec.blocks.{last}.{layer}." for layer in layers)
+    prefixes = tuple(f"peterrec.blocks.{last}.{layer}." for layer in last_layers[spec.method])
     return [name for name in names if name.startswith(prefixes)] + head
 
 
@@ -271,15 +274,24 @@ def prepare_for_transfer(
         num_negatives=num_negatives,
     )
     spec.validate()
-    backbone = backbone_of(backbone)
+    return _attach(backbone_of(backbone), spec, seed)
+
+
+def _attach(
+    backbone: PeterRecModel, spec: TransferConfig, seed: int = 0, fingerprint: str | None = None
+) -> tuple[PeterRecPreTrainedModel, TransferReport]:
+    """Builds the task model that `spec` describes around `backbone` (see `prepare_for_transfer`).
+
+    `fingerprint` is the backbone's, when the caller has computed it already."""
     torch.manual_seed(seed)
-    if method.endswith("_zero"):
+    if spec.method.endswith("_zero"):
         backbone = PeterRecModel(PeterRecConfig(**{**backbone.config.to_dict(), "patch_insertion": None}))
-    spec.backbone_fingerprint = backbone_fingerprint(backbone)
-    spec.backbone_repo_id = backbone.config.name_or_path or None
-    if method in PATCHED_METHODS:
+        fingerprint = None
+    spec.backbone_fingerprint = fingerprint or backbone_fingerprint(backbone)
+    spec.backbone_repo_id = spec.backbone_repo_id or backbone.config.name_or_path or None
+    if spec.method in PATCHED_METHODS:
         backbone.add_patch(
-            task,
+            spec.task,
             spec.insertion,
             spec.bottleneck_size,
             spec.activation,
@@ -439,46 +451,44 @@ def load_patch(
             tensors, or is truncated.
     """
     spec, tensors = read_patch(source, revision)
-    backbone = backbone_of(backbone)
+    return _load(spec, tensors, backbone_of(backbone))
+
+
+def _load(
+    spec: TransferConfig, tensors: dict[str, torch.Tensor], backbone: PeterRecModel
+) -> PeterRecPreTrainedModel:
+    """`load_patch` once the patch is read: checks it against the backbone, then attaches it. On any error the
+    backbone is left as it was."""
+    fingerprint = None
     if not spec.method.endswith("_zero"):
-        found = backbone_fingerprint(backbone)
-        if found != spec.backbone_fingerprint:
+        fingerprint = backbone_fingerprint(backbone)
+        if fingerprint != spec.backbone_fingerprint:
             raise ValueError(
                 f"This patch was trained on a backbone with fingerprint {spec.backbone_fingerprint[:12]}..., but the "
-                f"given backbone has {found[:12]}... ({spec.backbone_repo_id or 'unknown repo'}, revision "
+                f"given backbone has {fingerprint[:12]}... ({spec.backbone_repo_id or 'unknown repo'}, revision "
                 f"{spec.backbone_revision or 'unknown'}); load the backbone the patch was trained on."
             )
     if spec.method not in SHAREABLE_METHODS and not spec.method.endswith("_zero"):
         backbone = copy.deepcopy(backbone)  # the method changes backbone weights: keep the caller's intact
-    model, _ = prepare_for_transfer(
-        backbone,
-        spec.method,
-        spec.task,
-        spec.head,
-        label_names=spec.label_names,
-        num_target_items=spec.num_target_items,
-        target_names=spec.target_names,
-        insertion=spec.insertion or "serial_two",
-        bottleneck_size=spec.bottleneck_size,
-        activation=spec.activation,
-        train_layer_norms=spec.train_layer_norms,
-        train_tcl_embedding=spec.train_tcl_embedding,
-        ranking_loss=spec.ranking_loss,
-        num_negatives=spec.num_negatives,
-    )
+    model, _ = _attach(backbone, dataclasses.replace(spec), fingerprint=fingerprint)
     stored = set(_stored_names(model, spec))
     expected = {name: parameter for name, parameter in model.named_parameters() if name in stored}
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or extra:
+    mismatched = [
+        name for name in set(tensors) & set(expected) if tensors[name].shape != expected[name].shape
+    ]
+    if missing or extra or mismatched:
+        if spec.task in backbone.patch_kinds:
+            backbone.remove_patch(spec.task)
+        if mismatched:
+            name = sorted(mismatched)[0]
+            raise ValueError(
+                f"Patch tensor {name} has shape {tuple(tensors[name].shape)}, the model expects "
+                f"{tuple(expected[name].shape)}."
+            )
         raise ValueError(
             f"The patch file does not match its configuration: missing {missing[:5]}, extra {extra[:5]}."
         )
-    for name, tensor in tensors.items():
-        if tensor.shape != expected[name].shape:
-            raise ValueError(
-                f"Patch tensor {name} has shape {tuple(tensor.shape)}, the model expects "
-                f"{tuple(expected[name].shape)}."
-            )
     with torch.no_grad():
         for name, tensor in tensors.items():
             expected[name].copy_(tensor)
@@ -525,7 +535,7 @@ class MultiTaskPeterRec(nn.Module):
 
     def load_patch(self, source: str | os.PathLike, revision: str | None = None) -> str:
         """Attaches a saved patch; returns its task name, which becomes the active task."""
-        spec, _ = read_patch(source, revision)
+        spec, tensors = read_patch(source, revision)
         if spec.method not in SHAREABLE_METHODS:
             raise ValueError(
                 f"A {spec.method} patch changes the backbone itself and cannot share it; serve it as a "
@@ -533,7 +543,7 @@ class MultiTaskPeterRec(nn.Module):
             )
         if spec.task in self.tasks:
             raise ValueError(f"Task {spec.task!r} is already loaded.")
-        self.tasks[spec.task] = load_patch(source, self.backbone, revision)
+        self.tasks[spec.task] = _load(spec, tensors, self.backbone)
         self.active_task = spec.task
         return spec.task
 
@@ -572,10 +582,9 @@ class MultiTaskPeterRec(nn.Module):
         per_row = list(task)
         self._check(per_row)
         # Rows sorted by (kind of patch, task): the backbone needs no reordering and each head reads a slice.
-        kinds = self.backbone.patch_kinds
-        tasks = sorted(
-            dict.fromkeys(per_row), key=lambda name: (str(kinds.get(self.tasks[name].patch_name or "")), name)
-        )
+        kind_of = {name: self.backbone.patch_kinds.get(self.tasks[name].patch_name or "") for name in per_row}
+        kinds = list(dict.fromkeys(kind_of.values()))
+        tasks = sorted(kind_of, key=lambda name: kinds.index(kind_of[name]))
         order = sorted(range(len(per_row)), key=lambda row: tasks.index(per_row[row]))
         if order != list(range(len(per_row))):
             index = to_device(order, input_ids.device)

@@ -170,23 +170,25 @@ def test_damaged_patch_files_are_clear_errors(tmp_path):
     folder = save_patch(model, tmp_path / "patch")
     weights = folder / PATCH_WEIGHTS_NAME
     original = load_file(weights)
+    backbone = pretrained_backbone()
 
     save_file({k: v for k, v in original.items() if not k.startswith("classifier.")}, weights)
     with pytest.raises(ValueError, match="missing"):
-        load_patch(folder, pretrained_backbone())
+        load_patch(folder, backbone)
     save_file({**original, "peterrec.embed_items.weight": torch.zeros(VOCAB, 16)}, weights)
     with pytest.raises(ValueError, match="extra"):
-        load_patch(folder, pretrained_backbone())
+        load_patch(folder, backbone)
     save_file({**original, "classifier.bias": torch.zeros(5)}, weights)
     with pytest.raises(ValueError, match="shape"):
-        load_patch(folder, pretrained_backbone())
+        load_patch(folder, backbone)
     save_file(original, weights)
     weights.write_bytes(weights.read_bytes()[:-40])
     with pytest.raises(ValueError, match="corrupt or truncated"):
-        load_patch(folder, pretrained_backbone())
+        load_patch(folder, backbone)
     weights.unlink()
     with pytest.raises(FileNotFoundError, match=PATCH_WEIGHTS_NAME):
-        load_patch(folder, pretrained_backbone())
+        load_patch(folder, backbone)
+    assert backbone.patch_kinds == {}  # no failed load left a half-attached patch behind
 
 
 def test_unknown_method_and_insertion_are_rejected():
