@@ -150,8 +150,7 @@ class ItemTokenizer(PreTrainedTokenizerFast):
             logger.warning_once(
                 f"Sequences longer than max_length={max_length} keep their most recent items."
             )
-        encoded = super().__call__(batch if batched else batch[0], is_split_into_words=True, **kwargs)
-        return encoded
+        return super().__call__(batch if batched else batch[0], is_split_into_words=True, **kwargs)
 
     def _as_tokens(self, items: Sequence[Item], index: int) -> list[str]:
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
@@ -162,10 +161,6 @@ class ItemTokenizer(PreTrainedTokenizerFast):
         if bad:
             raise TypeError(f"Sequence {index} holds {bad[:3]!r}; item ids must be strings or integers.")
         return [str(item) for item in items]
-
-    def item_counts(self) -> dict[str, int]:
-        """Number of items and special tokens, for cards and logs."""
-        return {"items": len(self) - self.first_item_id, "special_tokens": self.first_item_id}
 
     def __repr__(self) -> str:
         return (
