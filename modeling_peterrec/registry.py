@@ -1,0 +1,246 @@
+"""One record per concept of the paper: fine-tuning methods, patch insertions, task kinds and readouts.
+
+Every other module reads these records (tables, command-line help, cards, the model, the transfer code); none of
+them keeps its own list. Adding a method, an insertion, a task kind or a readout is one new record here plus its own
+code where it runs; a consumer that has no code for a record fails loudly through `require_implemented`.
+
+This module imports nothing from the package, so the configuration and modeling files (which `trust_remote_code`
+copies next to the weights) can read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+
+@dataclass(frozen=True)
+class FineTuningMethod:
+    """A fine-tuning method of Section 4 (RQ1, RQ2): what it trains and what it starts from.
+
+    Attributes:
+        name: the method's identifier (`--method`).
+        title: its name in the paper's tables.
+        description: what it trains, in one line.
+        adds_patches: inserts model patches (Figure 3) and trains them.
+        random_backbone: starts from a randomly initialised backbone instead of the pretrained one.
+        trained_layers: the backbone's own layers it trains: `"none"`, `"all"`, or the layers of the last residual
+            block named in `last_block_layers`.
+        last_block_layers: with `trained_layers="last_block"`, which of `conv1`, `norm1`, `conv2`, `norm2`.
+    """
+
+    name: str
+    title: str
+    description: str
+    adds_patches: bool = False
+    random_backbone: bool = False
+    trained_layers: Literal["none", "all", "last_block"] = "none"
+    last_block_layers: tuple[str, ...] = ()
+
+    @property
+    def shares_backbone(self) -> bool:
+        """The pretrained backbone stays untouched, so one backbone in memory serves all its tasks."""
+        return self.trained_layers == "none" and not self.random_backbone
+
+
+METHODS: dict[str, FineTuningMethod] = {
+    method.name: method
+    for method in (
+        FineTuningMethod(
+            "peterrec",
+            "PeterRec",
+            "model patches and the task head on the frozen pretrained backbone",
+            adds_patches=True,
+        ),
+        FineTuningMethod(
+            "fine_all",
+            "FineAll",
+            "every parameter of the pretrained backbone and the task head",
+            trained_layers="all",
+        ),
+        FineTuningMethod("fine_cls", "FineCLS", "the task head only, on the frozen pretrained backbone"),
+        FineTuningMethod(
+            "fine_last1",
+            "FineLast1",
+            "the last dilated conv layer with its LayerNorm, and the task head",
+            trained_layers="last_block",
+            last_block_layers=("conv2", "norm2"),
+        ),
+        FineTuningMethod(
+            "fine_last2",
+            "FineLast2",
+            "the last two dilated conv layers with their LayerNorms, and the task head",
+            trained_layers="last_block",
+            last_block_layers=("conv1", "norm1", "conv2", "norm2"),
+        ),
+        FineTuningMethod(
+            "peter_zero",
+            "PeterZero",
+            "as peterrec, on a randomly initialised backbone",
+            adds_patches=True,
+            random_backbone=True,
+        ),
+        FineTuningMethod(
+            "fine_zero",
+            "FineZero",
+            "as fine_all, on a randomly initialised backbone",
+            random_backbone=True,
+            trained_layers="all",
+        ),
+    )
+}
+"""The fine-tuning methods compared in Section 4, by name."""
+
+
+@dataclass(frozen=True)
+class InsertionMode:
+    """Where model patches go in a residual block (Figure 3(b)-(e)).
+
+    Attributes:
+        name: the mode's identifier (`insertion=...`).
+        figure: the panel of Figure 3.
+        description: one line for tables, help texts and cards.
+        placement: `"serial"` (on the conv's output, before its LayerNorm), `"parallel_before_ln"` (beside the conv,
+            added before its LayerNorm) or `"parallel_after_act"` (beside the conv, added after the activation).
+        slots: the convolutions of a block that get a patch.
+    """
+
+    name: str
+    figure: str
+    description: str
+    placement: Literal["serial", "parallel_before_ln", "parallel_after_act"]
+    slots: tuple[str, ...] = ("conv1", "conv2")
+
+
+INSERTIONS: dict[str, InsertionMode] = {
+    mode.name: mode
+    for mode in (
+        InsertionMode("serial_one", "3(b)", "serial, one patch per block", "serial", slots=("conv2",)),
+        InsertionMode("serial_two", "3(c)", "serial, two patches per block", "serial"),
+        InsertionMode(
+            "parallel_before_ln", "3(d)", "parallel, added before the LayerNorm", "parallel_before_ln"
+        ),
+        InsertionMode("parallel_after_act", "3(e)", "parallel, added after the ReLU", "parallel_after_act"),
+    )
+}
+"""Model-patch insertions of Figure 3, by name."""
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """What a task predicts, and how its model is built, selected and described.
+
+    Attributes:
+        name: the kind's identifier (`"pretraining"`, `"classification"`, `"ranking"`).
+        title: one line for cards and tables.
+        head: the modeling class of its head (a name in `modeling_peterrec`), or None for pretraining.
+        selection_metric: the validation metric that picks the best checkpoint and configuration.
+        selection_title: how tables name that metric.
+        card_tag: the Hub tag of its patch cards.
+        column: the dataset column that marks rows of this kind (`label`, `targets`), None for pretraining.
+    """
+
+    name: str
+    title: str
+    head: str | None
+    selection_metric: str
+    selection_title: str
+    card_tag: str | None
+    column: str | None
+
+
+TASK_KINDS: dict[str, TaskKind] = {
+    kind.name: kind
+    for kind in (
+        TaskKind("pretraining", "next-item pretraining", None, "mrr@5", "MRR@5 (whole pool)", None, None),
+        TaskKind(
+            "classification",
+            "user-profile classification",
+            "PeterRecForSequenceClassification",
+            "accuracy",
+            "accuracy",
+            "user-profile-classification",
+            "label",
+        ),
+        TaskKind(
+            "ranking",
+            "cold-start item recommendation",
+            "PeterRecForItemRanking",
+            "mrr@5",
+            "MRR@5 (99 negatives)",
+            "cold-start-recommendation",
+            "targets",
+        ),
+    )
+}
+"""Task kinds by name: pretraining, user-profile classification (GenEst, AgeEst, LifeEst), ColdRec ranking."""
+
+
+@dataclass(frozen=True)
+class Readout:
+    """How one user vector is read from the backbone's hidden states (Figure 2).
+
+    Attributes:
+        name: the readout's identifier (`config.readout`).
+        figure: the panel of Figure 2, or None for readouts the paper does not have.
+        description: one line for docs and help texts.
+        uses_tcl: the input carries `[TCL]` (appended for the causal backbone, at both ends for the non-causal one).
+    """
+
+    name: str
+    figure: str | None
+    description: str
+    uses_tcl: bool
+
+
+READOUTS: dict[str, Readout] = {
+    readout.name: readout
+    for readout in (
+        Readout(
+            "tcl",
+            "2(a), 2(c)",
+            "the [TCL] position: the last one (causal), the sum of both ends (non-causal)",
+            uses_tcl=True,
+        ),
+        Readout("sum", "2(d)", "the sum of the hidden states at all non-pad positions", uses_tcl=True),
+    )
+}
+"""User-representation readouts, by name."""
+
+
+def tcl_position(is_causal: bool) -> Literal["end", "both"]:
+    """Where the `[TCL]` token goes (Figure 2): appended for the causal backbone (a), at both ends otherwise (c)."""
+    return "end" if is_causal else "both"
+
+
+Record = TypeVar("Record")
+
+
+def choose(registry: Mapping[str, Record], name: str | None, what: str) -> Record:
+    """The record called `name`, or a `ValueError` naming `what` and the allowed names."""
+    if name not in registry:
+        raise ValueError(f"Unknown {what} {name!r}; choose one of {list(registry)}.")
+    return registry[name]
+
+
+def require_implemented(registry: Mapping[str, object], implemented: Iterable[str], where: str) -> None:
+    """Fails loudly when a consumer (`where`) has no code for some record of `registry`."""
+    missing = sorted(set(registry) - set(implemented))
+    if missing:
+        raise NotImplementedError(f"{where} has no implementation for {missing}; add it beside the others.")
+
+
+__all__ = [
+    "INSERTIONS",
+    "METHODS",
+    "READOUTS",
+    "TASK_KINDS",
+    "FineTuningMethod",
+    "InsertionMode",
+    "Readout",
+    "TaskKind",
+    "choose",
+    "require_implemented",
+    "tcl_position",
+]
