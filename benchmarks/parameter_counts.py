@@ -18,7 +18,7 @@ import torch
 import transformers
 
 from modeling_peterrec import PeterRecConfig, PeterRecForNextItemPrediction, PeterRecModel
-from modeling_peterrec.patching import METHODS, prepare_for_transfer, save_patch
+from modeling_peterrec import METHODS, prepare_for_transfer, save_patch
 
 ITEMS = 645_980
 RESULTS = Path(__file__).parent / "results" / "parameter_counts.json"
@@ -78,7 +78,7 @@ def main() -> None:
             "total": report.total_parameters,
             "share": report.trainable_share,
         }
-        if method in ("peterrec", "peter_zero") and "genest" in backbone.patch_insertions:
+        if METHODS[method].adds_patches and "genest" in backbone.patch_insertions:
             backbone.remove_patch("genest")
     results["methods_genest"] = shares
 

@@ -17,7 +17,7 @@ import torch
 
 from modeling_peterrec.configuration_peterrec import PeterRecConfig
 from modeling_peterrec.modeling_peterrec import PeterRecModel
-from modeling_peterrec.patching import MultiTaskPeterRec, prepare_for_transfer
+from modeling_peterrec import MultiTaskPeterRec, prepare_for_transfer
 
 from .common import environment, format_table, peak_memory_gib, reset_memory, time_call, write_results
 
@@ -99,7 +99,6 @@ def inference(scale: dict, device: torch.device, num_tasks: int = 10) -> list[di
     rows = []
     for precision in ("bf16", "fp32") if device.type == "cuda" else ("fp32",):
         for name, call in calls.items():
-            backbone.set_active_patch(None)
             with (
                 torch.inference_mode(),
                 torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),

@@ -3,21 +3,22 @@ Modeling and Recommendation", SIGIR 2020)."""
 
 from __future__ import annotations
 
-from transformers import PretrainedConfig
+from transformers import PreTrainedConfig
 
-INSERTION_MODES = ("serial_one", "serial_two", "parallel_before_ln", "parallel_after_act")
-"""Model-patch insertions of Figure 3: (b) one serial patch per block, (c) two serial patches per block,
-(d) parallel to each convolution, added before its LayerNorm, (e) parallel, added after the activation."""
+from .registry import INSERTIONS, READOUTS
 
-READOUTS = ("tcl", "sum")
-"""User-representation readouts of Figure 2: the [TCL] position(s) (a, c) or the sum of all positions (d)."""
+INSERTION_MODES = tuple(INSERTIONS)
+"""Names of the model-patch insertions of Figure 3 (`registry.INSERTIONS` holds what each one is)."""
+
+PAPER_DILATIONS = [1, 2, 4, 8] * 4
+"""Dilations of the paper's 16-layer backbone (Section 4.1, following NextItNet)."""
 
 PATCH_ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 PRETRAINING_LOSSES = ("full_softmax", "sampled_softmax")
 RANKING_LOSSES = ("bpr", "binary", "full_softmax")
 
 
-class PeterRecConfig(PretrainedConfig):
+class PeterRecConfig(PreTrainedConfig):
     r"""
     Configuration of a PeterRec backbone (a NextItNet-style stack of dilated residual blocks) and of its task heads.
 
@@ -104,7 +105,7 @@ class PeterRecConfig(PretrainedConfig):
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.kernel_size = kernel_size
-        self.dilations = list(dilations) if dilations is not None else [1, 2, 4, 8] * 4
+        self.dilations = list(dilations) if dilations is not None else list(PAPER_DILATIONS)
         self.is_causal = is_causal
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
@@ -136,7 +137,7 @@ class PeterRecConfig(PretrainedConfig):
         return 1 + (self.kernel_size - 1) * sum(self.dilations)
 
     def check_fields(self) -> None:
-        """Checks every field once; each error names the field, the value and what is allowed (SPEC §7)."""
+        """Checks every field once; each error names the field, the value and what is allowed."""
         for name in (
             "vocab_size",
             "hidden_size",
@@ -163,7 +164,7 @@ class PeterRecConfig(PretrainedConfig):
             )
         self._check_choice("patch_insertion", self.patch_insertion, (None, *INSERTION_MODES))
         self._check_choice("patch_activation", self.patch_activation, PATCH_ACTIVATIONS)
-        self._check_choice("readout", self.readout, READOUTS)
+        self._check_choice("readout", self.readout, tuple(READOUTS))
         self._check_choice("ranking_loss", self.ranking_loss, RANKING_LOSSES)
         self._check_choice("pretraining_loss", self.pretraining_loss, PRETRAINING_LOSSES)
         special = {
@@ -188,4 +189,4 @@ class PeterRecConfig(PretrainedConfig):
             )
 
 
-__all__ = ["PeterRecConfig", "INSERTION_MODES"]
+__all__ = ["PeterRecConfig", "INSERTION_MODES", "PAPER_DILATIONS"]

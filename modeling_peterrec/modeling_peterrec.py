@@ -1,15 +1,16 @@
 """PeterRec: a dilated-convolution user model pretrained on item sequences and transferred with model patches.
 
 Yuan et al., "Parameter-Efficient Transfer from Sequential Behaviors for User Modeling and Recommendation"
-(SIGIR 2020). The file reads like the paper: the dilated convolution and the residual block (Section 3.2,
-Figure 3(a)), the model patch (Figure 3(f)) and its insertions (Figure 3(b)-(e)), then the backbone, the two
-pretraining heads (Eq. 1 causal next-item, Eq. 2 masked-item) and the two fine-tuning heads (Section 3.3).
+(SIGIR 2020). The file reads like the paper: the dilated convolution (Section 3.2), the model patch (Figure 3(f))
+and its insertions (Figure 3(b)-(e)), the residual block (Figure 3(a)), the readouts (Figure 2), then the backbone,
+the two pretraining heads (Eq. 1 causal next-item, Eq. 2 masked-item) and the two fine-tuning heads (Section 3.3).
+The last section serves many tasks in one batch: it groups rows by kind of patch and applies each row's own patch.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -22,38 +23,21 @@ from transformers.modeling_outputs import BaseModelOutput, ModelOutput, Sequence
 
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
 from .loss_peterrec import linear_cross_entropy, sampled_softmax_loss
+from .registry import INSERTIONS, READOUTS, require_implemented, tcl_position
+
+AUTO_CLASSES = {
+    "AutoModel": "PeterRecModel",
+    "AutoModelForCausalLM": "PeterRecForNextItemPrediction",
+    "AutoModelForMaskedLM": "PeterRecForMaskedItemPrediction",
+    "AutoModelForSequenceClassification": "PeterRecForSequenceClassification",
+}
+"""The Auto class that loads each model of this file; `PeterRecForItemRanking` has no matching Auto class."""
 
 PATCH_ACTIVATIONS = {
     "gelu": nn.GELU,
     "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
     "relu": nn.ReLU,
 }
-
-
-@dataclass
-class PatchGroup:
-    """Rows of a batch that run through patches of one kind (same insertion, size and activation).
-
-    `rows` is a contiguous slice of the batch (a mixed batch is sorted by group first). With several `tasks`,
-    `row_task[i]` says which task's patch row i uses, and the patches are applied to all rows at once with
-    per-row weights, so a mixed batch costs a few batched matmuls instead of one pass per task.
-    """
-
-    tasks: list[str]
-    insertion: str | None
-    rows: slice
-    row_task: torch.Tensor | None = None
-
-
-PatchRouting = list[PatchGroup]
-
-
-class PatchKind(NamedTuple):
-    """What must match for patches of several tasks to run as one group of a mixed batch."""
-
-    insertion: str
-    bottleneck_size: int
-    activation: str
 
 
 class DilatedConv1d(nn.Module):
@@ -93,56 +77,41 @@ class ModelPatch(nn.Module):
         return hidden_states + self.up(self.act(self.down(hidden_states)))
 
 
-def apply_patches(
-    patches: list[ModelPatch], row_task: torch.Tensor | None, hidden_states: torch.Tensor
-) -> torch.Tensor:
-    """Applies `patches[row_task[i]]` to row i, in batched matmuls (one patch: the plain module)."""
-    if row_task is None:
-        return patches[0](hidden_states)
-
-    def per_row(weights: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(weights)[row_task]
-
-    down = torch.baddbmm(
-        per_row([p.down.bias for p in patches]).unsqueeze(1),
-        hidden_states,
-        per_row([p.down.weight for p in patches]).transpose(1, 2),
-    )
-    up = torch.baddbmm(
-        per_row([p.up.bias for p in patches]).unsqueeze(1),
-        patches[0].act(down),
-        per_row([p.up.weight for p in patches]).transpose(1, 2),
-    )
-    return hidden_states + up
+Patched = Callable[[torch.Tensor], torch.Tensor]
+Normalize = Callable[[torch.Tensor], torch.Tensor]
 
 
-def apply_layer_norms(
-    norms: list[nn.LayerNorm], row_task: torch.Tensor | None, hidden_states: torch.Tensor
-) -> torch.Tensor:
-    """LayerNorm with each row's own affine parameters where tasks own a copy of the shared LayerNorm."""
-    if all(norm is norms[0] for norm in norms):
-        return norms[0](hidden_states)
-    weight = torch.stack([norm.weight for norm in norms])[row_task].unsqueeze(1)
-    bias = torch.stack([norm.bias for norm in norms])[row_task].unsqueeze(1)
-    normalized = F.layer_norm(hidden_states, hidden_states.shape[-1:], eps=norms[0].eps)
-    return normalized * weight + bias
+def _serial(patch: Patched, layer_input, conv_output, normalize: Normalize) -> torch.Tensor:
+    """Serial insertion, Figure 3(b)/(c): the patch on the conv's output, before its LayerNorm."""
+    return torch.relu(normalize(patch(conv_output)))
 
 
-def to_device(indices: list[int], device: torch.device) -> torch.Tensor:
-    """An index tensor on `device` without waiting for the work already queued there (pinned, asynchronous)."""
-    tensor = torch.tensor(indices)
-    if device.type == "cuda":
-        tensor = tensor.pin_memory()
-    return tensor.to(device, non_blocking=True)
+def _parallel_before_ln(patch: Patched, layer_input, conv_output, normalize: Normalize) -> torch.Tensor:
+    """Parallel insertion, Figure 3(d): the patch beside the conv, added before its LayerNorm."""
+    return torch.relu(normalize(conv_output + patch(layer_input)))
+
+
+def _parallel_after_act(patch: Patched, layer_input, conv_output, normalize: Normalize) -> torch.Tensor:
+    """Parallel insertion, Figure 3(e): the patch beside the conv, added after the activation."""
+    return torch.relu(normalize(conv_output)) + patch(layer_input)
+
+
+PLACEMENTS = {
+    "serial": _serial,
+    "parallel_before_ln": _parallel_before_ln,
+    "parallel_after_act": _parallel_after_act,
+}
+"""How each placement of `registry.INSERTIONS` combines a conv layer with its patch."""
+require_implemented({mode.placement: mode for mode in INSERTIONS.values()}, PLACEMENTS, "modeling PLACEMENTS")
 
 
 def build_block_patches(
     hidden_size: int, insertion: str, bottleneck_size: int, activation: str
 ) -> nn.ModuleDict:
-    """The patches of one residual block for one task: on the second conv only for insertion (b), on both convs
-    for (c), (d) and (e) (Figure 3)."""
-    slots = ("conv2",) if insertion == "serial_one" else ("conv1", "conv2")
-    return nn.ModuleDict({slot: ModelPatch(hidden_size, bottleneck_size, activation) for slot in slots})
+    """The patches of one residual block for one task, on the convolutions its insertion names (Figure 3)."""
+    return nn.ModuleDict(
+        {slot: ModelPatch(hidden_size, bottleneck_size, activation) for slot in INSERTIONS[insertion].slots}
+    )
 
 
 class DilatedResidualBlock(nn.Module):
@@ -167,44 +136,69 @@ class DilatedResidualBlock(nn.Module):
         # Pad positions are zeroed before every convolution, so they act exactly like the convolution's own
         # zero padding: a user's outputs do not depend on how much left padding the batch needed.
         layer_input = hidden_states
-        for slot in ("conv1", "conv2"):
+        for slot, norm in (("conv1", "norm1"), ("conv2", "norm2")):
             layer_input = layer_input * padding_mask
             conv_output = getattr(self, slot)(layer_input)
-            layer_input = self._normalize_and_patch(slot, layer_input, conv_output, routing)
+            groups = [
+                self._layer(slot, norm, group, layer_input[group.rows], conv_output[group.rows])
+                for group in routing
+            ]
+            layer_input = torch.cat(groups) if len(groups) > 1 else groups[0]
         return hidden_states + layer_input
 
-    def _normalize_and_patch(
-        self, slot: str, layer_input: torch.Tensor, conv_output: torch.Tensor, routing: PatchRouting
+    def _layer(
+        self, slot: str, norm: str, group: PatchGroup, layer_input: torch.Tensor, conv_output: torch.Tensor
     ) -> torch.Tensor:
-        norm_name = "norm1" if slot == "conv1" else "norm2"
-        shared_norm = getattr(self, norm_name)
-        if len(routing) == 0:
+        """One conv layer's normalisation and activation for one group of rows, with the group's patches."""
+        shared_norm = getattr(self, norm)
+        if not group.tasks:
             return torch.relu(shared_norm(conv_output))
-        outputs = []
-        for group in routing:
-            x, h = layer_input[group.rows], conv_output[group.rows]
-            if len(group.tasks) == 0:
-                outputs.append(torch.relu(shared_norm(h)))
-                continue
-            patches = [self.patches[task] for task in group.tasks]
-            norms = [p[norm_name] if norm_name in p else shared_norm for p in patches]
-            has_patch = slot in patches[0]
-            if has_patch and group.insertion in ("serial_one", "serial_two"):
-                # serial, Figure 3(b)/(c): on the conv's output, before its LayerNorm
-                h = apply_patches([p[slot] for p in patches], group.row_task, h)
-            elif has_patch and group.insertion == "parallel_before_ln":
-                # parallel, Figure 3(d): beside the conv, added before its LayerNorm
-                h = h + apply_patches([p[slot] for p in patches], group.row_task, x)
-            activated = torch.relu(apply_layer_norms(norms, group.row_task, h))
-            if has_patch and group.insertion == "parallel_after_act":
-                # parallel, Figure 3(e): added after the activation
-                activated = activated + apply_patches([p[slot] for p in patches], group.row_task, x)
-            outputs.append(activated)
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        patches = [self.patches[task] for task in group.tasks]
+        norms = [patch[norm] if norm in patch else shared_norm for patch in patches]
+
+        def normalize(hidden: torch.Tensor) -> torch.Tensor:
+            return apply_layer_norms(norms, group.row_task, hidden)
+
+        if slot not in patches[0]:
+            return torch.relu(normalize(conv_output))
+
+        def patch(hidden: torch.Tensor) -> torch.Tensor:
+            return apply_patches([p[slot] for p in patches], group.row_task, hidden)
+
+        placement = PLACEMENTS[INSERTIONS[group.insertion].placement]
+        return placement(patch, layer_input, conv_output, normalize)
+
+
+def _tcl_readout(
+    model: PeterRecModel, hidden_states: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """[TCL] readout: the last position for the causal encoder (Figure 2(a)), the sum of the `[TCL]` at both ends
+    for the non-causal one (Figure 2(c)). Sequences are left-padded, so the last position is always real."""
+    last = hidden_states[:, -1]
+    if model.config.is_causal:
+        return last
+    first_index = attention_mask.shape[1] - attention_mask.long().sum(1)
+    return last + hidden_states[torch.arange(hidden_states.shape[0], device=last.device), first_index]
+
+
+def _sum_readout(
+    model: PeterRecModel, hidden_states: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Sum readout, Figure 2(d): the sum of the hidden states at all non-pad positions."""
+    return (hidden_states * attention_mask.unsqueeze(-1).to(hidden_states.dtype)).sum(1)
+
+
+READOUT_FUNCTIONS = {"tcl": _tcl_readout, "sum": _sum_readout}
+"""The code of each readout of `registry.READOUTS`."""
+require_implemented(READOUTS, READOUT_FUNCTIONS, "modeling READOUT_FUNCTIONS")
 
 
 class PeterRecPreTrainedModel(PreTrainedModel):
-    """Base class: configuration, weight initialisation (truncated normal, Section 4.1) and loading."""
+    """Base class: configuration, weight initialisation (truncated normal, Section 4.1) and loading.
+
+    A task model prepared for transfer (`prepare_for_transfer`, `load_patch`) carries `patch_config`, the one
+    description of its patch (`modeling_peterrec.patch_config.PatchConfig`, what `patch_config.json` records).
+    """
 
     config_class = PeterRecConfig
     config: PeterRecConfig
@@ -213,11 +207,26 @@ class PeterRecPreTrainedModel(PreTrainedModel):
     # forward takes no **kwargs; Trainer must not rescale the loss by the number of processes.
     accepts_loss_kwargs = False
     _no_split_modules = ["DilatedResidualBlock"]
+    patch_config = None
 
     @property
-    def patch_name(self) -> str | list:
-        """The patch a task model runs its backbone with: the one its configuration names, or none."""
-        return self.config.patch_task if self.config.patch_insertion else []
+    def patch_name(self) -> str | None:
+        """The patch this model runs its backbone with: its transfer patch's task, the patch its configuration
+        builds in, or None."""
+        if self.patch_config is not None:
+            return self.patch_config.task if self.patch_config.task in self.base_model.patch_kinds else None
+        return self.config.patch_task if self.config.patch_insertion else None
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, with an `auto_map` that names every Auto class of `AUTO_CLASSES`, so
+        that any of them loads the folder with `trust_remote_code=True` (not only the saved class's own)."""
+        if self._auto_class is not None:
+            module = type(self).__module__.split(".")[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                **{auto: f"{module}.{name}" for auto, name in AUTO_CLASSES.items()},
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -238,7 +247,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
     """The pretrained backbone: item embedding and a stack of dilated residual blocks (Figure 3(a)).
 
     Causal (NextItNet, `config.is_causal=True`) or non-causal (GRec encoder). Model patches are added by task name
-    with [`~PeterRecModel.add_patch`]; the active patch(es) are chosen per call or with `set_active_patch`.
+    with [`~PeterRecModel.add_patch`] (or built in by `config.patch_insertion`) and chosen per call with `patch=`.
     """
 
     def __init__(self, config: PeterRecConfig):
@@ -250,7 +259,6 @@ class PeterRecModel(PeterRecPreTrainedModel):
         )
         self.tcl_embeddings = nn.ParameterDict()
         self.patch_kinds: dict[str, PatchKind] = {}
-        self.active_patch: str | None = None
         if config.patch_insertion is not None:
             self.add_patch(config.patch_task, config.patch_insertion)
         self.post_init()
@@ -275,11 +283,12 @@ class PeterRecModel(PeterRecPreTrainedModel):
         layer_norms: Sequence[str] = (),
         tcl_embedding: bool = False,
     ) -> None:
-        """Inserts a new model patch for `task` into every residual block (Figure 3(b)-(e)) and activates it.
+        """Inserts a new model patch for `task` into every residual block (Figure 3(b)-(e)).
 
         Args:
             task: name of the patch; one backbone holds many.
-            insertion: `"serial_one"`, `"serial_two"`, `"parallel_before_ln"` or `"parallel_after_act"`.
+            insertion: a name of `registry.INSERTIONS` (`"serial_one"`, `"serial_two"`, `"parallel_before_ln"`,
+                `"parallel_after_act"`).
             bottleneck_size: defaults to `config.patch_bottleneck_size`.
             activation: defaults to `config.patch_activation`.
             layer_norms: names of the block LayerNorms (`"norm1"`, `"norm2"`) that this task trains: each gets a
@@ -313,7 +322,6 @@ class PeterRecModel(PeterRecPreTrainedModel):
                 self.embed_items.weight[self.config.tcl_token_id].detach().clone()
             )
         self.patch_kinds[task] = PatchKind(insertion, bottleneck_size, activation)
-        self.active_patch = task
 
     def remove_patch(self, task: str) -> None:
         """Removes `task`'s patch from every block."""
@@ -323,58 +331,17 @@ class PeterRecModel(PeterRecPreTrainedModel):
         if task in self.tcl_embeddings:
             del self.tcl_embeddings[task]
         del self.patch_kinds[task]
-        if self.active_patch == task:
-            self.active_patch = None
-
-    def set_active_patch(self, task: str | None) -> None:
-        """Chooses the patch used when `forward` is called without `patch` (None: the plain backbone)."""
-        if task is not None:
-            self._check_patch_names([task])
-        self.active_patch = task
 
     def _check_patch_names(self, tasks: Sequence[str]) -> None:
         missing = sorted(set(tasks) - set(self.patch_kinds))
         if missing:
             raise KeyError(f"No patch named {missing}; this backbone has {sorted(self.patch_kinds)}.")
 
-    def _routing(
-        self, patch: str | Sequence[str | None] | None, batch_size: int, device: torch.device
-    ) -> tuple[PatchRouting, torch.Tensor | None]:
-        """Groups the rows by kind of patch; returns the groups and the row order that makes them contiguous
-        (None when the batch is already in that order)."""
-        if patch is None:
-            patch = self.active_patch
-        if patch is None or len(patch) == 0:
-            return [], None
-        if isinstance(patch, str):
-            self._check_patch_names([patch])
-            return [PatchGroup([patch], self.patch_kinds[patch].insertion, slice(None))], None
-        if len(patch) != batch_size:
-            raise ValueError(f"patch names one task per row: got {len(patch)} names for {batch_size} rows.")
-        names = [name or None for name in patch]
-        self._check_patch_names([name for name in names if name])
-        row_kinds = [self.patch_kinds[name] if name else None for name in names]
-        kinds = list(dict.fromkeys(row_kinds))
-        order = sorted(range(batch_size), key=lambda row: kinds.index(row_kinds[row]))
-        groups, start = [], 0
-        for kind in kinds:
-            rows = [row for row in order if row_kinds[row] == kind]
-            tasks = list(dict.fromkeys(names[row] for row in rows)) if kind else []
-            row_task = (
-                to_device([tasks.index(names[row]) for row in rows], device) if len(tasks) > 1 else None
-            )
-            groups.append(
-                PatchGroup(tasks, kind.insertion if kind else None, slice(start, start + len(rows)), row_task)
-            )
-            start += len(rows)
-        permutation = None if order == list(range(batch_size)) else to_device(order, device)
-        return groups, permutation
-
     def forward(
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
-        patch: str | Sequence[str] | None = None,
+        patch: str | Sequence[str | None] | None = None,
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -384,8 +351,9 @@ class PeterRecModel(PeterRecPreTrainedModel):
         Args:
             input_ids: (batch, length) item ids, left-padded with `[PAD]`.
             attention_mask: (batch, length), 1 on items and 0 on padding; derived from `[PAD]` when omitted.
-            patch: the model patch to use: a task name for the whole batch, one name per row (a mixed-task batch),
-                None for the active patch (see `set_active_patch`), or an empty list for none.
+            patch: the model patch to run with: a task name for the whole batch; one entry per row (a task name,
+                or None for no patch) for a mixed-task batch; or None for the patch this configuration builds in
+                (`config.patch_insertion`), if any.
             inputs_embeds: precomputed input embeddings instead of `input_ids`.
         """
         output_hidden_states = (
@@ -397,13 +365,13 @@ class PeterRecModel(PeterRecPreTrainedModel):
             inputs_embeds = self.embed_items(input_ids)
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
-        routing, order = self._routing(patch, inputs_embeds.shape[0], inputs_embeds.device)
+        routing, order = route_rows(self, patch, inputs_embeds.shape[0], inputs_embeds.device)
         if order is not None:
             inputs_embeds, attention_mask = inputs_embeds[order], attention_mask[order]
             input_ids = input_ids[order] if input_ids is not None else None
         hidden_states = inputs_embeds
         if input_ids is not None and len(self.tcl_embeddings):
-            hidden_states = self._task_tcl_embeddings(input_ids, hidden_states, routing)
+            hidden_states = task_tcl_embeddings(self, input_ids, hidden_states, routing)
         padding_mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for block in self.blocks:
@@ -419,25 +387,29 @@ class PeterRecModel(PeterRecPreTrainedModel):
             return tuple(v for v in (hidden_states, all_hidden_states) if v is not None)
         return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_hidden_states)
 
-    def _task_tcl_embeddings(
-        self, input_ids: torch.Tensor, hidden_states: torch.Tensor, routing: PatchRouting
-    ) -> torch.Tensor:
-        """Puts each task's own `[TCL]` embedding, where it has one, at its rows' `[TCL]` positions."""
-        pieces = []
-        for group in routing:
-            hidden = hidden_states[group.rows]
-            if any(task in self.tcl_embeddings for task in group.tasks):
-                shared = self.embed_items.weight[self.config.tcl_token_id]
-                vectors = torch.stack(
-                    [self.tcl_embeddings[t] if t in self.tcl_embeddings else shared for t in group.tasks]
-                )
-                vectors = vectors[group.row_task] if group.row_task is not None else vectors
-                is_tcl = input_ids[group.rows].eq(self.config.tcl_token_id).unsqueeze(-1)
-                hidden = torch.where(is_tcl, vectors.unsqueeze(1).to(hidden.dtype), hidden)
-            pieces.append(hidden)
-        if len(pieces) == 0:
-            return hidden_states
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+    def user_representation(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Reads one vector per user with `config.readout` (Figure 2; `registry.READOUTS`)."""
+        return READOUT_FUNCTIONS[self.config.readout](self, hidden_states, attention_mask)
+
+    def check_readout_input(self, input_ids: torch.Tensor) -> None:
+        """Readouts that read `[TCL]` need it where the tokenizer puts it (Figure 2): at the end, and for the
+        non-causal encoder also before the first item. Anything else would return logits of the wrong position."""
+        if not READOUTS[self.config.readout].uses_tcl or torch.compiler.is_compiling():
+            return
+        tcl = self.config.tcl_token_id
+        missing = input_ids[:, -1].ne(tcl)
+        if not self.config.is_causal:
+            first = (input_ids.shape[1] - input_ids.ne(self.config.pad_token_id).sum(1)).clamp(
+                max=input_ids.shape[1] - 1
+            )
+            missing |= input_ids.gather(1, first.unsqueeze(1)).squeeze(1).ne(tcl)
+        if bool(missing.any()):
+            rows = missing.nonzero().flatten().tolist()[:5]
+            raise ValueError(
+                f"Rows {rows} of input_ids lack the [TCL] token (id {tcl}) that the {self.config.readout!r} "
+                "readout reads; encode task inputs with the backbone's ItemTokenizer (tcl_position="
+                f"{tcl_position(self.config.is_causal)!r}) or a task collator."
+            )
 
     def _check_item_ids(self, input_ids: torch.Tensor) -> None:
         if input_ids.numel() == 0 or input_ids.shape[-1] == 0:
@@ -451,26 +423,11 @@ class PeterRecModel(PeterRecPreTrainedModel):
                 f"{self.config.vocab_size}); encode items with the backbone's ItemTokenizer."
             )
 
-    def user_representation(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Reads one vector per user (Figure 2).
-
-        Causal encoder with `readout="tcl"`: the last position, where `[TCL]` was appended (Figure 2(a)).
-        Non-causal encoder: the sum of the `[TCL]` at both ends (Figure 2(c)). `readout="sum"`: the sum over all
-        non-pad positions (Figure 2(d)). Sequences are left-padded, so the last position is always real.
-        """
-        if self.config.readout == "sum":
-            return (hidden_states * attention_mask.unsqueeze(-1).to(hidden_states.dtype)).sum(1)
-        last = hidden_states[:, -1]
-        if self.config.is_causal:
-            return last
-        first_index = attention_mask.shape[1] - attention_mask.long().sum(1)
-        return last + hidden_states[torch.arange(hidden_states.shape[0], device=last.device), first_index]
-
 
 @dataclass
 class ItemPredictionOutput(ModelOutput):
     """Output of the pretraining heads. `logits` is None when a loss was computed: the full
-    (batch, length, items) logits are never materialised for training (Section 6 of the project spec)."""
+    (batch, length, items) logits are never materialised for training (`loss_peterrec`)."""
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
@@ -718,6 +675,130 @@ class PeterRecForItemRanking(PeterRecPreTrainedModel):
         if self.config.ranking_loss == "bpr":
             return -F.logsigmoid(positive - negative).mean()
         return -(F.logsigmoid(positive).mean() + F.logsigmoid(-negative).mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Many tasks in one batch: rows grouped by kind of patch, each row through its own task's patch
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class PatchKind(NamedTuple):
+    """What must match for patches of several tasks to run as one group of a mixed batch."""
+
+    insertion: str
+    bottleneck_size: int
+    activation: str
+
+
+@dataclass
+class PatchGroup:
+    """Rows of a batch that run through patches of one kind (same insertion, size and activation), or through none
+    (`tasks` empty).
+
+    `rows` is a contiguous slice of the batch (a mixed batch is sorted by group first, in `route_rows` only). With
+    several `tasks`, `row_task[i]` says which task's patch row i uses, and the patches are applied to all rows at
+    once with per-row weights, so a mixed batch costs a few batched matmuls instead of one pass per task.
+    """
+
+    tasks: list[str]
+    insertion: str | None
+    rows: slice
+    row_task: torch.Tensor | None = None
+
+
+PatchRouting = list[PatchGroup]
+
+
+def route_rows(
+    model: PeterRecModel, patch: str | Sequence[str | None] | None, batch_size: int, device: torch.device
+) -> tuple[PatchRouting, torch.Tensor | None]:
+    """Groups the rows by kind of patch; returns the groups and the row order that makes them contiguous (None
+    when the batch is already in that order). The one place where a mixed batch is sorted."""
+    patch = model.patch_name if patch is None else patch
+    if patch is None:
+        return [PatchGroup([], None, slice(None))], None
+    if isinstance(patch, str):
+        model._check_patch_names([patch])
+        return [PatchGroup([patch], model.patch_kinds[patch].insertion, slice(None))], None
+    if len(patch) != batch_size:
+        raise ValueError(f"patch names one task per row: got {len(patch)} names for {batch_size} rows.")
+    model._check_patch_names([name for name in patch if name is not None])
+    row_kinds = [model.patch_kinds[name] if name is not None else None for name in patch]
+    kinds = list(dict.fromkeys(row_kinds))
+    order = sorted(range(batch_size), key=lambda row: kinds.index(row_kinds[row]))
+    groups, start = [], 0
+    for kind in kinds:
+        rows = [row for row in order if row_kinds[row] == kind]
+        tasks = list(dict.fromkeys(patch[row] for row in rows)) if kind else []
+        row_task = to_device([tasks.index(patch[row]) for row in rows], device) if len(tasks) > 1 else None
+        groups.append(
+            PatchGroup(tasks, kind.insertion if kind else None, slice(start, start + len(rows)), row_task)
+        )
+        start += len(rows)
+    permutation = None if order == list(range(batch_size)) else to_device(order, device)
+    return groups, permutation
+
+
+def apply_patches(
+    patches: list[ModelPatch], row_task: torch.Tensor | None, hidden_states: torch.Tensor
+) -> torch.Tensor:
+    """Applies `patches[row_task[i]]` to row i, in batched matmuls (one patch: the plain module)."""
+    if row_task is None:
+        return patches[0](hidden_states)
+
+    def per_row(weights: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(weights)[row_task]
+
+    down = torch.baddbmm(
+        per_row([p.down.bias for p in patches]).unsqueeze(1),
+        hidden_states,
+        per_row([p.down.weight for p in patches]).transpose(1, 2),
+    )
+    up = torch.baddbmm(
+        per_row([p.up.bias for p in patches]).unsqueeze(1),
+        patches[0].act(down),
+        per_row([p.up.weight for p in patches]).transpose(1, 2),
+    )
+    return hidden_states + up
+
+
+def apply_layer_norms(
+    norms: list[nn.LayerNorm], row_task: torch.Tensor | None, hidden_states: torch.Tensor
+) -> torch.Tensor:
+    """LayerNorm with each row's own affine parameters where tasks own a copy of the shared LayerNorm."""
+    if all(norm is norms[0] for norm in norms):
+        return norms[0](hidden_states)
+    weight = torch.stack([norm.weight for norm in norms])[row_task].unsqueeze(1)
+    bias = torch.stack([norm.bias for norm in norms])[row_task].unsqueeze(1)
+    normalized = F.layer_norm(hidden_states, hidden_states.shape[-1:], eps=norms[0].eps)
+    return normalized * weight + bias
+
+
+def task_tcl_embeddings(
+    model: PeterRecModel, input_ids: torch.Tensor, hidden_states: torch.Tensor, routing: PatchRouting
+) -> torch.Tensor:
+    """Puts each task's own `[TCL]` embedding, where it has one, at its rows' `[TCL]` positions."""
+    pieces = []
+    for group in routing:
+        hidden = hidden_states[group.rows]
+        if any(task in model.tcl_embeddings for task in group.tasks):
+            shared = model.embed_items.weight[model.config.tcl_token_id]
+            vectors = torch.stack(
+                [model.tcl_embeddings[t] if t in model.tcl_embeddings else shared for t in group.tasks]
+            )
+            vectors = vectors[group.row_task] if group.row_task is not None else vectors
+            is_tcl = input_ids[group.rows].eq(model.config.tcl_token_id).unsqueeze(-1)
+            hidden = torch.where(is_tcl, vectors.unsqueeze(1).to(hidden.dtype), hidden)
+        pieces.append(hidden)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+
+def to_device(indices: list[int], device: torch.device) -> torch.Tensor:
+    """An index tensor on `device` without waiting for the work already queued there (pinned, asynchronous)."""
+    tensor = torch.tensor(indices)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
 __all__ = [

@@ -793,7 +793,7 @@ def evaluate(args: EvaluateArguments, training_args: TrainingArguments) -> dict[
         summary = {"backbone": args.backbone, "split": args.split, "metrics": metrics}
     else:
         model = load_patch(args.patch, backbone)
-        spec = model.transfer_config
+        spec = model.patch_config
         splits = load_splits(args, args.task or spec.task)
         kind, _, validation, test = task_datasets(
             splits, tokenizer, args.num_eval_negatives, training_args.seed

@@ -222,11 +222,11 @@ def test_mixed_task_batch_equals_rows_alone():
     ids = torch.randint(4, tester.vocab_size, (6, tester.length), generator=torch.Generator().manual_seed(3))
     ids[:, -1] = 3
     ids[2, :4] = 0
-    tasks = ["age", "gender", "life", "", "gender", "age"]
+    tasks = ["age", "gender", "life", None, "gender", "age"]
     with torch.no_grad():
         mixed = model(ids, patch=tasks).last_hidden_state
         for row, task in enumerate(tasks):
-            alone = model(ids[row : row + 1], patch=task or []).last_hidden_state
+            alone = model(ids[row : row + 1], patch=task).last_hidden_state
             torch.testing.assert_close(mixed[row : row + 1], alone, rtol=1e-6, atol=1e-6)
 
 

@@ -3,23 +3,26 @@ one backbone."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from modeling_peterrec import PeterRecConfig, PeterRecForNextItemPrediction, PeterRecModel
-from modeling_peterrec.patching import (
+from modeling_peterrec import (
     METHODS,
-    PATCH_WEIGHTS_NAME,
     MultiTaskPeterRec,
-    backbone_fingerprint,
+    PeterRecConfig,
+    PeterRecForNextItemPrediction,
+    PeterRecModel,
     load_patch,
     prepare_for_transfer,
     push_patch_to_hub,
     save_patch,
 )
+from modeling_peterrec.patch_config import PATCH_WEIGHTS_NAME, task_name
+from modeling_peterrec.transfer import backbone_fingerprint
 
 VOCAB = 30
 LABELS = ["F", "M", "X"]
@@ -54,7 +57,9 @@ def train_steps(model, steps: int = 4) -> None:
 
 
 def declared_sets(model) -> set[str]:
-    return set(model.transfer_config.trainable_parameters)
+    """The declared trainable parameters, by name in the task model (a patch file stores them relative to the
+    task)."""
+    return {task_name(name, model.patch_config.task) for name in model.patch_config.trainable_parameters}
 
 
 EXPECTED_TRAINABLE = {
@@ -119,10 +124,10 @@ def test_serial_patch_starts_as_identity_in_the_task_model():
     model, _ = classification(backbone, "peterrec", insertion="serial_two")
     inputs = batch()
     with torch.no_grad():
-        plain = backbone(inputs["input_ids"], patch=[]).last_hidden_state
+        plain = backbone(inputs["input_ids"], patch=None).last_hidden_state
         patched = backbone(inputs["input_ids"], patch="gender").last_hidden_state
     assert torch.equal(plain, patched)
-    assert reference.patch_name == []
+    assert reference.patch_name is None
 
 
 @pytest.mark.parametrize("method", ["peterrec", "fine_last1", "peter_zero"])
@@ -148,7 +153,8 @@ def test_patch_file_holds_no_backbone_tensor(tmp_path):
     with safe_open(tmp_path / "patch" / PATCH_WEIGHTS_NAME, "pt") as handle:
         keys = list(handle.keys())
         sizes = sum(handle.get_tensor(key).numel() for key in keys)
-    assert all(".patches.gender." in key or key.startswith("classifier.") for key in keys)
+    assert all(".patches." in key or key.startswith("classifier.") for key in keys)
+    assert not any("gender" in key for key in keys)  # names relative to the task (format 2)
     assert sizes == report.trainable_parameters
 
 
@@ -172,17 +178,27 @@ def test_damaged_patch_files_are_clear_errors(tmp_path):
     original = load_file(weights)
     backbone = pretrained_backbone()
 
-    save_file({k: v for k, v in original.items() if not k.startswith("classifier.")}, weights)
+    def rewrite(tensors=None, data=None):
+        """Replaces the weights file and records its checksum, as a writer of a bad file would."""
+        if tensors is not None:
+            save_file(tensors, weights)
+        else:
+            weights.write_bytes(data)
+        config = json.loads((folder / "patch_config.json").read_text())
+        config["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+        (folder / "patch_config.json").write_text(json.dumps(config))
+
+    rewrite({k: v for k, v in original.items() if not k.startswith("classifier.")})
     with pytest.raises(ValueError, match="missing"):
         load_patch(folder, backbone)
-    save_file({**original, "peterrec.embed_items.weight": torch.zeros(VOCAB, 16)}, weights)
+    rewrite({**original, "peterrec.embed_items.weight": torch.zeros(VOCAB, 16)})
     with pytest.raises(ValueError, match="extra"):
         load_patch(folder, backbone)
-    save_file({**original, "classifier.bias": torch.zeros(5)}, weights)
+    rewrite({**original, "classifier.bias": torch.zeros(5)})
     with pytest.raises(ValueError, match="shape"):
         load_patch(folder, backbone)
-    save_file(original, weights)
-    weights.write_bytes(weights.read_bytes()[:-40])
+    rewrite(original)
+    rewrite(data=weights.read_bytes()[:-40])
     with pytest.raises(ValueError, match="corrupt or truncated"):
         load_patch(folder, backbone)
     weights.unlink()
@@ -206,7 +222,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("modeling_peterrec.patching.render_patch_card", crash)
+    monkeypatch.setattr("modeling_peterrec.saving.render_patch_card", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         save_patch(model, tmp_path / "patch")
     assert sorted(p.name for p in folder.iterdir()) == before
@@ -224,7 +240,7 @@ def test_patch_round_trip_through_the_local_hub(local_hub):
     model.eval()
     for rev in (None, revision):
         loaded = load_patch("team/gender-patch", fresh, revision=rev)
-        assert loaded.transfer_config.backbone_repo_id == "team/backbone"
+        assert loaded.patch_config.backbone_repo_id == "team/backbone"
         with torch.no_grad():
             assert torch.equal(model(**inputs).logits, loaded(**inputs).logits)
         fresh.remove_patch("gender")

@@ -129,7 +129,7 @@ def test_saved_patch_reproduces_the_test_metrics(pipeline, tmp_path):
     )
     assert read_metrics(tmp_path)["metrics"] == pytest.approx(read_metrics(root / "classification")["test"])
     model = load_patch(root / "classification" / "patch", load_backbone(backbone)[0])
-    assert model.transfer_config.task == "gender" and model.config.id2label == {0: "a", 1: "b"}
+    assert model.patch_config.task == "gender" and model.config.id2label == {0: "a", 1: "b"}
 
 
 def test_ranking_finetuning_reports_sampled_and_full_ranking(pipeline, tmp_path):

@@ -1,0 +1,147 @@
+"""The one description of a task patch: what `patch_config.json` records (SPEC's patch folder, Section 3.3).
+
+A patch folder holds `patch_config.json` (this record), `patch.safetensors` (only what the method trained, under
+names relative to the task, as PEFT drops the adapter name) and a model card. Format history:
+
+- 1: tensor names include the task (`peterrec.blocks.0.patches.gender.conv1.down.weight`).
+- 2: tensor names are relative to the task (`peterrec.blocks.0.patches.conv1.down.weight`), so a patch loads under
+  any task name; `weights_sha256` checks the weights file. Version-1 folders still load.
+
+A reader ignores keys it does not know (a newer writer's additions) with a warning and refuses only a newer format
+version, whose tensors it could misread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+
+from .registry import INSERTIONS, METHODS, TASK_KINDS, FineTuningMethod, TaskKind, choose
+
+logger = logging.getLogger(__name__)
+
+PATCH_CONFIG_NAME = "patch_config.json"
+PATCH_WEIGHTS_NAME = "patch.safetensors"
+PATCH_FORMAT_VERSION = 2
+
+
+@dataclass
+class PatchConfig:
+    """What `patch_config.json` records: enough to rebuild the task model around a backbone and check it.
+
+    Attributes:
+        task: the name the patch is registered under (no '.'); `load_patch(..., task=...)` may rename it.
+        method: a name of `registry.METHODS`.
+        head: a task kind of `registry.TASK_KINDS` with a head (`"classification"`, `"ranking"`).
+        insertion, bottleneck_size, activation: the model patch (methods that add patches).
+        train_layer_norms, train_tcl_embedding: task-owned copies of block LayerNorms / the `[TCL]` embedding.
+        label_names: class names in label-id order (classification).
+        num_target_items, target_names, ranking_loss, num_negatives: the ranking head.
+        backbone_fingerprint: SHA-256 of the frozen backbone's own weights.
+        backbone_repo_id, backbone_revision: where the backbone lives on the Hub, when known.
+        trainable_parameters: names of the trained parameters, relative to the task (format 2).
+        evaluation_seed: seed of the sampled evaluation candidates of the recorded metrics.
+        weights_sha256: SHA-256 of `patch.safetensors`.
+        format_version: the patch format (see the module docstring).
+    """
+
+    task: str
+    method: str
+    head: str
+    insertion: str | None = None
+    bottleneck_size: int | None = None
+    activation: str | None = None
+    train_layer_norms: list[str] = field(default_factory=list)
+    train_tcl_embedding: bool = False
+    label_names: list[str] | None = None
+    num_target_items: int | None = None
+    target_names: list[str] | None = None
+    ranking_loss: str = "bpr"
+    num_negatives: int = 1
+    backbone_fingerprint: str = ""
+    backbone_repo_id: str | None = None
+    backbone_revision: str | None = None
+    trainable_parameters: list[str] = field(default_factory=list)
+    evaluation_seed: int | None = None
+    weights_sha256: str | None = None
+    format_version: int = PATCH_FORMAT_VERSION
+
+    @property
+    def method_record(self) -> FineTuningMethod:
+        return METHODS[self.method]
+
+    @property
+    def task_kind(self) -> TaskKind:
+        return TASK_KINDS[self.head]
+
+    def validate(self) -> None:
+        method = choose(METHODS, self.method, "method")
+        kind = choose(TASK_KINDS, self.head, "head")
+        if kind.head is None:
+            raise ValueError(
+                f"Task kind {self.head!r} has no transfer head; use 'classification' or 'ranking'."
+            )
+        if method.adds_patches:
+            choose(INSERTIONS, self.insertion, f"insertion mode (method {self.method!r} adds patches)")
+        if not self.task or "." in self.task:
+            raise ValueError(f"Task name {self.task!r} must be non-empty and contain no '.'.")
+        if self.head == "classification" and not self.label_names:
+            raise ValueError("A classification task needs label_names (class names in label-id order).")
+        if self.head == "ranking" and not self.num_target_items:
+            raise ValueError("A ranking task needs num_target_items (the size of the target-item table).")
+
+    def to_json_string(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json_string(cls, text: str, source: str = PATCH_CONFIG_NAME) -> PatchConfig:
+        """Reads a patch configuration of this or an earlier format; keys of a newer writer are ignored with a
+        warning, a newer format version is refused."""
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source} is not valid JSON ({error}); save the patch again.") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{source} must hold a JSON object, got {type(values).__name__}.")
+        version = values.get("format_version", 1)
+        if not isinstance(version, int) or version > PATCH_FORMAT_VERSION:
+            raise ValueError(
+                f"{source} has patch format {version!r}, newer than this version of peterrec reads (up to "
+                f"{PATCH_FORMAT_VERSION}); upgrade peterrec to load it."
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            logger.warning(f"{source}: ignoring keys this version of peterrec does not know: {unknown}.")
+        try:
+            config = cls(**{key: value for key, value in values.items() if key in known})
+        except TypeError as error:
+            raise ValueError(f"{source} is not a valid patch configuration: {error}") from error
+        config.validate()
+        return config
+
+
+def relative_name(name: str, task: str) -> str:
+    """A task model's parameter name without the task (`...patches.gender.conv1...` -> `...patches.conv1...`,
+    `peterrec.tcl_embeddings.gender` -> `peterrec.tcl_embeddings`), as stored by format 2."""
+    name = name.replace(f".patches.{task}.", ".patches.")
+    suffix = f"tcl_embeddings.{task}"
+    return name[: -len(task) - 1] if name.endswith(suffix) else name
+
+
+def task_name(name: str, task: str) -> str:
+    """The inverse of `relative_name`: the parameter name under `task`."""
+    name = name.replace(".patches.", f".patches.{task}.")
+    return f"{name}.{task}" if name.endswith("tcl_embeddings") else name
+
+
+__all__ = [
+    "PATCH_CONFIG_NAME",
+    "PATCH_FORMAT_VERSION",
+    "PATCH_WEIGHTS_NAME",
+    "PatchConfig",
+    "relative_name",
+    "task_name",
+]

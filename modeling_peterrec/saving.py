@@ -1,0 +1,255 @@
+"""Patch folders on disk and on the Hub: write, read, check and attach them (Section 3.3, one backbone, many patches).
+
+`save_patch` writes only what the method trained (`patch.safetensors`, names relative to the task) with its
+`PatchConfig` (`patch_config.json`) and a model card, atomically. `load_patch` reads a folder or a Hub repo, checks
+the weights against their checksum, the values for NaN/inf and the backbone against its fingerprint, and attaches the
+patch to the backbone under its own task name or another one.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from huggingface_hub import HfApi, snapshot_download
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
+from torch import nn
+
+from hub_cards.cards import render_patch_card
+
+from ._io import atomic_folder
+from .modeling_peterrec import PeterRecModel, PeterRecPreTrainedModel
+from .patch_config import PATCH_CONFIG_NAME, PATCH_WEIGHTS_NAME, PatchConfig, relative_name
+from .transfer import attach, backbone_fingerprint, backbone_of, base_weight_names, transfer_report
+
+
+def _stored_names(model: PeterRecPreTrainedModel, spec: PatchConfig) -> list[str]:
+    """What a patch file holds, by name in the task model: the trained parameters, plus, for methods that start
+    from a random backbone, that backbone (there is no pretrained backbone to attach them to)."""
+    trainable = {relative_name(name, spec.task) for name in spec.trainable_parameters}
+    names = [name for name, _ in model.named_parameters() if relative_name(name, spec.task) in trainable]
+    if spec.method_record.random_backbone:
+        names += [f"peterrec.{name}" for name in base_weight_names(backbone_of(model))]
+    return sorted(set(names))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_patch(
+    model: PeterRecPreTrainedModel,
+    folder: str | os.PathLike,
+    metrics: dict[str, float] | None = None,
+    full_ranking_metrics: dict[str, float] | None = None,
+    backbone_repo_id: str | None = None,
+    backbone_revision: str | None = None,
+    dataset: str = "custom",
+    repo_id: str | None = None,
+) -> Path:
+    """Writes the patch folder: `patch_config.json`, `patch.safetensors` (only what the method trained, under names
+    relative to the task) and a model card. The folder appears complete or not at all."""
+    spec: PatchConfig = model.patch_config
+    spec.backbone_repo_id = backbone_repo_id or spec.backbone_repo_id
+    spec.backbone_revision = backbone_revision or spec.backbone_revision
+    state = model.state_dict()
+    tensors = {
+        relative_name(name, spec.task): state[name].detach().contiguous()
+        for name in _stored_names(model, spec)
+    }
+    folder = Path(folder)
+    with atomic_folder(folder) as staging:
+        save_file(tensors, staging / PATCH_WEIGHTS_NAME, metadata={"format": "pt"})
+        spec.weights_sha256 = _sha256(staging / PATCH_WEIGHTS_NAME)
+        (staging / PATCH_CONFIG_NAME).write_text(spec.to_json_string())
+        report = transfer_report(model)
+        card = render_patch_card(
+            repo_id or folder.name,
+            base_model=spec.backbone_repo_id or "peterrec-backbone",
+            base_model_revision=spec.backbone_revision,
+            task=spec.task,
+            task_kind=spec.head,
+            method=spec.method,
+            insertion=spec.insertion,
+            bottleneck_size=spec.bottleneck_size
+            or (model.config.patch_bottleneck_size if spec.insertion else None),
+            trainable_parameters=report.trainable_parameters,
+            backbone_parameters=report.total_parameters,
+            dataset=dataset,
+            metrics=metrics,
+            full_ranking_metrics=full_ranking_metrics,
+            label_names=spec.label_names,
+        )
+        card.save(staging / "README.md")
+    return folder
+
+
+def _resolve(source: str | os.PathLike, revision: str | None) -> Path:
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.exists() or str(source).startswith((".", "/")):
+        raise FileNotFoundError(f"{source} is not a patch folder.")
+    return Path(
+        snapshot_download(
+            str(source),
+            revision=revision,
+            allow_patterns=[PATCH_CONFIG_NAME, PATCH_WEIGHTS_NAME, "README.md"],
+        )
+    )
+
+
+def read_patch(
+    source: str | os.PathLike, revision: str | None = None, task: str | None = None
+) -> tuple[PatchConfig, dict[str, torch.Tensor]]:
+    """Reads and checks a patch folder (local path or Hub repo id) without touching any model.
+
+    Returns its configuration (renamed to `task` when given) and its tensors under names relative to the task,
+    whatever the file's format version.
+
+    Raises:
+        FileNotFoundError: a file of the folder is missing.
+        ValueError: the configuration is invalid or newer than this version reads; the weights do not match their
+            checksum, are corrupt or truncated, or hold NaN or infinite values.
+    """
+    folder = _resolve(source, revision)
+    for name in (PATCH_CONFIG_NAME, PATCH_WEIGHTS_NAME):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(
+                f"{folder} has no {name}; a patch folder holds {PATCH_CONFIG_NAME} and "
+                f"{PATCH_WEIGHTS_NAME} (written by save_patch)."
+            )
+    spec = PatchConfig.from_json_string(
+        (folder / PATCH_CONFIG_NAME).read_text(), source=str(folder / PATCH_CONFIG_NAME)
+    )
+    weights = folder / PATCH_WEIGHTS_NAME
+    data = weights.read_bytes()
+    if spec.weights_sha256 is not None and hashlib.sha256(data).hexdigest() != spec.weights_sha256:
+        raise ValueError(
+            f"{weights} does not match the checksum recorded in {PATCH_CONFIG_NAME}: the file was damaged or "
+            "changed after saving; download or save the patch again."
+        )
+    try:
+        tensors = load_safetensors(data)
+    except (SafetensorError, OSError) as error:
+        raise ValueError(
+            f"{weights} is corrupt or truncated ({error}); download or save it again."
+        ) from error
+    not_finite = sorted(
+        name
+        for name, tensor in tensors.items()
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    )
+    if not_finite:
+        raise ValueError(
+            f"{weights} holds NaN or infinite values in {not_finite[:5]}; the training run diverged. Train the "
+            "patch again (e.g. with a lower learning rate)."
+        )
+    tensors = {relative_name(name, spec.task): tensor for name, tensor in tensors.items()}
+    spec.trainable_parameters = [relative_name(name, spec.task) for name in spec.trainable_parameters]
+    if task is not None:
+        spec = dataclasses.replace(spec, task=task)
+        spec.validate()
+    return spec, tensors
+
+
+def attach_patch(
+    spec: PatchConfig, tensors: dict[str, torch.Tensor], backbone: PeterRecModel
+) -> PeterRecPreTrainedModel:
+    """Checks a read patch against `backbone`, then attaches it and returns the task model in eval mode. On any
+    error the backbone is left as it was."""
+    method = spec.method_record
+    fingerprint = None
+    if not method.random_backbone:
+        fingerprint = backbone_fingerprint(backbone)
+        if fingerprint != spec.backbone_fingerprint:
+            raise ValueError(
+                f"This patch was trained on a backbone with fingerprint {spec.backbone_fingerprint[:12]}..., but the "
+                f"given backbone has {fingerprint[:12]}... ({spec.backbone_repo_id or 'unknown repo'}, revision "
+                f"{spec.backbone_revision or 'unknown'}); load the backbone the patch was trained on."
+            )
+    if not method.shares_backbone and not method.random_backbone:
+        backbone = copy.deepcopy(backbone)  # the method changes backbone weights: keep the caller's intact
+    model, _ = attach(backbone, dataclasses.replace(spec), fingerprint=fingerprint)
+    stored = {relative_name(name, spec.task) for name in _stored_names(model, spec)}
+    expected = {
+        relative_name(name, spec.task): parameter
+        for name, parameter in model.named_parameters()
+        if relative_name(name, spec.task) in stored
+    }
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    mismatched = sorted(
+        name for name in set(tensors) & set(expected) if tensors[name].shape != expected[name].shape
+    )
+    if missing or extra or mismatched:
+        if spec.task in backbone.patch_kinds:
+            backbone.remove_patch(spec.task)
+        if mismatched:
+            name = mismatched[0]
+            raise ValueError(
+                f"Patch tensor {name} has shape {tuple(tensors[name].shape)}, the model expects "
+                f"{tuple(expected[name].shape)}."
+            )
+        raise ValueError(
+            f"The patch file does not match its configuration: missing {missing[:5]}, extra {extra[:5]}."
+        )
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            expected[name].copy_(tensor)
+    model.patch_config = spec
+    return model.eval()
+
+
+def load_patch(
+    source: str | os.PathLike, backbone: nn.Module, revision: str | None = None, task: str | None = None
+) -> PeterRecPreTrainedModel:
+    """Attaches a saved patch to `backbone` and returns the task model.
+
+    `source` is a patch folder or a Hub repo id (with `revision`); `task` registers the patch under another name
+    than the one it was trained under. The backbone's own weights must have the fingerprint recorded at training
+    time; for methods that train backbone weights (`fine_*`), the task model gets its own copy of the backbone so
+    the one passed in stays as it is.
+
+    Raises:
+        ValueError: the backbone differs from the patch's, or the patch file is damaged, has missing, extra or
+            misshaped tensors, or non-finite values (see `read_patch`).
+    """
+    spec, tensors = read_patch(source, revision, task=task)
+    return attach_patch(spec, tensors, backbone_of(backbone))
+
+
+def push_patch_to_hub(
+    model: PeterRecPreTrainedModel,
+    repo_id: str,
+    private: bool = False,
+    commit_message: str = "Upload PeterRec patch",
+    token: str | None = None,
+    **save_kwargs,
+) -> str:
+    """Saves the patch (see `save_patch`) and uploads the folder to the Hub; returns the commit's revision."""
+    backbone_repo_id = save_kwargs.get("backbone_repo_id") or model.patch_config.backbone_repo_id
+    if not backbone_repo_id or backbone_repo_id.count("/") != 1 or Path(backbone_repo_id).exists():
+        raise ValueError(
+            f"The patch card must name its backbone's Hub repo id ('namespace/name'), got "
+            f"{backbone_repo_id!r}; push the backbone first and pass backbone_repo_id=..."
+        )
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as staging:
+        folder = save_patch(model, Path(staging) / "patch", repo_id=repo_id, **save_kwargs)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+    return commit.oid
+
+
+__all__ = ["attach_patch", "load_patch", "push_patch_to_hub", "read_patch", "save_patch"]

@@ -1,0 +1,252 @@
+"""Parameter-efficient transfer (Section 3.3): prepare a pretrained backbone for one task with one method.
+
+`prepare_for_transfer` adds the task head and, for the methods that add them, the model patches (Figure 3);
+re-initialises the backbone for the from-scratch methods; freezes what the method keeps (`registry.METHODS`); and
+reports the trainable share. The prepared model carries its `PatchConfig`, which `saving.save_patch` writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import modeling_peterrec
+from .configuration_peterrec import PeterRecConfig
+from .modeling_peterrec import PeterRecModel, PeterRecPreTrainedModel
+from .patch_config import PatchConfig, relative_name, task_name
+from .registry import METHODS, TASK_KINDS, choose
+
+# Fields of a backbone's configuration that describe the saved model rather than the architecture.
+_NOT_ARCHITECTURE = (
+    "architectures",
+    "auto_map",
+    "transformers_version",
+    "model_type",
+    "id2label",
+    "label2id",
+    "num_labels",
+    "patch_insertion",
+    "patch_task",
+)
+
+
+@dataclass
+class TransferReport:
+    """Trainable and total parameter counts of a prepared model (reported for every method, Section 4)."""
+
+    method: str
+    task: str
+    trainable_parameters: int
+    total_parameters: int
+
+    @property
+    def trainable_share(self) -> float:
+        return self.trainable_parameters / self.total_parameters
+
+    def __str__(self) -> str:
+        return (
+            f"{self.method} on {self.task}: {self.trainable_parameters:,} of {self.total_parameters:,} "
+            f"parameters trainable ({100 * self.trainable_share:.2f}%)"
+        )
+
+
+def backbone_of(model: nn.Module) -> PeterRecModel:
+    """The PeterRecModel inside any PeterRec model (or the model itself)."""
+    if isinstance(model, PeterRecModel):
+        return model
+    backbone = getattr(model, "peterrec", None)
+    if not isinstance(backbone, PeterRecModel):
+        raise TypeError(f"Expected a PeterRec model, got {type(model).__name__}.")
+    return backbone
+
+
+def base_weight_names(backbone: PeterRecModel) -> list[str]:
+    """Names of the backbone's own weights, without any task's patches or task-owned copies."""
+    return [
+        name
+        for name in backbone.state_dict()
+        if ".patches." not in name and not name.startswith("tcl_embeddings.")
+    ]
+
+
+def backbone_fingerprint(backbone: PeterRecModel) -> str:
+    """SHA-256 over the names, shapes, dtypes and bytes of the backbone's own weights."""
+    digest = hashlib.sha256()
+    state = backbone.state_dict()
+    for name in sorted(base_weight_names(backbone)):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        if tensor.numel():
+            digest.update(tensor.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _build_head_model(backbone: PeterRecModel, spec: PatchConfig) -> PeterRecPreTrainedModel:
+    """The task model around an existing backbone: the new head is initialised, the backbone is shared as it is."""
+    fields = {key: value for key, value in backbone.config.to_dict().items() if key not in _NOT_ARCHITECTURE}
+    if spec.head == "classification":
+        fields.update(
+            id2label=dict(enumerate(spec.label_names)),
+            label2id={name: i for i, name in enumerate(spec.label_names)},
+        )
+    else:
+        fields.update(
+            num_target_items=spec.num_target_items,
+            ranking_loss=spec.ranking_loss,
+            num_negatives=spec.num_negatives,
+        )
+    config = PeterRecConfig(**fields)
+    with torch.device("meta"):
+        model = getattr(modeling_peterrec, TASK_KINDS[spec.head].head)(config)
+    model.peterrec = backbone
+    device = backbone.embed_items.weight.device
+    for name, module in model.named_children():
+        if name != "peterrec":
+            module.to_empty(device=device)
+            for submodule in module.modules():
+                model._init_weights(submodule)
+    return model.to(backbone.embed_items.weight.dtype)
+
+
+def _trainable_names(model: PeterRecPreTrainedModel, spec: PatchConfig) -> list[str]:
+    """The parameters `spec.method` trains (`registry.METHODS`), by name in the task model."""
+    method = spec.method_record
+    names = [name for name, _ in model.named_parameters()]
+    head = [name for name in names if not name.startswith("peterrec.")]
+    if method.adds_patches:
+        own = (f".patches.{spec.task}.", f"peterrec.tcl_embeddings.{spec.task}")
+        return [name for name in names if any(key in name for key in own)] + head
+    if method.trained_layers == "all":
+        return [name for name in names if ".patches." not in name and ".tcl_embeddings." not in name]
+    last = len(backbone_of(model).blocks) - 1
+    prefixes = tuple(f"peterrec.blocks.{last}.{layer}." for layer in method.last_block_layers)
+    return [name for name in names if prefixes and name.startswith(prefixes)] + head
+
+
+def prepare_for_transfer(
+    backbone: nn.Module,
+    method: str,
+    task: str,
+    head: str,
+    label_names: Sequence[str] | None = None,
+    num_target_items: int | None = None,
+    target_names: Sequence[str] | None = None,
+    insertion: str = "serial_two",
+    bottleneck_size: int | None = None,
+    activation: str | None = None,
+    train_layer_norms: Sequence[str] = (),
+    train_tcl_embedding: bool = False,
+    ranking_loss: str = "bpr",
+    num_negatives: int = 1,
+    seed: int = 0,
+) -> tuple[PeterRecPreTrainedModel, TransferReport]:
+    """Prepares a pretrained backbone for one downstream task with one fine-tuning method.
+
+    Adds the task head (a linear classifier, or a target-item table for cold-start ranking), adds the model
+    patches for the methods that add them (Figure 3, `insertion`), re-initialises the backbone for the from-scratch
+    methods, and sets `requires_grad` so that exactly the method's parameters train (`registry.METHODS`).
+
+    Args:
+        backbone: a `PeterRecModel`, or any PeterRec model holding one (e.g. the pretraining model).
+        method: a name of `registry.METHODS`.
+        task: name under which the patch is registered (no '.').
+        head: `"classification"` or `"ranking"` (`registry.TASK_KINDS`).
+        label_names / num_target_items / target_names: the output space of the head.
+        insertion, bottleneck_size, activation: the model patch (methods that add patches only).
+        train_layer_norms: block LayerNorms (`"norm1"`, `"norm2"`) the patching methods also train, as task-owned
+            copies; the original code retrained `norm2`.
+        train_tcl_embedding: the patching methods also train a task-owned `[TCL]` embedding.
+        ranking_loss, num_negatives: the ranking head's loss (`"bpr"`, `"binary"`, `"full_softmax"`).
+        seed: seeds the new head and, for the from-scratch methods, the random backbone.
+
+    Returns:
+        The task model (sharing `backbone`'s weights unless the method starts from a random backbone) and its
+        parameter report.
+    """
+    patched = choose(METHODS, method, "method").adds_patches
+    spec = PatchConfig(
+        task=task,
+        method=method,
+        head=head,
+        insertion=insertion if patched else None,
+        bottleneck_size=bottleneck_size if patched else None,
+        activation=activation if patched else None,
+        train_layer_norms=list(train_layer_norms) if patched else [],
+        train_tcl_embedding=train_tcl_embedding and patched,
+        label_names=list(label_names) if label_names is not None else None,
+        num_target_items=num_target_items if head == "ranking" else None,
+        target_names=list(target_names) if target_names is not None else None,
+        ranking_loss=ranking_loss,
+        num_negatives=num_negatives,
+    )
+    spec.validate()
+    return attach(backbone_of(backbone), spec, seed)
+
+
+def attach(
+    backbone: PeterRecModel, spec: PatchConfig, seed: int = 0, fingerprint: str | None = None
+) -> tuple[PeterRecPreTrainedModel, TransferReport]:
+    """Builds the task model that `spec` describes around `backbone` (see `prepare_for_transfer`).
+
+    `fingerprint` is the backbone's, when the caller has computed it already."""
+    torch.manual_seed(seed)
+    method = spec.method_record
+    if method.random_backbone:
+        backbone = PeterRecModel(PeterRecConfig(**{**backbone.config.to_dict(), "patch_insertion": None}))
+        fingerprint = None
+    spec.backbone_fingerprint = fingerprint or backbone_fingerprint(backbone)
+    spec.backbone_repo_id = spec.backbone_repo_id or backbone.config.name_or_path or None
+    if method.adds_patches:
+        backbone.add_patch(
+            spec.task,
+            spec.insertion,
+            spec.bottleneck_size,
+            spec.activation,
+            layer_norms=spec.train_layer_norms,
+            tcl_embedding=spec.train_tcl_embedding,
+        )
+    model = _build_head_model(backbone, spec)
+    trainable = set(_trainable_names(model, spec))
+    spec.trainable_parameters = [
+        relative_name(name, spec.task) for name, _ in model.named_parameters() if name in trainable
+    ]
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in trainable)
+    model.patch_config = spec
+    return model, transfer_report(model)
+
+
+def transfer_report(model: PeterRecPreTrainedModel) -> TransferReport:
+    """Counts the trainable parameters and the whole model's (backbone, this task's patch and head)."""
+    spec: PatchConfig = model.patch_config
+    backbone = backbone_of(model)
+    others = [name for name in backbone.patch_kinds if name != spec.task]
+
+    def other_task(name: str) -> bool:
+        return any(
+            f".patches.{task}." in name or name == f"peterrec.tcl_embeddings.{task}" for task in others
+        )
+
+    counted = [(name, p) for name, p in model.named_parameters() if not other_task(name)]
+    trainable = {task_name(name, spec.task) for name in spec.trainable_parameters}
+    return TransferReport(
+        method=spec.method,
+        task=spec.task,
+        trainable_parameters=sum(p.numel() for name, p in counted if name in trainable),
+        total_parameters=sum(p.numel() for _, p in counted),
+    )
+
+
+__all__ = [
+    "TransferReport",
+    "attach",
+    "backbone_fingerprint",
+    "backbone_of",
+    "base_weight_names",
+    "prepare_for_transfer",
+    "transfer_report",
+]
