@@ -102,3 +102,47 @@ def test_bad_input_is_a_clear_error(tokenizer, sequences, error, message):
 def test_items_named_like_special_tokens_are_rejected():
     with pytest.raises(ValueError, match="collide with special tokens"):
         ItemTokenizer.from_sequences([["[MASK]", "a"]])
+
+
+def test_unknown_items_are_reported(tokenizer, caplog):
+    sequences = [["a", "b", "x"], ["a", "y"], ["b", "a", "x", 7]]  # x twice, y, 7: 4 of 9 unknown
+    unknown = tokenizer.unknown_share(sequences)
+    assert (unknown.count, unknown.total, unknown.examples) == (4, 9, ("x", "y", "7"))
+    assert unknown.share == pytest.approx(4 / 9)
+
+    assert tokenizer.check_unknown_items(sequences, warn_above=0.05, error_above=0.5) == unknown
+    assert len(caplog.messages) == 1 and "44.4% of the items" in caplog.messages[0]
+
+    with pytest.raises(ValueError, match=r"44\.4% .*e\.g\. \['x', 'y', '7'\].*allow_unknown_items=True"):
+        tokenizer.check_unknown_items(sequences, error_above=0.4)
+    assert tokenizer.check_unknown_items(sequences, error_above=0.4, allow_unknown_items=True) == unknown
+    assert len(caplog.messages) == 2
+
+    assert tokenizer.check_unknown_items([["a", "b"]]).share == 0.0 and len(caplog.messages) == 2
+
+
+def test_max_length_is_saved_and_truncates_left_with_one_warning(tokenizer, tmp_path, caplog):
+    tokenizer.model_max_length = 4
+    tokenizer.save_pretrained(tmp_path)
+    loaded = ItemTokenizer.from_pretrained(tmp_path)
+    assert loaded.model_max_length == 4
+    assert ItemTokenizer.from_sequences(SEQUENCES, model_max_length=6).model_max_length == 6
+
+    # the three most recent items and [TCL]
+    assert loaded(["b", "a", "b", "a", "a"])["input_ids"] == [5, 4, 4, 3]
+    assert loaded([["a", "b", "b", "b"], ["b"]], padding=True)["input_ids"] == [[5, 5, 5, 3], [0, 0, 5, 3]]
+    assert len(caplog.messages) == 1 and "model_max_length=4" in caplog.messages[0]
+    assert loaded(["b", "a", "b", "a", "a"], add_special_tokens=False)["input_ids"] == [4, 5, 4, 4]
+
+    with pytest.raises(ValueError, match="model_max_length must be an integer above 2"):
+        loaded.model_max_length = 2
+
+
+def test_missing_tokenizer_file_is_an_error(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").unlink()
+    for load in (ItemTokenizer.from_pretrained, AutoTokenizer.from_pretrained):
+        with pytest.raises(FileNotFoundError, match=f"{tmp_path} has no tokenizer.json.*save_pretrained"):
+            load(tmp_path)
+    with pytest.raises(ValueError, match="has no items"):
+        ItemTokenizer()
