@@ -7,7 +7,8 @@
 - `schemas.py`: the row schema of each kind of `DatasetDict` (pretraining, classification, ColdRec) and the
   seeded 70% / 3% / 27% split by user.
 - `importers.py`: users' own files (interaction logs, label tables, the original code's fine-tuning format).
-- `processing.py`: transforms of built data sets (one row per target, tokenizing, sliding windows).
+- `processing.py`: transforms of built data sets (one row per target, labels aligned to a class order by name,
+  tokenizing, sliding windows).
 - `collators.py`: the Trainer collators (next-item, masked-item, classification with [TCL], item ranking).
 - `_bad_rows.py`: the one `ValueError` listing every bad row of a file.
 
@@ -30,7 +31,7 @@ from .movielens import (
     parse_recbole_table,
     read_movielens,
 )
-from .processing import expand_windows, one_row_per_target, sliding_windows, tokenize_dataset
+from .processing import align_labels, expand_windows, one_row_per_target, sliding_windows, tokenize_dataset
 from .schemas import classification_dataset, coldrec_dataset, pretraining_dataset, split_by_user
 from .tasks import MOVIELENS_TASKS, build_movielens_tasks, coldrec_split, load_task, prepare_movielens
 
@@ -42,6 +43,7 @@ __all__ = [
     "MovieLensDownloadError",
     "NextItemCollator",
     "SequenceClassificationCollator",
+    "align_labels",
     "build_movielens_tasks",
     "classification_dataset",
     "coldrec_dataset",

@@ -14,7 +14,7 @@ from typing import Any
 from transformers.utils import logging
 
 from ._bad_rows import raise_bad_rows
-from .schemas import classification_dataset, coldrec_dataset, pretraining_dataset
+from .schemas import checked_label_names, classification_dataset, coldrec_dataset, pretraining_dataset
 
 logger = logging.get_logger(__name__)
 
@@ -139,17 +139,20 @@ def load_labels(
 ):
     """Classification `DatasetDict` joining a label table (user, label) to the histories of `interactions_path`.
 
-    `label_names` fixes the label set and its order (default: the sorted distinct labels). Rows with a missing
-    user or label, a label outside `label_names`, a user seen twice, or a user without interactions (an empty
-    sequence) raise one `ValueError` listing their line (CSV) or row (Parquet) numbers. Users with interactions
-    but no label are left out of the task, and counted in the log.
+    `label_names` is the fixed class order (for instance a patch's `label_names`): label ids follow it, whatever
+    classes the file happens to hold. Without it the label set is the file's own distinct labels, sorted, so a
+    file missing a class gives different ids: pass `label_names` whenever the ids must match a trained head.
+    Rows with a missing user or label, a label outside `label_names`, a user seen twice, or a user without
+    interactions (an empty sequence) raise one `ValueError` listing their line (CSV) or row (Parquet) numbers.
+    Users with interactions but no label are left out of the task, and counted in the log.
     """
+    names = checked_label_names(label_names) if label_names is not None else None
     histories = _read_histories(interactions_path, user_column, item_column, time_column)
     rows, source = _read_rows(path, [user_column, label_column])
     labelled = [(where, _text(row[user_column]), _text(row[label_column])) for where, row in rows]
-    names = (
-        list(label_names) if label_names is not None else sorted({label for *_, label in labelled if label})
-    )
+    if names is None:
+        names = sorted({label for *_, label in labelled if label})
+        logger.info(f"Label names read from {path} (sorted; pass label_names= to fix their order): {names}")
     index = {name: position for position, name in enumerate(names)}
     seen: dict[str, str] = {}
     users, labels, problems = [], [], []

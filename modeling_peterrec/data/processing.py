@@ -1,8 +1,12 @@
-"""Transforms of built data sets: one row per ColdRec target, tokenized items and sliding windows."""
+"""Transforms of built data sets: one row per ColdRec target, labels aligned to a class order, tokenized items
+and sliding windows."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+from .schemas import checked_label_names
 
 
 def one_row_per_target(dataset):
@@ -22,6 +26,71 @@ def one_row_per_target(dataset):
     features = dataset.features.copy()
     features["target"] = features.pop("targets").feature
     return dataset.map(expand, batched=True, remove_columns=["targets"], features=features)
+
+
+def align_labels(dataset, label_names: Sequence[str], column: str = "label"):
+    """`dataset` (a `Dataset` or `DatasetDict`) with its `column` mapped by name onto `label_names`, the fixed class
+    order of a classification head (for instance a patch's `label_names`), as a `ClassLabel(names=label_names)`.
+
+    A `ClassLabel` column is matched by its names, so the same classes in another order map correctly; a string
+    column by its values; an integer column is taken as ids into `label_names`. A name outside `label_names`, an
+    id out of range, a missing label or another column type raises a `ValueError`.
+    """
+    from datasets import ClassLabel, DatasetDict
+
+    if isinstance(dataset, DatasetDict):
+        return DatasetDict(
+            {split: align_labels(part, label_names, column) for split, part in dataset.items()}
+        )
+    names = checked_label_names(label_names)
+    if column not in dataset.column_names:
+        raise ValueError(f"The data set has no column {column!r}; its columns are {dataset.column_names}.")
+    feature = dataset.features[column]
+    dtype = str(getattr(feature, "dtype", ""))
+    values = list(dataset[column])
+    index = {name: position for position, name in enumerate(names)}
+    if isinstance(feature, ClassLabel):
+        unknown = [name for name in feature.names if name not in index]
+        if unknown:
+            raise ValueError(
+                f"Label(s) {unknown} of column {column!r} are not in label_names {names}; the data set's classes "
+                f"{feature.names} must all be among them."
+            )
+        # datasets stores a missing ClassLabel as -1, which must not wrap around to the last name.
+        aligned = [
+            index[feature.names[value]] if value is not None and 0 <= value < feature.num_classes else None
+            for value in values
+        ]
+    elif dtype in ("string", "large_string"):
+        unknown = sorted({value for value in values if value is not None and value not in index})
+        if unknown:
+            raise ValueError(f"Label(s) {unknown[:10]} of column {column!r} are not in label_names {names}.")
+        aligned = [None if value is None else index[value] for value in values]
+    elif dtype.startswith(("int", "uint")):
+        aligned = values
+        out_of_range = sorted(
+            {value for value in aligned if value is not None and not 0 <= value < len(names)}
+        )
+        if out_of_range:
+            raise ValueError(
+                f"Label id(s) {out_of_range[:10]} of column {column!r} are not in [0, {len(names)}), the ids of "
+                f"label_names {names}."
+            )
+    else:
+        raise ValueError(
+            f"Column {column!r} has type {feature}; give class names (a `ClassLabel` or string column) or ids "
+            "(an integer column)."
+        )
+    missing = sum(value is None for value in aligned)
+    if missing:
+        raise ValueError(f"{missing} row(s) have no label in column {column!r}; drop or label them.")
+    features = dataset.features.copy()
+    features[column] = ClassLabel(names=names)
+
+    def relabel(batch: dict[str, list], indices: list[int]) -> dict[str, Any]:
+        return {column: [aligned[position] for position in indices]}
+
+    return dataset.map(relabel, batched=True, with_indices=True, features=features)
 
 
 def tokenize_dataset(dataset, tokenizer, column: str = "items"):
@@ -66,6 +135,7 @@ def expand_windows(dataset, window: int, stride: int | None = None, column: str 
 
 
 __all__ = [
+    "align_labels",
     "expand_windows",
     "one_row_per_target",
     "sliding_windows",

@@ -99,6 +99,21 @@ def pretraining_dataset(user_ids: Sequence[str], histories: Sequence[Sequence[st
     )
 
 
+def checked_label_names(label_names: Sequence[str]) -> list[str]:
+    """`label_names` as a list, checked to be a non-empty sequence of distinct strings (a `ClassLabel`'s names)."""
+    if isinstance(label_names, str):
+        raise ValueError(f"label_names must be a sequence of class names, got the string {label_names!r}.")
+    names = list(label_names)
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if not names or duplicates or not all(isinstance(name, str) for name in names):
+        raise ValueError(
+            f"label_names must be distinct strings, at least one, got {names}"
+            + (f" (repeated: {duplicates})" if duplicates else "")
+            + "."
+        )
+    return names
+
+
 def classification_dataset(
     user_ids: Sequence[str],
     histories: Sequence[Sequence[str]],
@@ -141,6 +156,7 @@ def coldrec_dataset(
 
 __all__ = [
     "SPLIT_FRACTIONS",
+    "checked_label_names",
     "classification_dataset",
     "coldrec_dataset",
     "pretraining_dataset",
