@@ -17,6 +17,7 @@ from modeling_peterrec.data import (
     MovieLensDownloadError,
     NextItemCollator,
     SequenceClassificationCollator,
+    align_labels,
     build_movielens_tasks,
     expand_windows,
     load_interactions,
@@ -314,6 +315,79 @@ def test_bad_label_rows_are_reported_with_their_line_numbers(tmp_path):
     assert re.findall(r"line (\d+):", message) == ["3", "4", "5", "6"]
     assert "missing label" in message and "'z' is not one of" in message
     assert "no interactions" in message and "already labelled at line 2" in message
+
+
+def test_label_file_missing_a_class_keeps_ids(tmp_path):
+    log, labels = tmp_path / "log.csv", tmp_path / "labels.csv"
+    log.write_text("user,item,timestamp\n" + "".join(f"u{u},i{u},1\n" for u in range(30)))
+    # No user is "b": sorting the file's own labels would give "c" the id 1.
+    labels.write_text("user,label\n" + "".join(f"u{u},{'a' if u % 2 else 'c'}\n" for u in range(30)))
+    data = load_labels(labels, log, label_names=["a", "b", "c"])
+    assert data["train"].features["label"].names == ["a", "b", "c"]
+    ids = {row["user_id"]: row["label"] for split in data.values() for row in split}
+    assert ids["u1"] == 0 and ids["u2"] == 2 and set(ids.values()) == {0, 2}
+
+
+def test_label_outside_the_label_names_names_the_label_the_file_and_the_names(tmp_path):
+    log, labels = tmp_path / "log.csv", tmp_path / "labels.csv"
+    log.write_text("user,item,timestamp\nu1,a,1\nu2,b,1\n")
+    labels.write_text("user,label\nu1,a\nu2,d\n")
+    with pytest.raises(ValueError, match=r"labels\.csv: line 3: label 'd' is not one of \['a', 'b'\]"):
+        load_labels(labels, log, label_names=["a", "b"])
+    with pytest.raises(ValueError, match=r"distinct.*repeated: \['a'\]"):
+        load_labels(labels, log, label_names=["a", "b", "a"])
+
+
+def _labelled(values, feature=None):
+    from datasets import Dataset, Features, Value
+
+    features = None if feature is None else Features({"user_id": Value("string"), "label": feature})
+    return Dataset.from_dict({"user_id": [f"u{i}" for i in range(len(values))], "label": values}, features)
+
+
+def test_labels_matched_by_name():
+    from datasets import ClassLabel, DatasetDict
+
+    data = _labelled([0, 1, 2, 1], ClassLabel(names=["old", "young", "middle"]))
+    aligned = align_labels(DatasetDict({"train": data}), ["young", "middle", "old"])["train"]
+    assert aligned.features["label"] == ClassLabel(names=["young", "middle", "old"])
+    assert aligned["user_id"] == data["user_id"]
+    assert list(aligned["label"]) == [2, 0, 1, 0]
+
+
+def test_align_labels_accepts_plain_string_and_int_columns():
+    from datasets import ClassLabel
+
+    names = ["x", "y", "z"]
+    by_name = align_labels(_labelled(["z", "x", "z"]), names)
+    assert list(by_name["label"]) == [2, 0, 2] and by_name.features["label"] == ClassLabel(names=names)
+    by_id = align_labels(_labelled([1, 0, 2]), names)
+    assert list(by_id["label"]) == [1, 0, 2] and by_id.features["label"] == ClassLabel(names=names)
+
+
+@pytest.mark.parametrize(
+    "values, feature, message",
+    [
+        (["x", "w"], None, r"Label\(s\) \['w'\].*not in label_names \['x', 'y'\]"),
+        ([0, 2], None, r"Label id\(s\) \[2\].*not in \[0, 2\)"),
+        ([-1, 0], None, r"Label id\(s\) \[-1\]"),
+        ([0, 1], "classlabel", r"Label\(s\) \['q'\].*not in label_names"),
+        ([0.5, 1.0], None, "give class names"),
+    ],
+)
+def test_align_labels_rejects_unknown_labels(values, feature, message):
+    from datasets import ClassLabel
+
+    feature = ClassLabel(names=["x", "q"]) if feature == "classlabel" else feature
+    with pytest.raises(ValueError, match=message):
+        align_labels(_labelled(values, feature), ["x", "y"])
+
+
+def test_align_labels_rejects_missing_class_labels():
+    from datasets import ClassLabel
+
+    with pytest.raises(ValueError, match="1 row\\(s\\) have no label"):
+        align_labels(_labelled([0, -1], ClassLabel(names=["x", "y"])), ["y", "x"])
 
 
 def test_original_format_reads_sources_and_targets(tmp_path):

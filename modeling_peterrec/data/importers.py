@@ -1,0 +1,227 @@
+"""Importers for users' own files: interaction logs and label tables (CSV or Parquet) and the original code's
+fine-tuning text format, each read into a `DatasetDict` of `schemas.py`."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from transformers.utils import logging
+
+from ._bad_rows import raise_bad_rows
+from .schemas import checked_label_names, classification_dataset, coldrec_dataset, pretraining_dataset
+
+logger = logging.get_logger(__name__)
+
+
+def _read_rows(
+    path: str | os.PathLike, columns: Sequence[str]
+) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    """`(where, row)` pairs of a CSV (`where` = "line N") or Parquet (`where` = "row N") file's given columns."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist.")
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        schema_names = pq.read_schema(path).names
+        _check_columns(path, columns, schema_names)
+        table = pq.read_table(path, columns=list(columns)).to_pylist()
+        return [(f"row {number}", row) for number, row in enumerate(table, start=1)], str(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        _check_columns(path, columns, reader.fieldnames or [])
+        return [(f"line {reader.line_num}", {name: row[name] for name in columns}) for row in reader], str(
+            path
+        )
+
+
+def _check_columns(path: Path, wanted: Sequence[str], present: Sequence[str]) -> None:
+    missing = [name for name in wanted if name not in present]
+    if missing:
+        raise ValueError(
+            f"{path} has no column(s) {missing}; its columns are {list(present)}. Pass the right names with "
+            "user_column=, item_column=, time_column= or label_column=."
+        )
+
+
+def _text(value: Any) -> str | None:
+    """A field as a non-empty string, or None when it is missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _time(value: Any) -> float | None:
+    """A timestamp as a number (seconds for dates), or None when it is missing or unreadable."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return None if math.isnan(value) else float(value)
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def _read_histories(
+    path: str | os.PathLike, user_column: str, item_column: str, time_column: str | None
+) -> dict[str, list[str]]:
+    """Chronological item history per user (first-appearance order), sorted stably by (time, row)."""
+    columns = [user_column, item_column] + ([time_column] if time_column else [])
+    rows, source = _read_rows(path, columns)
+    events: dict[str, list[tuple[float, str]]] = {}
+    problems = []
+    for where, row in rows:
+        user, item = _text(row[user_column]), _text(row[item_column])
+        time = _time(row[time_column]) if time_column else 0.0
+        reasons = [
+            f"missing {name}" for name, value in ((user_column, user), (item_column, item)) if value is None
+        ]
+        if time is None:
+            reasons.append(f"{time_column} {row[time_column]!r} is not a number or an ISO date")
+        if reasons:
+            problems.append((where, ", ".join(reasons)))
+            continue
+        events.setdefault(user, []).append((time, item))
+    raise_bad_rows(
+        source,
+        problems,
+        "Fill in or delete these rows; every row needs a user, an item"
+        + (" and a timestamp (a number or an ISO date)." if time_column else "."),
+    )
+    return {
+        user: [item for _, item in sorted(pairs, key=lambda pair: pair[0])] for user, pairs in events.items()
+    }
+
+
+def load_interactions(
+    path: str | os.PathLike,
+    user_column: str = "user",
+    item_column: str = "item",
+    time_column: str | None = "timestamp",
+):
+    """Pretraining `DatasetDict` (leave-one-out splits) from a CSV or Parquet table of (user, item, timestamp) rows.
+
+    Each user's events are sorted stably by (timestamp, row); with `time_column=None` the file order is the time
+    order. Timestamps are numbers or ISO dates. Rows with a missing user, item or timestamp raise one `ValueError`
+    listing their line numbers (CSV) or row numbers (Parquet).
+    """
+    histories = _read_histories(path, user_column, item_column, time_column)
+    logger.info(
+        f"Read {sum(map(len, histories.values())):,} interactions of {len(histories):,} users from {path}"
+    )
+    return pretraining_dataset(list(histories), list(histories.values()))
+
+
+def load_labels(
+    path: str | os.PathLike,
+    interactions_path: str | os.PathLike,
+    user_column: str = "user",
+    label_column: str = "label",
+    item_column: str = "item",
+    time_column: str | None = "timestamp",
+    label_names: Sequence[str] | None = None,
+    seed: int = 0,
+):
+    """Classification `DatasetDict` joining a label table (user, label) to the histories of `interactions_path`.
+
+    `label_names` is the fixed class order (for instance a patch's `label_names`): label ids follow it, whatever
+    classes the file happens to hold. Without it the label set is the file's own distinct labels, sorted, so a
+    file missing a class gives different ids: pass `label_names` whenever the ids must match a trained head.
+    Rows with a missing user or label, a label outside `label_names`, a user seen twice, or a user without
+    interactions (an empty sequence) raise one `ValueError` listing their line (CSV) or row (Parquet) numbers.
+    Users with interactions but no label are left out of the task, and counted in the log.
+    """
+    names = checked_label_names(label_names) if label_names is not None else None
+    histories = _read_histories(interactions_path, user_column, item_column, time_column)
+    rows, source = _read_rows(path, [user_column, label_column])
+    labelled = [(where, _text(row[user_column]), _text(row[label_column])) for where, row in rows]
+    if names is None:
+        names = sorted({label for *_, label in labelled if label})
+        logger.info(f"Label names read from {path} (sorted; pass label_names= to fix their order): {names}")
+    index = {name: position for position, name in enumerate(names)}
+    seen: dict[str, str] = {}
+    users, labels, problems = [], [], []
+    for where, user, label in labelled:
+        if user is None or label is None:
+            problems.append((where, f"missing {user_column if user is None else label_column}"))
+        elif label not in index:
+            problems.append((where, f"label {label!r} is not one of {names}"))
+        elif user in seen:
+            problems.append((where, f"user {user!r} already labelled at {seen[user]}"))
+        elif user not in histories:
+            problems.append(
+                (where, f"user {user!r} has no interactions in {interactions_path} (empty sequence)")
+            )
+        else:
+            seen[user] = where
+            users.append(user)
+            labels.append(index[label])
+    raise_bad_rows(
+        source,
+        problems,
+        "Give every user exactly one label from the label set (pass label_names= to change it) and drop users "
+        "without interactions.",
+    )
+    unlabelled = len(histories) - len(users)
+    if unlabelled:
+        logger.info(
+            f"{unlabelled:,} user(s) with interactions have no label in {path} and are not in the task"
+        )
+    return classification_dataset(users, [histories[user] for user in users], labels, names, seed)
+
+
+def load_original_format(path: str | os.PathLike, seed: int = 0, padding_token: str | None = None):
+    """ColdRec-like `DatasetDict` from the original code's fine-tuning text format, one user per line:
+    `s1,s2,...,sN,,t1,t2` (source items, an empty field, target items). `user_id` is the line number.
+
+    `padding_token` (the original files left-pad with "0") is removed from the source items. Lines without the
+    `,,` separator, with an empty source or target list, or with an empty item raise one `ValueError` listing
+    their line numbers. Blank lines are skipped.
+    """
+    users, sources, targets, problems = [], [], [], []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            source_text, separator, target_text = line.partition(",,")
+            source = [item.strip() for item in source_text.split(",")]
+            target = [item.strip() for item in target_text.split(",")]
+            if padding_token is not None:
+                source = [item for item in source if item != padding_token]
+            if not separator:
+                problems.append((f"line {number}", "no ',,' between source and target items"))
+            elif not source or not target or "" in source or "" in target:
+                problems.append((f"line {number}", "empty source list, target list or item"))
+            else:
+                users.append(str(number))
+                sources.append(source)
+                targets.append(target)
+    raise_bad_rows(
+        str(path),
+        problems,
+        "Write each line as s1,s2,...,sN,,t1,t2 with at least one source and one target item.",
+    )
+    return coldrec_dataset(users, sources, targets, seed)
+
+
+__all__ = [
+    "load_interactions",
+    "load_labels",
+    "load_original_format",
+]

@@ -1,0 +1,164 @@
+"""Row schemas of each kind of `DatasetDict` and the seeded 70% / 3% / 27% split by user (Section 4.1).
+
+Row schemas (all ids are strings; sequences are chronological, oldest first):
+
+- pretraining: `user_id`, `items`; leave-one-out splits: `train` is the history minus its last two items,
+  `validation` the history minus its last item, `test` the full history (the last element of a `validation` or
+  `test` row is the item to predict).
+- classification: `user_id`, `items`, `label` (`ClassLabel`); splits 70% / 3% / 27% by user, seeded, stratified.
+- ColdRec: `user_id`, `items` (source-domain history), `targets` (list of `ClassLabel` over the target items);
+  splits 70% / 3% / 27% by user, seeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+SPLIT_FRACTIONS = {"train": 0.70, "validation": 0.03, "test": 0.27}
+"""Share of users per split of a target task (Section 4.1 of the paper)."""
+
+
+def split_by_user(
+    num_users: int, seed: int = 0, labels: Sequence[int] | np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Split user indices 70% / 3% / 27% into train / validation / test (sorted index arrays), deterministically.
+
+    Split sizes are `round(0.70 n)`, `round(0.03 n)` and the rest. With `labels`, the split is stratified: each
+    class's users are shuffled and spread evenly over [0, 1), and all users are taken in that order, so every
+    class lands in each split in proportion (within one user of the exact share).
+    """
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        order = rng.permutation(num_users)
+    else:
+        labels = np.asarray(labels)
+        if len(labels) != num_users:
+            raise ValueError(f"Got {len(labels)} labels for {num_users} users; give one label per user.")
+        keys = np.empty(num_users)
+        for label in np.unique(labels):
+            members = np.flatnonzero(labels == label)
+            keys[members] = (rng.permutation(len(members)) + rng.random(len(members))) / len(members)
+        order = np.argsort(keys, kind="stable")
+    num_train = round(SPLIT_FRACTIONS["train"] * num_users)
+    num_validation = round(SPLIT_FRACTIONS["validation"] * num_users)
+    cuts = np.split(order, [num_train, num_train + num_validation])
+    return {split: np.sort(indices) for split, indices in zip(SPLIT_FRACTIONS, cuts, strict=True)}
+
+
+def _string_features(**extra: Any):
+    from datasets import Features, Value
+    from datasets import Sequence as SequenceFeature
+
+    return Features({"user_id": Value("string"), "items": SequenceFeature(Value("string")), **extra})
+
+
+def _split_dataset(columns: dict[str, list], features, splits: dict[str, np.ndarray]):
+    from datasets import Dataset, DatasetDict
+
+    return DatasetDict(
+        {
+            split: Dataset.from_dict(
+                {name: [values[index] for index in indices] for name, values in columns.items()},
+                features=features,
+            )
+            for split, indices in splits.items()
+        }
+    )
+
+
+def pretraining_dataset(user_ids: Sequence[str], histories: Sequence[Sequence[str]]):
+    """Leave-one-out pretraining splits (see the module docstring) of chronological histories.
+
+    A user with fewer than three items cannot spare two held-out items: the whole history goes to `train` only.
+    """
+    from datasets import Dataset, DatasetDict
+
+    features = _string_features()
+    rows: dict[str, dict[str, list]] = {split: {"user_id": [], "items": []} for split in SPLIT_FRACTIONS}
+    short = 0
+    for user, history in zip(user_ids, histories, strict=True):
+        history = list(history)
+        if len(history) < 3:
+            short += 1
+            rows["train"]["user_id"].append(user)
+            rows["train"]["items"].append(history)
+            continue
+        for split, cut in (("train", -2), ("validation", -1), ("test", None)):
+            rows[split]["user_id"].append(user)
+            rows[split]["items"].append(history[:cut])
+    if short:
+        logger.warning(f"{short} user(s) have fewer than 3 items: their whole history is in `train` only.")
+    return DatasetDict(
+        {split: Dataset.from_dict(columns, features=features) for split, columns in rows.items()}
+    )
+
+
+def checked_label_names(label_names: Sequence[str]) -> list[str]:
+    """`label_names` as a list, checked to be a non-empty sequence of distinct strings (a `ClassLabel`'s names)."""
+    if isinstance(label_names, str):
+        raise ValueError(f"label_names must be a sequence of class names, got the string {label_names!r}.")
+    names = list(label_names)
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if not names or duplicates or not all(isinstance(name, str) for name in names):
+        raise ValueError(
+            f"label_names must be distinct strings, at least one, got {names}"
+            + (f" (repeated: {duplicates})" if duplicates else "")
+            + "."
+        )
+    return names
+
+
+def classification_dataset(
+    user_ids: Sequence[str],
+    histories: Sequence[Sequence[str]],
+    labels: Sequence[int],
+    names: Sequence[str],
+    seed: int = 0,
+):
+    """User-profile classification rows (`label` indexes `names`), split 70/3/27 by user, stratified by label."""
+    from datasets import ClassLabel
+
+    features = _string_features(label=ClassLabel(names=list(names)))
+    columns = {
+        "user_id": list(user_ids),
+        "items": [list(history) for history in histories],
+        "label": list(labels),
+    }
+    return _split_dataset(columns, features, split_by_user(len(columns["user_id"]), seed, labels))
+
+
+def coldrec_dataset(
+    user_ids: Sequence[str],
+    histories: Sequence[Sequence[str]],
+    targets: Sequence[Sequence[str]],
+    seed: int = 0,
+):
+    """Cold-start recommendation rows: source history and target items (named by `ClassLabel`), split 70/3/27."""
+    from datasets import ClassLabel
+    from datasets import Sequence as SequenceFeature
+
+    names = sorted({item for items in targets for item in items})
+    index = {name: position for position, name in enumerate(names)}
+    features = _string_features(targets=SequenceFeature(ClassLabel(names=names)))
+    columns = {
+        "user_id": list(user_ids),
+        "items": [list(history) for history in histories],
+        "targets": [[index[item] for item in items] for items in targets],
+    }
+    return _split_dataset(columns, features, split_by_user(len(columns["user_id"]), seed))
+
+
+__all__ = [
+    "SPLIT_FRACTIONS",
+    "checked_label_names",
+    "classification_dataset",
+    "coldrec_dataset",
+    "pretraining_dataset",
+    "split_by_user",
+]
