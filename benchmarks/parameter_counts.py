@@ -17,8 +17,14 @@ from pathlib import Path
 import torch
 import transformers
 
-from modeling_peterrec import PeterRecConfig, PeterRecForNextItemPrediction, PeterRecModel
-from modeling_peterrec import METHODS, prepare_for_transfer, save_patch
+from modeling_peterrec import (
+    METHODS,
+    PeterRecConfig,
+    PeterRecForNextItemPrediction,
+    PeterRecModel,
+    prepare_for_transfer,
+    save_patch,
+)
 
 ITEMS = 645_980
 RESULTS = Path(__file__).parent / "results" / "parameter_counts.json"

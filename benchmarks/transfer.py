@@ -15,9 +15,9 @@ import argparse
 
 import torch
 
+from modeling_peterrec import MultiTaskPeterRec, prepare_for_transfer
 from modeling_peterrec.configuration_peterrec import PeterRecConfig
 from modeling_peterrec.modeling_peterrec import PeterRecModel
-from modeling_peterrec import MultiTaskPeterRec, prepare_for_transfer
 
 from .common import environment, format_table, peak_memory_gib, reset_memory, time_call, write_results
 
