@@ -4,6 +4,7 @@ Where each concept lives (one job per file):
 
 - `registry.py`: one record per fine-tuning method, patch insertion, task kind and readout.
 - `configuration_peterrec.py`, `modeling_peterrec.py`, `loss_peterrec.py`: the model family (the paper).
+- `tokenization_peterrec.py`: the item tokenizer (`[PAD]` `[UNK]` `[MASK]` `[TCL]`), re-exported by `tokenization/`.
 - `patch_config.py`: the one description of a task patch (`patch_config.json`) and its format versions.
 - `transfer.py`: `prepare_for_transfer` (Section 3.3): heads, patches, frozen weights, trainable counts.
 - `saving.py`: patch folders: save, read, check, attach, push.
@@ -13,8 +14,6 @@ Where each concept lives (one job per file):
 
 import transformers
 from transformers import AutoConfig, AutoTokenizer
-
-from tokenization import ItemTokenizer
 
 from . import modeling_peterrec
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
@@ -32,6 +31,7 @@ from .patch_config import PatchConfig
 from .registry import INSERTIONS, METHODS, READOUTS, TASK_KINDS
 from .saving import load_patch, push_patch_to_hub, save_patch
 from .serving import MultiTaskPeterRec
+from .tokenization_peterrec import ItemTokenizer, UnknownItems
 from .transfer import TransferReport, prepare_for_transfer
 
 # For the installed package: Auto classes resolve model_type "peterrec".
@@ -62,6 +62,7 @@ __all__ = [
     "push_patch_to_hub",
     "save_patch",
     "ItemTokenizer",
+    "UnknownItems",
     "ModelPatch",
     "PeterRecConfig",
     "PeterRecForItemRanking",

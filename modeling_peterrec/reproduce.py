@@ -36,11 +36,10 @@ import numpy as np
 import torch
 from transformers.utils import logging as transformers_logging
 
-from tokenization import ItemTokenizer
-
 from .data import default_cache_dir, load_task
 from .metrics import classification_metrics, exclusion_mask, full_ranking_metrics, sampled_ranking_metrics
 from .patching import PATCHED_METHODS
+from .tokenization_peterrec import ItemTokenizer
 from .training import (
     METRICS_FILE,
     FinetuneArguments,

@@ -31,7 +31,6 @@ from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArgum
 from transformers.utils import logging
 
 from hub_cards.cards import render_backbone_card
-from tokenization import ItemTokenizer
 
 from .configuration_peterrec import PeterRecConfig
 from .data import (
@@ -60,6 +59,7 @@ from .modeling_peterrec import (
     PeterRecPreTrainedModel,
 )
 from .patching import METHODS, PATCH_WEIGHTS_NAME, atomic_folder, load_patch, prepare_for_transfer, save_patch
+from .tokenization_peterrec import ItemTokenizer
 
 logger = logging.get_logger(__name__)
 

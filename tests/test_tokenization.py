@@ -146,3 +146,32 @@ def test_missing_tokenizer_file_is_an_error(tokenizer, tmp_path):
             load(tmp_path)
     with pytest.raises(ValueError, match="has no items"):
         ItemTokenizer()
+
+
+def test_package_imports_beside_an_unrelated_tokenization_module(tmp_path):
+    """BERT-era code ships a top-level `tokenization.py`; the package must not pick it up."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "tokenization.py").write_text(
+        "FullTokenizer = object  # an unrelated module of the same name\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import modeling_peterrec, tokenization; print(modeling_peterrec.ItemTokenizer.__module__, tokenization.__file__)",
+        ],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    module, decoy = result.stdout.split()
+    assert module == "modeling_peterrec.tokenization_peterrec"
+    assert Path(decoy) == tmp_path / "tokenization.py"
