@@ -1,4 +1,4 @@
-"""One evaluation interface for every head and every task (SPEC §3, "Evaluation").
+"""One evaluation interface for every head and every task (the paper's Section 4.1 protocols, and full ranking).
 
 The same functions give the numbers in the tests, in the training logs (through `make_compute_metrics`), in the model
 cards and in the reproduction tables.

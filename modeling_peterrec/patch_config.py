@@ -1,4 +1,4 @@
-"""The one description of a task patch: what `patch_config.json` records (SPEC's patch folder, Section 3.3).
+"""The one description of a task patch: what `patch_config.json` records (Section 3.3: one backbone, many small patch files).
 
 A patch folder holds `patch_config.json` (this record), `patch.safetensors` (only what the method trained, under
 names relative to the task, as PEFT drops the adapter name) and a model card. Format history:

@@ -215,7 +215,7 @@ class ItemTokenizer(PreTrainedTokenizerFast):
 
         Logs a warning when the share is above `warn_above`, and raises a `ValueError` when it is above
         `error_above` (the data and the backbone do not match), unless `allow_unknown_items` (then it only warns):
-        ids outside the vocabulary get a clear error, not a silent `[UNK]` (SPEC section 7).
+        items outside the vocabulary get a clear word, not a silent `[UNK]`.
         """
         if not 0.0 <= warn_above <= error_above <= 1.0:
             raise ValueError(f"Need 0 <= warn_above <= error_above <= 1, got {warn_above} and {error_above}.")
