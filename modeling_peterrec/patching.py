@@ -15,10 +15,8 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from torch import nn
 
 from hub_cards.cards import render_patch_card
 
+from ._io import atomic_folder
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
 from .modeling_peterrec import (
     PeterRecForItemRanking,
@@ -329,23 +328,6 @@ def _stored_names(model: PeterRecPreTrainedModel, spec: TransferConfig) -> list[
         return list(spec.trainable_parameters)
     base = [f"peterrec.{name}" for name in base_weight_names(backbone_of(model))]
     return sorted(set(spec.trainable_parameters) | set(base))
-
-
-@contextmanager
-def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary sibling folder to write into; once the block ends without error it replaces `folder`
-    in one rename, so a crash never leaves a half-written model or patch behind (SPEC §7)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        yield staging
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def save_patch(
