@@ -5,7 +5,8 @@ and staging/aside/trash folders still there after the next save.
     python benchmarks/kill_saves.py --iterations 300 [--fallback]
 
 `--fallback` forces the rename-aside path used where `renameat2(RENAME_EXCHANGE)` is unavailable. The writer loads
-`modeling_peterrec/_io.py` by path (stdlib only), so it starts in milliseconds and the kills land across the save.
+`modeling_peterrec/_io.py` by path (stdlib only, so it starts in milliseconds) and reports each finished save; the
+kill comes at a random moment within about two save durations after its first one, so it lands anywhere in a save.
 """
 
 from __future__ import annotations
@@ -81,14 +82,18 @@ def kill_loop(
     trash folders behind, and those still there at the end."""
     rng = random.Random(seed)
     io = load_io(fallback)
+    started = time.monotonic()
     save_version(io, folder, 0)
+    save_seconds = time.monotonic() - started
     counts: Counter = Counter()
     deadline = time.monotonic() + max_seconds if max_seconds else float("inf")
     command = [sys.executable, "-S", __file__, "--writer", str(folder)] + (["--fallback"] if fallback else [])
     while counts["kills"] < iterations and time.monotonic() < deadline:
-        writer = subprocess.Popen(command)
-        time.sleep(rng.uniform(0.02, 0.2))
+        writer = subprocess.Popen(command, stdout=subprocess.PIPE)
+        writer.stdout.readline()  # its first save is done: from here on every kill lands inside a save
+        time.sleep(rng.uniform(0, 2 * save_seconds))
         writer.kill()
+        writer.stdout.close()
         writer.wait()  # reaped, so its pid is gone and its leftovers count as stale
         counts["kills"] += 1
         counts[state(folder)] += 1
@@ -104,6 +109,7 @@ def writer(folder: Path, fallback: bool) -> None:
     version = 1
     while True:
         save_version(io, folder, version)
+        print(version, flush=True)
         version += 1
 
 

@@ -166,9 +166,9 @@ def test_live_writers_leftovers_are_kept_dead_ones_removed(tmp_path, monkeypatch
 
 def test_random_kills_never_leave_a_missing_or_partial_folder(tmp_path):
     counts = kill_loop(tmp_path / "patch", iterations=40, max_seconds=3.0, seed=1)
-    assert counts["kills"] >= 5
+    assert counts["kills"] >= 3
     assert counts["complete"] == counts["kills"]
-    assert counts["writer_finished_a_save"] > 0  # kills did land after completed saves, not only at start-up
+    assert counts["writer_finished_a_save"] == counts["kills"]  # each kill interrupted a re-save
     assert counts["saves_leaving_leftovers"] == 0 and counts["leftovers_at_end"] == 0
 
 
