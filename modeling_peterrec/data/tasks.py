@@ -7,13 +7,13 @@ Stand-ins for the paper's tasks (Section 4.1): `pretrain` and `pretrain_source` 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from transformers.utils import logging
 
+from .._io import atomic_folder
 from .movielens import GENDER_NAMES, MovieLens, _movielens_source, default_cache_dir, read_movielens
 from .schemas import classification_dataset, coldrec_dataset, pretraining_dataset
 
@@ -138,10 +138,8 @@ def prepare_movielens(
         tasks = build_movielens_tasks(read_movielens(name, cache_dir), seed)
         for task in missing:
             target = _task_dir(name, task, cache_dir, seed)
-            temporary = target.with_name(f".{task}.tmp-{os.getpid()}")
-            shutil.rmtree(temporary, ignore_errors=True)
-            tasks[task].save_to_disk(str(temporary))
-            os.replace(temporary, target)
+            with atomic_folder(target) as staging:
+                tasks[task].save_to_disk(str(staging))
             logger.info(f"Saved {name}/{task} to {target}")
     return {task: load_from_disk(str(_task_dir(name, task, cache_dir, seed))) for task in MOVIELENS_TASKS}
 
