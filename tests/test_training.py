@@ -9,10 +9,10 @@ import torch
 
 from modeling_peterrec.cli import main
 from modeling_peterrec.data import classification_dataset, coldrec_dataset, pretraining_dataset
+from modeling_peterrec.demo import format_results_table
 from modeling_peterrec.patching import PATCH_WEIGHTS_NAME, load_patch
 from modeling_peterrec.training import (
     RankingEvaluationCollator,
-    format_results_table,
     held_out_item_ranks,
     load_backbone,
     plot_learning_curve,
