@@ -23,7 +23,7 @@ from ..data import (
 from ..metrics import build_ranking_candidates
 from ..modeling_peterrec import PeterRecPreTrainedModel
 from ..registry import TASK_KINDS, tcl_position
-from .arguments import DataArguments
+from .arguments import DataArguments, FinetuneArguments
 
 SPLITS = ("train", "validation", "test")
 
@@ -124,7 +124,7 @@ def task_datasets(splits, tokenizer: ItemTokenizer, num_eval_negatives: int, see
     raise ValueError(f"This task has no {columns} column; fine-tune on a classification or ColdRec task.")
 
 
-def head_arguments(splits, kind: str, args) -> dict[str, Any]:
+def head_arguments(splits, kind: str, args: FinetuneArguments) -> dict[str, Any]:
     """The task head's label or target names read from the training split's features (`prepare_for_transfer`),
     and for ranking the loss options of `args`."""
     features = splits["train"].features
