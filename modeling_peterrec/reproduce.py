@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from transformers.utils import logging as transformers_logging
 
+from ._io import write_json
 from .data import default_cache_dir, load_task
 from .metrics import classification_metrics, exclusion_mask, full_ranking_metrics, sampled_ranking_metrics
 from .patching import PATCHED_METHODS
@@ -48,7 +49,6 @@ from .training import (
     finetune,
     pretrain,
     ranking_datasets,
-    write_json,
 )
 
 logger = transformers_logging.get_logger(__name__)

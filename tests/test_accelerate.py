@@ -45,6 +45,7 @@ def training_losses(output_dir: Path) -> list[tuple[int, float]]:
     return [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
 
 
+@pytest.mark.slow
 def test_two_process_launch_matches_single_process_per_step_loss(tmp_path):
     data_dir = equal_length_histories(tmp_path / "data")
     main(pretrain_arguments(data_dir, tmp_path / "single", per_device_batch=16))

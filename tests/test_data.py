@@ -515,6 +515,7 @@ def test_movielens_tasks_follow_the_coldrec_definition(tmp_path):
 # --- the real MovieLens-100K -------------------------------------------------------------------------------------
 
 
+@pytest.mark.network
 def test_real_movielens_100k_counts_and_task_schemas(tmp_path):
     try:
         raw_files = movielens_raw_files("ml-100k")

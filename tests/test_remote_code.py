@@ -8,6 +8,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -18,6 +19,7 @@ OWN_ENTRIES = ("modeling_peterrec", "tokenization", "hub_cards", "peterrec", "__
 
 CLEAN_ENVIRONMENT_SCRIPT = r"""
 import sys
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -54,6 +56,7 @@ def clean_site_packages(target: Path) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_saved_folder_loads_with_trust_remote_code_without_the_package(tmp_path):
     folder = tmp_path / "model"
     config = PeterRecConfig(

@@ -235,6 +235,7 @@ def test_mean_curve_and_validation_curve():
     assert validation_curve(history, "mrr@5") == [(1.0, 0.1)]
 
 
+@pytest.mark.slow
 def test_smoke_preset_runs_the_real_pipeline_on_synthetic_data(tmp_path):
     root = synthetic_root(tmp_path / "data")
     report = main(

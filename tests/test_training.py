@@ -1,23 +1,30 @@
 """The Trainer pipeline: pretrain -> fine-tune -> evaluate on synthetic data, its pieces, and one run on MovieLens-100K."""
 
 import json
+import logging
 import random
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from modeling_peterrec.cli import main
+from modeling_peterrec import load_patch
+from modeling_peterrec.cli import DataCommandArguments, main, parse_arguments
 from modeling_peterrec.data import classification_dataset, coldrec_dataset, pretraining_dataset
-from modeling_peterrec.patching import PATCH_WEIGHTS_NAME, load_patch
+from modeling_peterrec.demo import DemoArguments, format_results_table
+from modeling_peterrec.patch_config import PATCH_WEIGHTS_NAME
 from modeling_peterrec.training import (
+    FinetuneArguments,
+    PeterRecTrainingArguments,
     RankingEvaluationCollator,
-    format_results_table,
     held_out_item_ranks,
     load_backbone,
     plot_learning_curve,
     ranking_datasets,
 )
+from modeling_peterrec.training.outputs import finish_run
 from tokenization import ItemTokenizer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -73,6 +80,7 @@ def pipeline(tmp_path_factory):
     return root, data
 
 
+@pytest.mark.slow
 def test_pretraining_writes_backbone_folder_metrics_and_curve(pipeline):
     root, _ = pipeline
     run = root / "pretrain"
@@ -91,6 +99,7 @@ def test_pretraining_writes_backbone_folder_metrics_and_curve(pipeline):
     assert f"{metrics['test']['mrr@5']:.4f}" in card
 
 
+@pytest.mark.slow
 def test_pretraining_keeps_the_best_validation_checkpoint(pipeline):
     root, _ = pipeline
     metrics = read_metrics(root / "pretrain")
@@ -99,6 +108,7 @@ def test_pretraining_keeps_the_best_validation_checkpoint(pipeline):
     assert metrics["validation"]["mrr@5"] == pytest.approx(max(per_epoch))
 
 
+@pytest.mark.slow
 def test_backbone_folder_loads_with_its_tokenizer(pipeline):
     root, _ = pipeline
     model, tokenizer = load_backbone(root / "pretrain" / "backbone")
@@ -106,6 +116,7 @@ def test_backbone_folder_loads_with_its_tokenizer(pipeline):
     assert model.config.is_causal and model.config.dilations == [1, 2]
 
 
+@pytest.mark.slow
 def test_classification_finetuning_reports_parameters_and_patch_size(pipeline):
     root, _ = pipeline
     run = root / "classification"
@@ -120,6 +131,7 @@ def test_classification_finetuning_reports_parameters_and_patch_size(pipeline):
     assert (run / "learning_curve.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
+@pytest.mark.slow
 def test_saved_patch_reproduces_the_test_metrics(pipeline, tmp_path):
     root, data = pipeline
     backbone = root / "pretrain" / "backbone"
@@ -132,6 +144,7 @@ def test_saved_patch_reproduces_the_test_metrics(pipeline, tmp_path):
     assert model.patch_config.task == "gender" and model.config.id2label == {0: "a", 1: "b"}
 
 
+@pytest.mark.slow
 def test_ranking_finetuning_reports_sampled_and_full_ranking(pipeline, tmp_path):
     root, data = pipeline
     metrics = read_metrics(root / "ranking")
@@ -160,6 +173,7 @@ def test_ranking_finetuning_reports_sampled_and_full_ranking(pipeline, tmp_path)
     assert evaluated["full_ranking"] == pytest.approx(metrics["test_full_ranking"])
 
 
+@pytest.mark.slow
 def test_backbone_evaluation_matches_pretraining_test_metrics(pipeline, tmp_path):
     root, data = pipeline
     main(
@@ -169,6 +183,7 @@ def test_backbone_evaluation_matches_pretraining_test_metrics(pipeline, tmp_path
     assert read_metrics(tmp_path)["metrics"] == pytest.approx(read_metrics(root / "pretrain")["test"])
 
 
+@pytest.mark.slow
 def test_masked_pretraining_gives_a_non_causal_backbone_that_fine_tunes(pipeline, tmp_path):
     _, data = pipeline
     main(
@@ -252,6 +267,60 @@ def test_learning_curve_is_a_png(tmp_path):
     assert (tmp_path / "curve.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
+def test_learning_curve_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        plot_learning_curve([{"step": 1, "loss": 2.0}], "mrr@5", tmp_path / "curve.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "curve.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_without_matplotlib_the_run_writes_its_metrics_and_skips_the_curve(tmp_path, monkeypatch, caplog):
+    for name in [name for name in sys.modules if name == "matplotlib" or name.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"peterrec\[plots\]"):
+        plot_learning_curve([], "mrr@5", tmp_path / "curve.png")
+
+    trainer = SimpleNamespace(
+        args=SimpleNamespace(output_dir=str(tmp_path)), is_world_process_zero=lambda: True
+    )
+    with caplog.at_level(logging.WARNING, logger="modeling_peterrec"):
+        finish_run(trainer, {"test": {"mrr@5": 0.5}}, "mrr@5", [{"step": 1, "loss": 2.0}])
+    assert read_metrics(tmp_path)["test"] == {"mrr@5": 0.5}
+    assert not (tmp_path / "learning_curve.png").exists()
+    assert "Skipped" in caplog.text and "learning_curve.png" in caplog.text
+
+
+def test_every_command_reads_its_arguments_from_one_json_file(tmp_path):
+    config = tmp_path / "finetune.json"
+    config.write_text(json.dumps({"backbone": "runs/backbone", "task": "coldrec", "num_train_epochs": 3}))
+    args, training_args = parse_arguments([FinetuneArguments, PeterRecTrainingArguments], [str(config)], "x")
+    assert (args.backbone, args.task, training_args.num_train_epochs) == ("runs/backbone", "coldrec", 3)
+
+    config.write_text(json.dumps({"release": "movielens-100k", "seed": 3}))
+    (data,) = parse_arguments([DataCommandArguments], [str(config)], "x")
+    assert (data.release, data.seed) == ("movielens-100k", 3)
+
+    config.write_text(json.dumps({"output_dir": "demo", "finetune_epochs": 1.0}))
+    (demo,) = parse_arguments([DemoArguments], [str(config)], "x")
+    assert (demo.output_dir, demo.finetune_epochs, demo.pretrain_epochs) == ("demo", 1.0, 2.0)
+
+    config.write_text(json.dumps({"release": "movielens-100k", "no_such_option": 1}))
+    with pytest.raises(ValueError, match="no_such_option"):
+        parse_arguments([DataCommandArguments], [str(config)], "x")
+
+
+def test_data_command_rejects_an_unknown_release():
+    with pytest.raises(SystemExit):
+        main(["data", "movielens-20m"])
+
+
 def test_results_table_lists_metric_parameters_and_patch_size():
     rows = [
         {
@@ -290,6 +359,8 @@ def test_finetune_without_backbone_names_the_flag(tmp_path):
         main(["finetune", "--data_dir", data["classification"], "--output_dir", str(tmp_path / "out")])
 
 
+@pytest.mark.slow
+@pytest.mark.network
 def test_movielens_100k_end_to_end(tmp_path):
     """Pretrain on ML-100K, fine-tune GenEst with PeterRec: a few steps each, from the pinned wheel."""
     from modeling_peterrec.data import MovieLensDownloadError, prepare_movielens

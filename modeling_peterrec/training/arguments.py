@@ -1,0 +1,172 @@
+"""Argument dataclasses of `pretrain`, `finetune` and `evaluate`, read by `HfArgumentParser` (so the command line,
+a `.json` file and Python code all fill the same fields), and the pipeline's `TrainingArguments` defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from transformers import TrainingArguments
+
+from ..registry import INSERTIONS, METHODS, TASK_KINDS
+
+PAPER_DILATIONS = [1, 2, 4, 8] * 4
+"""Dilations of the paper's 16-layer backbone (Section 4.1, following NextItNet)."""
+
+AUTO_METRIC = "auto"
+"""`metric_for_best_model` value that picks the task kind's own selection metric (`TaskKind.selection_metric`)."""
+
+
+@dataclass
+class DataArguments:
+    """Where a task's `DatasetDict` comes from: a MovieLens task from the cache, or a folder saved with
+    `DatasetDict.save_to_disk` (e.g. the output of `data.load_interactions` or `data.load_labels`)."""
+
+    task: str = field(
+        default="pretrain",
+        metadata={
+            "help": "MovieLens task: pretrain, pretrain_source, genest, ageest, lifeest, lifestatus, coldrec."
+        },
+    )
+    dataset: str = field(default="ml-1m", metadata={"help": "MovieLens release: ml-1m or ml-100k."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "A DatasetDict saved with save_to_disk; replaces --dataset/--task."}
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Data cache (default $PETERREC_CACHE or ~/.cache/peterrec)."}
+    )
+    split_seed: int = field(
+        default=0, metadata={"help": "Seed of the 70/3/27 user split of MovieLens tasks."}
+    )
+    max_length: int = field(
+        default=100,
+        metadata={"help": "Longest input: the pretraining window, the most recent items when fine-tuning."},
+    )
+
+
+@dataclass
+class PretrainArguments(DataArguments):
+    """Backbone and objective of `pretrain` (defaults: the paper's causal backbone, Section 4.1)."""
+
+    objective: Literal["causal", "masked"] = field(
+        default="causal", metadata={"help": "causal next-item prediction (NextItNet) or masked items (GRec)."}
+    )
+    hidden_size: int = field(default=256, metadata={"help": "Embedding and channel size k."})
+    dilations: list[int] = field(
+        default_factory=lambda: list(PAPER_DILATIONS), metadata={"help": "One dilation per conv layer."}
+    )
+    kernel_size: int = field(default=3, metadata={"help": "Width of every dilated convolution."})
+    min_count: int = field(default=1, metadata={"help": "Keep items seen at least this often in training."})
+    window_stride: int | None = field(
+        default=None,
+        metadata={"help": "Stride of the pretraining windows over long histories (default half)."},
+    )
+    mask_probability: float = field(
+        default=0.3, metadata={"help": "Share of masked items (masked objective)."}
+    )
+    pretraining_loss: Literal["full_softmax", "sampled_softmax"] = field(
+        default="full_softmax",
+        metadata={"help": "Softmax over all items, or the original code's sampled one."},
+    )
+    num_sampled: int = field(default=8192, metadata={"help": "Negatives per step of the sampled softmax."})
+    save_dir: str | None = field(
+        default=None, metadata={"help": "Backbone folder to write (default <output_dir>/backbone)."}
+    )
+
+
+@dataclass
+class FinetuneArguments(DataArguments):
+    """Task, method and patch of `finetune` (defaults: PeterRec with serial insertion (c), Section 4)."""
+
+    backbone: str = field(default=None, metadata={"help": "Backbone folder written by `peterrec pretrain`."})
+    task: str = field(default="genest", metadata={"help": "genest, ageest, lifeest, lifestatus or coldrec."})
+    method: str = field(default="peterrec", metadata={"help": f"One of {', '.join(METHODS)}."})
+    insertion: str = field(
+        default="serial_two",
+        metadata={"help": f"Where patches go (Figure 3): one of {', '.join(INSERTIONS)}."},
+    )
+    bottleneck_size: int | None = field(
+        default=None, metadata={"help": "Patch bottleneck (default hidden/8)."}
+    )
+    train_layer_norms: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Block LayerNorms the PeterRec methods also train (norm1 norm2)."},
+    )
+    train_tcl_embedding: bool = field(
+        default=False, metadata={"help": "Also train a task-owned [TCL] vector."}
+    )
+    ranking_loss: Literal["bpr", "binary", "full_softmax"] = field(
+        default="bpr", metadata={"help": "Loss of the cold-start ranking head."}
+    )
+    num_negatives: int = field(default=1, metadata={"help": "Sampled negatives per positive in training."})
+    num_eval_negatives: int = field(
+        default=99, metadata={"help": "Sampled negatives per true item in evaluation (the paper: 99)."}
+    )
+    save_dir: str | None = field(
+        default=None, metadata={"help": "Patch folder to write (default <output_dir>/patch)."}
+    )
+
+
+@dataclass
+class EvaluateArguments(DataArguments):
+    """What `evaluate` scores: a backbone alone (pretraining metrics) or a backbone with a patch (task metrics)."""
+
+    backbone: str = field(default=None, metadata={"help": "Backbone folder written by `peterrec pretrain`."})
+    patch: str | None = field(default=None, metadata={"help": "Patch folder; omit to evaluate the backbone."})
+    task: str | None = field(
+        default=None, metadata={"help": "MovieLens task (default: the patch's task, or pretrain)."}
+    )
+    split: str = field(default="test", metadata={"help": "Split to evaluate."})
+    num_eval_negatives: int = field(
+        default=99, metadata={"help": "Sampled negatives per true item (ranking)."}
+    )
+
+
+def _auto_metric_help() -> str:
+    chosen = ", ".join(f"{kind.selection_metric} ({kind.name})" for kind in TASK_KINDS.values())
+    return f"Metric of the best checkpoint; `{AUTO_METRIC}`: the task kind's own, {chosen}."
+
+
+@dataclass
+class PeterRecTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the defaults of this pipeline: evaluation and a checkpoint after every epoch, the
+    best checkpoint kept (by the task kind's own metric with `metric_for_best_model="auto"`:
+    `TaskKind.selection_metric`), Adam with the paper's learning rate 1e-3 (Section 4.1), no reporting
+    integrations, and every dataset column passed to the collators."""
+
+    output_dir: str | None = field(
+        default="peterrec-output", metadata={"help": "Checkpoints, metrics, curve."}
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (the paper: 1e-3)."})
+    num_train_epochs: float = field(default=10.0, metadata={"help": "Training epochs."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per process."})
+    per_device_eval_batch_size: int = field(
+        default=128, metadata={"help": "Evaluation batch size per process."}
+    )
+    eval_strategy: str = field(
+        default="epoch", metadata={"help": "When to evaluate on the validation split."}
+    )
+    save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint."})
+    logging_steps: float = field(default=50, metadata={"help": "Log the training loss every N steps."})
+    load_best_model_at_end: bool = field(
+        default=True, metadata={"help": "Keep the best validation checkpoint."}
+    )
+    metric_for_best_model: str | None = field(default=AUTO_METRIC, metadata={"help": _auto_metric_help()})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept on disk."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Collators read the raw columns."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Reporting integrations."})
+    dataloader_pin_memory: bool = field(
+        default=torch.cuda.is_available(), metadata={"help": "Pin batches in memory (GPU only)."}
+    )
+
+
+__all__ = [
+    "AUTO_METRIC",
+    "PAPER_DILATIONS",
+    "DataArguments",
+    "EvaluateArguments",
+    "FinetuneArguments",
+    "PeterRecTrainingArguments",
+    "PretrainArguments",
+]

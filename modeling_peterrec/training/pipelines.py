@@ -1,0 +1,297 @@
+"""The three pipelines of the command line and of `examples/`: `pretrain`, `finetune` and `evaluate`.
+
+- `pretrain` (Section 3.2): builds the item vocabulary from the training split and a backbone (the paper's size by
+  default: hidden 256, dilations [1, 2, 4, 8] x 4), trains it by causal next-item prediction (NextItNet) or by
+  masked-item prediction (GRec encoder) on every window of each user's history, selects the best checkpoint by
+  MRR@5 of the held-out last item ranked over the whole item pool (Section 4.1), and saves the backbone folder.
+- `finetune` (Section 3.3): loads a backbone folder, prepares it for one task with one method
+  (`prepare_for_transfer`), trains on the task's training split with validation after every epoch, evaluates the
+  test split once at the end and saves the patch folder (`save_patch`).
+- `evaluate`: the test metrics of a backbone, or of a backbone with a patch.
+
+Each run writes `metrics.json` and a learning-curve PNG next to its checkpoints; all of them run unchanged on one
+process or under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.utils import logging
+
+from .._io import write_json
+from ..configuration_peterrec import PeterRecConfig
+from ..data import MaskedItemCollator, NextItemCollator
+from ..metrics import make_compute_metrics
+from ..modeling_peterrec import PeterRecForItemRanking
+from ..patch_config import PATCH_WEIGHTS_NAME
+from ..registry import METHODS, TASK_KINDS, choose, tcl_position
+from ..saving import load_patch, save_patch
+from ..tokenization_peterrec import ItemTokenizer
+from ..transfer import prepare_for_transfer
+from .arguments import EvaluateArguments, FinetuneArguments, PretrainArguments
+from .backbones import load_backbone, pretraining_model_class, save_backbone
+from .checkpoints import resume_target
+from .datasets import (
+    dataset_name,
+    head_arguments,
+    held_out_datasets,
+    load_splits,
+    pretraining_windows,
+    task_collators,
+    task_datasets,
+    task_kind,
+)
+from .outputs import METRICS_FILE, finish_run, strip_prefix
+from .trainers import (
+    RANKING_CUTOFFS,
+    PeterRecTrainer,
+    PretrainingTrainer,
+    compute_pretraining_metrics,
+    full_ranking_test_metrics,
+    with_metric_for_best,
+)
+
+logger = logging.get_logger(__name__)
+
+
+def train_and_test(
+    trainer: Trainer, test, training_args: TrainingArguments
+) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
+    """Trains (resuming if asked), then evaluates the kept checkpoint on validation and, once, on test.
+
+    Returns the training output, the training log (before the final evaluations) and the run's summary fields.
+    """
+    started = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=resume_target(training_args))
+    log_history = list(trainer.state.log_history)
+    results = {
+        "processes": training_args.world_size,
+        "train_runtime_s": train_output.metrics["train_runtime"],
+        "validation": strip_prefix(trainer.evaluate(), "eval"),
+        "test": strip_prefix(trainer.evaluate(test, metric_key_prefix="test"), "test"),
+    }
+    results["wall_time_s"] = time.perf_counter() - started
+    return train_output, log_history, results
+
+
+def _without_loss(metrics: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in metrics.items() if key != "loss"}
+
+
+def pretrain(
+    args: PretrainArguments,
+    training_args: TrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> dict[str, Any]:
+    """Pretrains a backbone (Section 3.2) and saves the backbone folder; returns the summary in `metrics.json`.
+
+    Resumes from `training_args.resume_from_checkpoint` (a checkpoint folder, or `last` for the newest complete
+    one in `output_dir`).
+    """
+    splits = load_splits(args)
+    if task_kind(splits["train"]) != "pretraining":
+        raise ValueError(
+            f"Task {args.task!r} holds labelled rows; pretrain on a pretraining task (pretrain, pretrain_source) "
+            "or on the output of data.load_interactions."
+        )
+    is_causal = args.objective == "causal"
+    tokenizer = ItemTokenizer.from_sequences(
+        splits["train"]["items"], min_count=args.min_count, tcl_position=tcl_position(is_causal)
+    )
+    train = pretraining_windows(splits["train"], tokenizer, args.max_length, args.window_stride)
+    validation, test = held_out_datasets(splits, tokenizer)
+    config = PeterRecConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden_size,
+        kernel_size=args.kernel_size,
+        dilations=args.dilations,
+        is_causal=is_causal,
+        pretraining_loss=args.pretraining_loss,
+        num_sampled=min(args.num_sampled, len(tokenizer)),
+    )
+    set_seed(training_args.seed)
+    model = pretraining_model_class(is_causal)(config)
+    logger.info(
+        f"Pretraining a {args.objective} backbone ({model.num_parameters():,} parameters, {len(tokenizer):,} "
+        f"tokens) on {len(train):,} windows of at most {args.max_length} items"
+    )
+    eval_collator = NextItemCollator(tokenizer, args.max_length)
+    train_collator = (
+        eval_collator
+        if is_causal
+        else MaskedItemCollator(tokenizer, args.max_length, mask_probability=args.mask_probability)
+    )
+    metric = TASK_KINDS["pretraining"].selection_metric
+    trainer = PretrainingTrainer(
+        model=model,
+        args=with_metric_for_best(training_args, metric),
+        data_collator=train_collator,
+        eval_data_collator=eval_collator,
+        train_dataset=train,
+        eval_dataset=validation,
+        processing_class=tokenizer,
+        compute_metrics=compute_pretraining_metrics,
+        callbacks=callbacks,
+    )
+    train_output, log_history, results = train_and_test(trainer, test, training_args)
+    summary = {
+        "objective": args.objective,
+        "dataset": dataset_name(args, args.task),
+        "num_parameters": model.num_parameters(),
+        "vocab_size": len(tokenizer),
+        "train_windows": len(train),
+        **results,
+        "config": {
+            "hidden_size": config.hidden_size,
+            "dilations": config.dilations,
+            "max_length": args.max_length,
+        },
+    }
+    save_dir = Path(args.save_dir or Path(training_args.output_dir) / "backbone")
+    if trainer.is_world_process_zero():
+        save_backbone(
+            trainer.model,
+            tokenizer,
+            save_dir,
+            metrics=_without_loss(results["test"]),
+            dataset=summary["dataset"],
+            training_summary=(
+                f"{args.objective} objective, {train_output.global_step} steps of "
+                f"{training_args.per_device_train_batch_size * training_args.world_size} windows of at most "
+                f"{args.max_length} items, learning rate {training_args.learning_rate}."
+            ),
+        )
+    summary["backbone"] = str(save_dir)
+    return finish_run(trainer, summary, metric, log_history)
+
+
+def finetune(
+    args: FinetuneArguments,
+    training_args: TrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> dict[str, Any]:
+    """Fine-tunes a backbone for one task with one method (Section 3.3) and saves the patch folder; returns the
+    summary in `metrics.json` (validation and test metrics, trainable and total parameters, patch size)."""
+    if args.backbone is None:
+        raise ValueError("--backbone is required: the folder written by `peterrec pretrain`.")
+    choose(METHODS, args.method, "method")
+    splits = load_splits(args)
+    backbone, tokenizer = load_backbone(args.backbone)
+    kind, train, validation, test = task_datasets(
+        splits, tokenizer, args.num_eval_negatives, training_args.seed
+    )
+    model, report = prepare_for_transfer(
+        backbone,
+        method=args.method,
+        task=args.task,
+        head=kind,
+        insertion=args.insertion,
+        bottleneck_size=args.bottleneck_size,
+        train_layer_norms=args.train_layer_norms,
+        train_tcl_embedding=args.train_tcl_embedding,
+        seed=training_args.seed,
+        **head_arguments(splits, kind, args),
+    )
+    logger.info(str(report))
+    train_collator, eval_collator = task_collators(tokenizer, model, args.max_length, kind)
+    metric = TASK_KINDS[kind].selection_metric
+    trainer = PeterRecTrainer(
+        model=model,
+        args=with_metric_for_best(training_args, metric),
+        data_collator=train_collator,
+        eval_data_collator=eval_collator,
+        train_dataset=train,
+        eval_dataset=validation,
+        processing_class=tokenizer,
+        compute_metrics=make_compute_metrics(kind, RANKING_CUTOFFS),
+        callbacks=callbacks,
+    )
+    _, log_history, results = train_and_test(trainer, test, training_args)
+    full_metrics = full_ranking_test_metrics(trainer, test) if kind == "ranking" else None
+    summary = {
+        "task": args.task,
+        "task_kind": kind,
+        "method": args.method,
+        "dataset": dataset_name(args, args.task),
+        "backbone": args.backbone,
+        "trainable_parameters": report.trainable_parameters,
+        "total_parameters": report.total_parameters,
+        "train_examples": len(train),
+        **results,
+    }
+    if full_metrics is not None:
+        summary["test_full_ranking"] = full_metrics
+    save_dir = Path(args.save_dir or Path(training_args.output_dir) / "patch")
+    if trainer.is_world_process_zero():
+        save_patch(
+            trainer.model,
+            save_dir,
+            metrics=_without_loss(results["test"]),
+            full_ranking_metrics=full_metrics,
+            dataset=summary["dataset"],
+        )
+        summary["patch_size_bytes"] = (save_dir / PATCH_WEIGHTS_NAME).stat().st_size
+    summary["patch"] = str(save_dir)
+    return finish_run(trainer, summary, metric, log_history)
+
+
+def _evaluate_backbone(args: EvaluateArguments, training_args: TrainingArguments, backbone, tokenizer):
+    """(trainer, evaluated rows, summary head) for the held-out last item of each history."""
+    splits = load_splits(args, args.task or "pretrain")
+    evaluated = dict(zip(("validation", "test"), held_out_datasets(splits, tokenizer), strict=True))[
+        args.split
+    ]
+    trainer = PretrainingTrainer(
+        model=backbone,
+        args=training_args,
+        data_collator=NextItemCollator(tokenizer, args.max_length),
+        processing_class=tokenizer,
+        compute_metrics=compute_pretraining_metrics,
+    )
+    return trainer, evaluated, {"backbone": args.backbone}
+
+
+def _evaluate_patch(args: EvaluateArguments, training_args: TrainingArguments, backbone, tokenizer):
+    """(trainer, evaluated rows, summary head) for the task of the patch folder `args.patch`."""
+    model = load_patch(args.patch, backbone)
+    spec = model.patch_config
+    splits = load_splits(args, args.task or spec.task)
+    kind, _, validation, test = task_datasets(splits, tokenizer, args.num_eval_negatives, training_args.seed)
+    evaluated = {"validation": validation, "test": test}[args.split]
+    _, eval_collator = task_collators(tokenizer, model, args.max_length, kind)
+    trainer = PeterRecTrainer(
+        model=model,
+        args=training_args,
+        data_collator=eval_collator,
+        eval_data_collator=eval_collator,
+        processing_class=tokenizer,
+        compute_metrics=make_compute_metrics(kind, RANKING_CUTOFFS),
+    )
+    head = {"backbone": args.backbone, "patch": args.patch, "task": spec.task, "method": spec.method}
+    return trainer, evaluated, head
+
+
+def evaluate(args: EvaluateArguments, training_args: TrainingArguments) -> dict[str, Any]:
+    """Test metrics of a backbone (held-out last item over the whole item pool) or of a backbone with a patch
+    (the task's metrics; for ranking also the full ranking). Writes `metrics.json` into `output_dir`."""
+    if args.backbone is None:
+        raise ValueError("--backbone is required: the folder written by `peterrec pretrain`.")
+    backbone, tokenizer = load_backbone(args.backbone)
+    training_args = replace(training_args, load_best_model_at_end=False, eval_strategy="no")
+    run = _evaluate_backbone if args.patch is None else _evaluate_patch
+    trainer, evaluated, summary = run(args, training_args, backbone, tokenizer)
+    metrics = strip_prefix(trainer.evaluate(evaluated, metric_key_prefix=args.split), args.split)
+    summary.update(split=args.split, metrics=metrics)
+    if isinstance(trainer.model, PeterRecForItemRanking):
+        summary["full_ranking"] = full_ranking_test_metrics(trainer, evaluated)
+    if trainer.is_world_process_zero():
+        write_json(Path(training_args.output_dir) / METRICS_FILE, summary)
+    return summary
+
+
+__all__ = ["evaluate", "finetune", "pretrain", "train_and_test"]

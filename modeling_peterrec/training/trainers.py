@@ -1,0 +1,112 @@
+"""The `Trainer`s of the pipeline and the glue to the metrics: evaluation batches from their own collator, the
+held-out-item evaluation of pretraining (Section 4.1), and the full ranking of the cold-start test split."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from transformers import EvalPrediction, Trainer, TrainingArguments
+
+from ..metrics import exclusion_mask, full_rank_of_positive, full_ranking_metrics, ranking_metrics
+from .arguments import AUTO_METRIC
+
+RANKING_CUTOFFS = (5, 10)
+"""The k of HR@k, MRR@k and NDCG@k (Section 4.1)."""
+
+
+class PeterRecTrainer(Trainer):
+    """A `Trainer` whose evaluation batches may come from their own collator (`eval_data_collator`): masked
+    pretraining is evaluated on unmasked histories, and the ranking head on fixed sampled candidates."""
+
+    def __init__(self, *args, eval_data_collator=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_data_collator = eval_data_collator
+
+    def _with_eval_collator(self, make_loader, *args):
+        if self.eval_data_collator is None:
+            return make_loader(*args)
+        train_collator, self.data_collator = self.data_collator, self.eval_data_collator
+        try:
+            return make_loader(*args)
+        finally:
+            self.data_collator = train_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return self._with_eval_collator(super().get_eval_dataloader, eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        return self._with_eval_collator(super().get_test_dataloader, test_dataset)
+
+
+def held_out_item_ranks(logits: torch.Tensor, targets: torch.Tensor, first_item_id: int) -> torch.Tensor:
+    """0-based rank of each held-out item over the whole item pool (special tokens never compete; a target that
+    is not in the vocabulary, i.e. `[UNK]`, ranks last)."""
+    scores = logits.float().clone()
+    scores[:, :first_item_id] = float("-inf")
+    return full_rank_of_positive(scores, targets)
+
+
+class PretrainingTrainer(PeterRecTrainer):
+    """Evaluates a pretraining model as in Section 4.1: the last item of each evaluation history is held out and
+    ranked over the whole item pool; the evaluation loss is its cross-entropy. The causal model predicts it from
+    the position before it; the masked model from a `[MASK]` put in its place."""
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        targets = input_ids[:, -1]
+        config = self.accelerator.unwrap_model(model).config
+        with torch.no_grad():
+            if config.is_causal:
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=2).logits[
+                    :, 0
+                ]
+            else:
+                masked = input_ids.clone()
+                masked[:, -1] = config.mask_token_id
+                logits = model(input_ids=masked, attention_mask=attention_mask, logits_to_keep=1).logits[:, 0]
+            loss = F.cross_entropy(logits.float(), targets)
+            if prediction_loss_only:
+                return loss, None, None
+            ranks = held_out_item_ranks(logits, targets, self.processing_class.first_item_id)
+        return loss, ranks, targets
+
+
+def compute_pretraining_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """`ranking_metrics` of the held-out-item ranks that `PretrainingTrainer` returns as predictions."""
+    return ranking_metrics(prediction.predictions, RANKING_CUTOFFS)
+
+
+def full_ranking_test_metrics(trainer: PeterRecTrainer, test) -> dict[str, float]:
+    """HR@k, MRR@k and NDCG@k of each true target item ranked over all target items, the user's other targets
+    excluded (they are not wrong answers)."""
+    full = replace(trainer.eval_data_collator, with_candidates=False)
+    trainer.eval_data_collator, sampled = full, trainer.eval_data_collator
+    try:
+        scores = trainer.predict(test, metric_key_prefix="full").predictions
+    finally:
+        trainer.eval_data_collator = sampled
+    scores = torch.as_tensor(scores[0] if isinstance(scores, tuple) else scores)
+    mask = exclusion_mask(test["positives"], scores.shape[1])
+    return full_ranking_metrics(scores, test["target"], mask, RANKING_CUTOFFS)
+
+
+def with_metric_for_best(training_args: TrainingArguments, metric: str) -> TrainingArguments:
+    """`training_args` with the task's own best-checkpoint metric in place of `auto` (all of them: higher is
+    better)."""
+    if training_args.metric_for_best_model != AUTO_METRIC:
+        return training_args
+    return replace(training_args, metric_for_best_model=metric, greater_is_better=True)
+
+
+__all__ = [
+    "RANKING_CUTOFFS",
+    "PeterRecTrainer",
+    "PretrainingTrainer",
+    "compute_pretraining_metrics",
+    "full_ranking_test_metrics",
+    "held_out_item_ranks",
+    "with_metric_for_best",
+]
