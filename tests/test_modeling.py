@@ -287,7 +287,7 @@ def test_sampled_negatives_never_hit_the_positive():
         ("hidden_size", 0, "hidden_size"),
         ("kernel_size", -1, "kernel_size"),
         ("vocab_size", 0, "vocab_size"),
-        ("readout", "mean", "readout"),
+        ("readout", "median", "readout"),
         ("tcl_token_id", 0, "distinct"),
     ],
 )
