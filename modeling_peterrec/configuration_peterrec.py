@@ -32,7 +32,8 @@ class PeterRecConfig(PreTrainedConfig):
             Width of every dilated convolution.
         dilations (`list[int]`, defaults to `[1, 2, 4, 8] * 4`):
             Dilation of each convolution layer, in order. Two consecutive layers form one residual block, so the
-            count must be even.
+            count must be even. The dilations fix the receptive field (`receptive_field`, see below), hence which
+            histories a position sees whole.
         is_causal (`bool`, defaults to `True`):
             `True` builds the causal NextItNet encoder (left padding, position t sees only positions <= t);
             `False` builds the non-causal GRec encoder (symmetric padding).
@@ -43,9 +44,11 @@ class PeterRecConfig(PreTrainedConfig):
         pad_token_id, unk_token_id, mask_token_id, tcl_token_id (`int`, defaults to 0, 1, 2, 3):
             Ids of the special tokens `[PAD]`, `[UNK]`, `[MASK]` and `[TCL]`, each distinct.
         readout (`str`, defaults to `"tcl"`):
-            How a user representation is read from the hidden states: `"tcl"` reads the `[TCL]` position (the
-            last position for the causal encoder, Figure 2(a); the sum of the first and last for the non-causal
-            one, Figure 2(c)); `"sum"` sums all non-pad positions (Figure 2(d)).
+            How a user representation is read from the hidden states (`registry.READOUTS`): `"tcl"` reads the
+            `[TCL]` position (the last position for the causal encoder, Figure 2(a); the sum of the first and last
+            for the non-causal one, Figure 2(c)); `"sum"` sums all non-pad positions (Figure 2(d)); `"mean"`
+            averages them; `"attention"` pools them with learned weights of the task head. A task chooses its own
+            readout at transfer (`prepare_for_transfer(..., readout=...)`); this field is the default.
         patch_insertion (`str` or `None`, defaults to `None`):
             Where model patches are inserted (Figure 3): one of `"serial_one"` (b), `"serial_two"` (c),
             `"parallel_before_ln"` (d), `"parallel_after_act"` (e), or `None` for no patch.
@@ -72,6 +75,20 @@ class PeterRecConfig(PreTrainedConfig):
             Negatives drawn per step by the sampled softmax.
         loss_chunk_size (`int`, defaults to 4096):
             Tokens per chunk of the fused output projection and cross-entropy.
+
+    Receptive field: one output sees `receptive_field = 1 + (kernel_size - 1) * sum(dilations)` positions, the
+    causal encoder's output at position t the positions `t - receptive_field + 1 ... t`, the non-causal one's a
+    window of that width centred on t. With the causal `"tcl"` readout a user vector therefore sees the last
+    `receptive_field - 1` items and nothing before them (in practice it depends mostly on the last few); only a
+    history of at most that many items is seen whole. The readouts that pool every position (`"sum"`, `"mean"`,
+    `"attention"`) see histories of any length. For `kernel_size=3`:
+
+    | `dilations`                   | layers | receptive field | history the [TCL] state sees whole |
+    |-------------------------------|--------|-----------------|------------------------------------|
+    | `[1, 2, 4, 8] * 2`            | 8      | 61              | 60 items                           |
+    | `[1, 2, 4, 8] * 4` (paper)    | 16     | 121             | 120 items                          |
+    | `[1, 2, 4, 8, 16, 32] * 2`    | 12     | 253             | 252 items                          |
+    | `[1, 2, 4, 8, 16, 32, 64] * 2`| 14     | 509             | 508 items                          |
     """
 
     model_type = "peterrec"
@@ -133,7 +150,8 @@ class PeterRecConfig(PreTrainedConfig):
 
     @property
     def receptive_field(self) -> int:
-        """Positions one output sees on one side: 1 + (k - 1) * sum(dilations) (Section 3.2, NextItNet)."""
+        """Width of the window of positions one output sees, itself included: 1 + (k - 1) * sum(dilations)
+        (Section 3.2, NextItNet). Causal: the output at t sees t - receptive_field + 1 ... t."""
         return 1 + (self.kernel_size - 1) * sum(self.dilations)
 
     def check_fields(self) -> None:

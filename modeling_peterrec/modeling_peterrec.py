@@ -2,8 +2,9 @@
 
 Yuan et al., "Parameter-Efficient Transfer from Sequential Behaviors for User Modeling and Recommendation"
 (SIGIR 2020). The file reads like the paper: the dilated convolution (Section 3.2), the model patch (Figure 3(f))
-and its insertions (Figure 3(b)-(e)), the residual block (Figure 3(a)), the readouts (Figure 2), then the backbone,
-the two pretraining heads (Eq. 1 causal next-item, Eq. 2 masked-item) and the two fine-tuning heads (Section 3.3).
+and its insertions (Figure 3(b)-(e)), the residual block (Figure 3(a)), the readouts (Figure 2, plus the mean and
+attention pooling that see the whole history), then the backbone, the two pretraining heads (Eq. 1 causal
+next-item, Eq. 2 masked-item) and the two fine-tuning heads (Section 3.3), each with its task's readout.
 The last section serves many tasks in one batch: it groups rows by kind of patch and applies each row's own patch.
 """
 
@@ -169,28 +170,92 @@ class DilatedResidualBlock(nn.Module):
         return placement(patch, layer_input, conv_output, normalize)
 
 
+class AttentionPooler(nn.Module):
+    """Learned attention pooling over positions: `softmax_t(w^T tanh(W h_t + b))` weights the hidden states h_t.
+
+    It sees every non-pad position, so the whole history, unlike the causal `[TCL]` state, which sees one receptive
+    field. With the small initialisation the scores start near zero, so the pooling starts near the mean readout.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.score = nn.Linear(hidden_size, 1, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        scores = self.score(torch.tanh(self.proj(hidden_states))).squeeze(-1).float()
+        weights = torch.softmax(scores.masked_fill(~attention_mask.bool(), float("-inf")), dim=-1)
+        return torch.einsum("bt,bth->bh", weights.to(hidden_states.dtype), hidden_states)
+
+
 def _tcl_readout(
-    model: PeterRecModel, hidden_states: torch.Tensor, attention_mask: torch.Tensor
+    readout: UserReadout, hidden_states: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
     """[TCL] readout: the last position for the causal encoder (Figure 2(a)), the sum of the `[TCL]` at both ends
     for the non-causal one (Figure 2(c)). Sequences are left-padded, so the last position is always real."""
     last = hidden_states[:, -1]
-    if model.config.is_causal:
+    if readout.is_causal:
         return last
     first_index = attention_mask.shape[1] - attention_mask.long().sum(1)
     return last + hidden_states[torch.arange(hidden_states.shape[0], device=last.device), first_index]
 
 
-def _sum_readout(
-    model: PeterRecModel, hidden_states: torch.Tensor, attention_mask: torch.Tensor
-) -> torch.Tensor:
-    """Sum readout, Figure 2(d): the sum of the hidden states at all non-pad positions."""
+def _masked_sum(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    # Pad positions carry the pad embedding in the residual stream, so they must be masked out, never summed.
     return (hidden_states * attention_mask.unsqueeze(-1).to(hidden_states.dtype)).sum(1)
 
 
-READOUT_FUNCTIONS = {"tcl": _tcl_readout, "sum": _sum_readout}
+def _sum_readout(
+    readout: UserReadout, hidden_states: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Sum readout, Figure 2(d): the sum of the hidden states at all non-pad positions."""
+    return _masked_sum(hidden_states, attention_mask)
+
+
+def _mean_readout(
+    readout: UserReadout, hidden_states: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean readout: the sum readout divided by the number of non-pad positions, so users with long and short
+    histories get vectors of one scale. `[TCL]` counts like an item when the input carries it (as in Figure 2(d)):
+    it is the position that holds a task-owned `[TCL]` embedding (`train_tcl_embedding`)."""
+    count = attention_mask.sum(1, keepdim=True).clamp(min=1).to(hidden_states.dtype)
+    return _masked_sum(hidden_states, attention_mask) / count
+
+
+def _attention_readout(
+    readout: UserReadout, hidden_states: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Attention readout: the task's `AttentionPooler` over all non-pad positions (`[TCL]` included if present)."""
+    return readout.pooler(hidden_states, attention_mask)
+
+
+READOUT_FUNCTIONS = {
+    "tcl": _tcl_readout,
+    "sum": _sum_readout,
+    "mean": _mean_readout,
+    "attention": _attention_readout,
+}
 """The code of each readout of `registry.READOUTS`."""
 require_implemented(READOUTS, READOUT_FUNCTIONS, "modeling READOUT_FUNCTIONS")
+
+
+class UserReadout(nn.Module):
+    """Reads one vector per user from the hidden states with `config.readout` (Figure 2, `registry.READOUTS`).
+
+    Each task head holds its own, so tasks on one backbone may read users differently, and the weights of a learned
+    readout (`Readout.learned`: the attention pooler) belong to the task: every method trains them, the patch file
+    stores them (`readout.pooler.*`, a name without the task), and a mixed batch reads each row with its task's.
+    """
+
+    def __init__(self, config: PeterRecConfig):
+        super().__init__()
+        require_implemented({config.readout: None}, READOUT_FUNCTIONS, "modeling READOUT_FUNCTIONS")
+        self.name = config.readout
+        self.is_causal = config.is_causal
+        self.pooler = AttentionPooler(config.hidden_size) if READOUTS[config.readout].learned else None
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return READOUT_FUNCTIONS[self.name](self, hidden_states, attention_mask)
 
 
 class PeterRecPreTrainedModel(PreTrainedModel):
@@ -388,13 +453,23 @@ class PeterRecModel(PeterRecPreTrainedModel):
         return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_hidden_states)
 
     def user_representation(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Reads one vector per user with `config.readout` (Figure 2; `registry.READOUTS`)."""
-        return READOUT_FUNCTIONS[self.config.readout](self, hidden_states, attention_mask)
+        """Reads one vector per user with the backbone's own `config.readout` (Figure 2; `registry.READOUTS`).
 
-    def check_readout_input(self, input_ids: torch.Tensor) -> None:
-        """Readouts that read `[TCL]` need it where the tokenizer puts it (Figure 2): at the end, and for the
-        non-causal encoder also before the first item. Anything else would return logits of the wrong position."""
-        if not READOUTS[self.config.readout].uses_tcl or torch.compiler.is_compiling():
+        A learned readout has no weights in the backbone (they belong to each task head): use the task model's
+        `readout` for it."""
+        if READOUTS[self.config.readout].learned:
+            raise ValueError(
+                f"The {self.config.readout!r} readout has weights that belong to a task head; read users with the "
+                "task model's `readout` (prepare_for_transfer(..., readout=...))."
+            )
+        return UserReadout(self.config)(hidden_states, attention_mask)
+
+    def check_readout_input(self, input_ids: torch.Tensor, readout: str | None = None) -> None:
+        """Readouts that read `[TCL]` (`readout`, default `config.readout`) need it where the tokenizer puts it
+        (Figure 2): at the end, and for the non-causal encoder also before the first item. Anything else would
+        return logits of the wrong position."""
+        readout = readout or self.config.readout
+        if not READOUTS[readout].uses_tcl or torch.compiler.is_compiling():
             return
         tcl = self.config.tcl_token_id
         missing = input_ids[:, -1].ne(tcl)
@@ -406,7 +481,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
         if bool(missing.any()):
             rows = missing.nonzero().flatten().tolist()[:5]
             raise ValueError(
-                f"Rows {rows} of input_ids lack the [TCL] token (id {tcl}) that the {self.config.readout!r} "
+                f"Rows {rows} of input_ids lack the [TCL] token (id {tcl}) that the {readout!r} "
                 "readout reads; encode task inputs with the backbone's ItemTokenizer (tcl_position="
                 f"{tcl_position(self.config.is_causal)!r}) or a task collator."
             )
@@ -525,14 +600,16 @@ class PeterRecForMaskedItemPrediction(_PeterRecForItemPrediction):
 
 
 class PeterRecForSequenceClassification(PeterRecPreTrainedModel):
-    """User-profile prediction (GenEst, AgeEst, LifeEst): the [TCL] readout of Figure 2 and a linear layer,
-    trained with softmax cross-entropy. `input_ids` already carry `[TCL]` (appended for the causal backbone,
-    at both ends for the non-causal one; see `ItemTokenizer(add_tcl=...)`)."""
+    """User-profile prediction (GenEst, AgeEst, LifeEst): the task's readout (`config.readout`, the [TCL] readout
+    of Figure 2 by default) and a linear layer, trained with softmax cross-entropy. For the `[TCL]` readouts
+    `input_ids` already carry `[TCL]` (appended for the causal backbone, at both ends for the non-causal one; see
+    `ItemTokenizer(add_tcl=...)`)."""
 
     def __init__(self, config: PeterRecConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.peterrec = PeterRecModel(config)
+        self.readout = UserReadout(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
@@ -557,9 +634,7 @@ class PeterRecForSequenceClassification(PeterRecPreTrainedModel):
             patch=self.patch_name,
             output_hidden_states=output_hidden_states,
         )
-        logits = self.logits_from_user_vectors(
-            self.peterrec.user_representation(outputs.last_hidden_state, attention_mask)
-        )
+        logits = self.logits_from_user_vectors(self.readout(outputs.last_hidden_state, attention_mask))
         loss = None
         if labels is not None:
             if labels.min() < 0 or labels.max() >= self.num_labels:
@@ -575,7 +650,7 @@ class PeterRecForSequenceClassification(PeterRecPreTrainedModel):
 
 class PeterRecForItemRanking(PeterRecPreTrainedModel):
     """Cold-start item recommendation (ColdRec, Section 3.3): a new target-item embedding table scored by dot
-    product with the [TCL] user representation.
+    product with the task's user representation (`config.readout`, the [TCL] readout of Figure 2 by default).
 
     Losses (`config.ranking_loss`): BPR against uniformly sampled negatives (the paper), binary logistic loss with
     sampled negatives (the original code), or a full softmax over all target items.
@@ -588,19 +663,20 @@ class PeterRecForItemRanking(PeterRecPreTrainedModel):
                 f"PeterRecForItemRanking needs config.num_target_items >= 2, got {config.num_target_items}."
             )
         self.peterrec = PeterRecModel(config)
+        self.readout = UserReadout(config)
         self.target_embeddings = nn.Embedding(config.num_target_items, config.hidden_size)
         self.post_init()
 
     def user_vectors(
         self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(batch, hidden) user representations through the [TCL] readout."""
+        """(batch, hidden) user representations through the task's readout."""
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         hidden = self.peterrec(
             input_ids, attention_mask=attention_mask, patch=self.patch_name
         ).last_hidden_state
-        return self.peterrec.user_representation(hidden, attention_mask)
+        return self.readout(hidden, attention_mask)
 
     def score(
         self,
@@ -805,6 +881,8 @@ __all__ = [
     "DilatedConv1d",
     "ModelPatch",
     "DilatedResidualBlock",
+    "AttentionPooler",
+    "UserReadout",
     "PeterRecPreTrainedModel",
     "PeterRecModel",
     "PeterRecForNextItemPrediction",

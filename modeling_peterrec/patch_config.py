@@ -6,6 +6,8 @@ names relative to the task, as PEFT drops the adapter name) and a model card. Fo
 - 1: tensor names include the task (`peterrec.blocks.0.patches.gender.conv1.down.weight`).
 - 2: tensor names are relative to the task (`peterrec.blocks.0.patches.conv1.down.weight`), so a patch loads under
   any task name; `weights_sha256` checks the weights file. Version-1 folders still load.
+- 3: records the task's `readout` (`registry.READOUTS`); a learned readout's weights are stored with the head
+  (`readout.pooler.*`). Older folders have no readout and load with the backbone config's, as before.
 
 A reader ignores keys it does not know (a newer writer's additions) with a warning and refuses only a newer format
 version, whose tensors it could misread.
@@ -18,13 +20,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from .registry import INSERTIONS, METHODS, TASK_KINDS, FineTuningMethod, TaskKind, choose
+from .registry import INSERTIONS, METHODS, READOUTS, TASK_KINDS, FineTuningMethod, TaskKind, choose
 
 logger = logging.getLogger(__name__)
 
 PATCH_CONFIG_NAME = "patch_config.json"
 PATCH_WEIGHTS_NAME = "patch.safetensors"
-PATCH_FORMAT_VERSION = 2
+PATCH_FORMAT_VERSION = 3
 
 
 @dataclass
@@ -37,6 +39,8 @@ class PatchConfig:
         head: a task kind of `registry.TASK_KINDS` with a head (`"classification"`, `"ranking"`).
         insertion, bottleneck_size, activation: the model patch (methods that add patches).
         train_layer_norms, train_tcl_embedding: task-owned copies of block LayerNorms / the `[TCL]` embedding.
+        readout: how the task reads a user vector (`registry.READOUTS`); None (formats 1 and 2): the backbone
+            config's `readout`.
         label_names: class names in label-id order (classification).
         num_target_items, target_names, ranking_loss, num_negatives: the ranking head.
         backbone_fingerprint: SHA-256 of the frozen backbone's own weights.
@@ -55,6 +59,7 @@ class PatchConfig:
     activation: str | None = None
     train_layer_norms: list[str] = field(default_factory=list)
     train_tcl_embedding: bool = False
+    readout: str | None = None
     label_names: list[str] | None = None
     num_target_items: int | None = None
     target_names: list[str] | None = None
@@ -85,6 +90,8 @@ class PatchConfig:
             )
         if method.adds_patches:
             choose(INSERTIONS, self.insertion, f"insertion mode (method {self.method!r} adds patches)")
+        if self.readout is not None:
+            choose(READOUTS, self.readout, "readout")
         if not self.task or "." in self.task:
             raise ValueError(f"Task name {self.task!r} must be non-empty and contain no '.'.")
         if self.head == "classification" and not self.label_names:

@@ -185,13 +185,17 @@ class Readout:
         name: the readout's identifier (`config.readout`).
         figure: the panel of Figure 2, or None for readouts the paper does not have.
         description: one line for docs and help texts.
-        uses_tcl: the input carries `[TCL]` (appended for the causal backbone, at both ends for the non-causal one).
+        uses_tcl: the input must carry `[TCL]` (appended for the causal backbone, at both ends for the non-causal
+            one).
+        learned: the readout has weights of its own (attention pooling); they belong to the task head, so every
+            fine-tuning method trains them and the patch file stores them.
     """
 
     name: str
     figure: str | None
     description: str
     uses_tcl: bool
+    learned: bool = False
 
 
 READOUTS: dict[str, Readout] = {
@@ -204,9 +208,24 @@ READOUTS: dict[str, Readout] = {
             uses_tcl=True,
         ),
         Readout("sum", "2(d)", "the sum of the hidden states at all non-pad positions", uses_tcl=True),
+        Readout(
+            "mean",
+            None,
+            "the mean of the hidden states over all non-pad positions ([TCL] included when present)",
+            uses_tcl=False,
+        ),
+        Readout(
+            "attention",
+            None,
+            "learned attention pooling over all non-pad positions, softmax_t(w^T tanh(W h_t + b)); task-owned weights",
+            uses_tcl=False,
+            learned=True,
+        ),
     )
 }
-"""User-representation readouts, by name."""
+"""User-representation readouts, by name. The causal `[TCL]` state sees only the last `config.receptive_field - 1`
+items (and depends mostly on the last few); `sum`, `mean` and `attention` read every position, hence the whole
+history, whatever its length."""
 
 
 def tcl_position(is_causal: bool) -> Literal["end", "both"]:

@@ -26,7 +26,13 @@ from hub_cards.cards import render_patch_card
 
 from ._io import atomic_folder
 from .modeling_peterrec import PeterRecModel, PeterRecPreTrainedModel
-from .patch_config import PATCH_CONFIG_NAME, PATCH_WEIGHTS_NAME, PatchConfig, relative_name
+from .patch_config import (
+    PATCH_CONFIG_NAME,
+    PATCH_FORMAT_VERSION,
+    PATCH_WEIGHTS_NAME,
+    PatchConfig,
+    relative_name,
+)
 from .transfer import attach, backbone_fingerprint, backbone_of, base_weight_names, transfer_report
 
 
@@ -63,6 +69,7 @@ def save_patch(
     spec: PatchConfig = model.patch_config
     spec.backbone_repo_id = backbone_repo_id or spec.backbone_repo_id
     spec.backbone_revision = backbone_revision or spec.backbone_revision
+    spec.format_version = PATCH_FORMAT_VERSION  # a patch loaded from an older format is written in this one
     state = model.state_dict()
     tensors = {
         relative_name(name, spec.task): state[name].detach().contiguous()

@@ -2,7 +2,8 @@
 
 Patches of different tasks, even with different insertion modes, attach to the same frozen backbone; a call runs
 one task for the whole batch, or a mixed batch with one task per row, in which each row goes through its own task's
-patch (the backbone groups rows by kind of patch, `modeling_peterrec.route_rows`) and head.
+patch (the backbone groups rows by kind of patch, `modeling_peterrec.route_rows`), then through its own task's
+readout (tasks may read users differently, each with its own attention pooler) and head.
 """
 
 from __future__ import annotations
@@ -76,27 +77,32 @@ class MultiTaskPeterRec(nn.Module):
             raise ValueError("No task given and none active; load a patch or pass task=...")
         if attention_mask is None:
             attention_mask = input_ids.ne(self.backbone.config.pad_token_id)
-        self.backbone.check_readout_input(input_ids)
-        if isinstance(task, str):
-            self._check([task])
-            users = self._user_vectors(input_ids, attention_mask, self.tasks[task].patch_name)
-            return self.tasks[task].logits_from_user_vectors(users)
-        per_row = list(task)
+        per_row = [task] * input_ids.shape[0] if isinstance(task, str) else list(task)
         self._check(per_row)
-        users = self._user_vectors(
-            input_ids, attention_mask, [self.tasks[name].patch_name for name in per_row]
+        rows_of = {
+            name: [row for row, row_task in enumerate(per_row) if row_task == name] for name in per_row
+        }
+        for name, rows in rows_of.items():
+            self.backbone.check_readout_input(input_ids[rows], self.tasks[name].readout.name)
+        patch = (
+            self.tasks[task].patch_name
+            if isinstance(task, str)
+            else [self.tasks[n].patch_name for n in per_row]
         )
+        hidden = self.backbone(input_ids, attention_mask=attention_mask, patch=patch).last_hidden_state
+        if isinstance(task, str):
+            return self._task_outputs(task, hidden, attention_mask)
         outputs: list[torch.Tensor | None] = [None] * len(per_row)
-        for name in dict.fromkeys(per_row):
-            rows = [row for row, row_task in enumerate(per_row) if row_task == name]
-            logits = self.tasks[name].logits_from_user_vectors(users[rows])
+        for name, rows in rows_of.items():
+            logits = self._task_outputs(name, hidden[rows], attention_mask[rows])
             for row, vector in zip(rows, logits.unbind(0), strict=True):
                 outputs[row] = vector
         return outputs
 
-    def _user_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, patch) -> torch.Tensor:
-        hidden = self.backbone(input_ids, attention_mask=attention_mask, patch=patch).last_hidden_state
-        return self.backbone.user_representation(hidden, attention_mask)
+    def _task_outputs(self, task: str, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The task's head on its rows: its own readout (Figure 2, or its attention pooler), then its output layer."""
+        model = self.tasks[task]
+        return model.logits_from_user_vectors(model.readout(hidden, attention_mask))
 
 
 __all__ = ["MultiTaskPeterRec"]

@@ -1,6 +1,6 @@
 """Parameter-efficient transfer (Section 3.3): prepare a pretrained backbone for one task with one method.
 
-`prepare_for_transfer` adds the task head and, for the methods that add them, the model patches (Figure 3);
+`prepare_for_transfer` adds the task head (with the task's own readout, Figure 2) and, for the methods that add them, the model patches (Figure 3);
 re-initialises the backbone for the from-scratch methods; freezes what the method keeps (`registry.METHODS`); and
 reports the trainable share. The prepared model carries its `PatchConfig`, which `saving.save_patch` writes.
 """
@@ -88,6 +88,7 @@ def backbone_fingerprint(backbone: PeterRecModel) -> str:
 def _build_head_model(backbone: PeterRecModel, spec: PatchConfig) -> PeterRecPreTrainedModel:
     """The task model around an existing backbone: the new head is initialised, the backbone is shared as it is."""
     fields = {key: value for key, value in backbone.config.to_dict().items() if key not in _NOT_ARCHITECTURE}
+    fields["readout"] = spec.readout
     if spec.head == "classification":
         fields.update(
             id2label=dict(enumerate(spec.label_names)),
@@ -140,6 +141,7 @@ def prepare_for_transfer(
     activation: str | None = None,
     train_layer_norms: Sequence[str] = (),
     train_tcl_embedding: bool = False,
+    readout: str | None = None,
     ranking_loss: str = "bpr",
     num_negatives: int = 1,
     seed: int = 0,
@@ -160,6 +162,9 @@ def prepare_for_transfer(
         train_layer_norms: block LayerNorms (`"norm1"`, `"norm2"`) the patching methods also train, as task-owned
             copies; the original code retrained `norm2`.
         train_tcl_embedding: the patching methods also train a task-owned `[TCL]` embedding.
+        readout: how this task reads a user vector (`registry.READOUTS`: `"tcl"`, `"sum"`, `"mean"`,
+            `"attention"`); defaults to the backbone config's (`"tcl"`, the paper's). The attention pooler's
+            weights belong to the task head, so every method trains them and the patch file stores them.
         ranking_loss, num_negatives: the ranking head's loss (`"bpr"`, `"binary"`, `"full_softmax"`).
         seed: seeds the new head and, for the from-scratch methods, the random backbone.
 
@@ -177,6 +182,7 @@ def prepare_for_transfer(
         activation=activation if patched else None,
         train_layer_norms=list(train_layer_norms) if patched else [],
         train_tcl_embedding=train_tcl_embedding and patched,
+        readout=readout,
         label_names=list(label_names) if label_names is not None else None,
         num_target_items=num_target_items if head == "ranking" else None,
         target_names=list(target_names) if target_names is not None else None,
@@ -200,6 +206,7 @@ def attach(
         fingerprint = None
     spec.backbone_fingerprint = fingerprint or backbone_fingerprint(backbone)
     spec.backbone_repo_id = spec.backbone_repo_id or backbone.config.name_or_path or None
+    spec.readout = spec.readout or backbone.config.readout
     if method.adds_patches:
         backbone.add_patch(
             spec.task,

@@ -150,6 +150,22 @@ def test_receptive_field_matches_dilations():
         assert torch.equal(model(outside).last_hidden_state[0, last], base)
 
 
+@pytest.mark.parametrize(
+    ("dilations", "field", "sees_200_back"),
+    [([1, 2, 4, 8, 16, 32] * 2, 253, True), ([1, 2, 4, 8] * 4, 121, False)],
+)
+def test_deep_dilation_stack_sees_an_item_200_positions_back(dilations, field, sees_200_back):
+    config = tester.config(dilations=dilations, is_causal=True)
+    assert config.receptive_field == field
+    model = PeterRecModel(config).eval()
+    ids = torch.randint(4, tester.vocab_size, (1, 230), generator=torch.Generator().manual_seed(2))
+    changed = ids.clone()
+    changed[0, -201] = 4 if ids[0, -201] != 4 else 5  # 200 positions before the last one
+    with torch.no_grad():
+        same = torch.equal(model(ids).last_hidden_state[0, -1], model(changed).last_hidden_state[0, -1])
+    assert same != sees_200_back
+
+
 def test_left_padding_does_not_change_outputs():
     model = PeterRecModel(tester.config()).eval()
     ids = torch.randint(4, tester.vocab_size, (1, 8), generator=torch.Generator().manual_seed(2))
@@ -287,7 +303,7 @@ def test_sampled_negatives_never_hit_the_positive():
         ("hidden_size", 0, "hidden_size"),
         ("kernel_size", -1, "kernel_size"),
         ("vocab_size", 0, "vocab_size"),
-        ("readout", "mean", "readout"),
+        ("readout", "median", "readout"),
         ("tcl_token_id", 0, "distinct"),
     ],
 )
