@@ -38,10 +38,10 @@ from transformers.utils import logging as transformers_logging
 
 from tokenization import ItemTokenizer
 
-from .data import default_cache_dir, load_task
-from .metrics import classification_metrics, exclusion_mask, full_ranking_metrics, sampled_ranking_metrics
-from .patching import PATCHED_METHODS
-from .training import (
+from ..data import default_cache_dir, load_task
+from ..metrics import classification_metrics, exclusion_mask, full_ranking_metrics, sampled_ranking_metrics
+from ..patching import PATCHED_METHODS
+from ..training import (
     METRICS_FILE,
     FinetuneArguments,
     PeterRecTrainingArguments,
