@@ -1,16 +1,9 @@
-"""Reproduction of the paper's experiments (Section 4, RQ1-RQ4) on MovieLens-1M: `peterrec reproduce`.
+"""Runs a reproduction plan (`plan.py`) and resumes it: pretraining, validation-only tuning, one test read per
+configuration and seed, the baselines, and the report (`report.py`).
 
-Every number in `results/` comes from one command. The runner pretrains one backbone per objective (causal
-NextItNet, masked GRec encoder) on the ColdRec source domain (`pretrain_source`), fine-tunes every configuration
-that the chosen research questions need with `training.finetune` (three seeds each), computes the rule-based
-baselines with the same metric functions, and writes a markdown report, a JSON file and learning-curve plots:
-
-- RQ1 (Table 2, Figure 4): PeterRec vs PeterZero and FineAll vs FineZero, causal backbone, serial insertion (c).
-- RQ2 (Table 3, Figure 5): FineCLS, FineLast1, FineLast2, FineAll and PeterRec with serial (c) and parallel (d)
-  insertion on the non-causal backbone, with the trainable share of each method.
-- RQ3 (Tables 4, 5): the majority-class rule (LabelCS) for user profiles and item popularity for ColdRec.
-- RQ4 (Tables 6, 7, Figure 6): causal vs non-causal pretraining, insertions (b)-(e), and PeterRec vs FineAll
-  with 10% and 30% of the training users.
+The runner pretrains one backbone per objective (causal NextItNet, masked GRec encoder) on the ColdRec source domain
+(`pretrain_source`), fine-tunes every configuration of the plan with `training.finetune` (once per seed) and computes
+the baselines (`baselines.py`) on the same rows.
 
 Honest tuning: when a preset lists several learning rates, each configuration picks one by its validation metric,
 using the first seed on a copy of the task whose `test` split *is* the validation split; the real test split is
@@ -20,27 +13,19 @@ an interrupted reproduction resumes where it stopped.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import shutil
-import statistics
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers.utils import logging as transformers_logging
 
-from tokenization import ItemTokenizer
-
 from ..data import default_cache_dir, load_task
-from ..metrics import classification_metrics, exclusion_mask, full_ranking_metrics, sampled_ranking_metrics
-from ..patching import PATCHED_METHODS
+from ..registry import TASK_KINDS
 from ..training import (
     METRICS_FILE,
     FinetuneArguments,
@@ -48,247 +33,22 @@ from ..training import (
     PretrainArguments,
     finetune,
     pretrain,
-    ranking_datasets,
-    write_json,
 )
+from .baselines import RULE_BASELINES, baseline_rows
+from .plan import (
+    ALL_TASKS,
+    DATASET_TITLES,
+    RESEARCH_QUESTIONS,
+    TASKS,
+    Configuration,
+    Preset,
+    research_plan,
+    task_kind,
+    unique_configurations,
+)
+from .report import aggregate_runs, write_report
 
 logger = transformers_logging.get_logger(__name__)
-
-# ---------------------------------------------------------------------------------------------------------------
-# Presets and configurations
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Model size and training budget of one reproduction. `learning_rates` is the grid searched on validation
-    for every configuration (one value: no search)."""
-
-    name: str
-    hidden_size: int
-    dilations: tuple[int, ...]
-    max_length: int
-    pretrain_epochs: float
-    finetune_epochs: float
-    coldrec_epochs: float
-    pretrain_batch_size: int
-    finetune_batch_size: int
-    learning_rates: tuple[float, ...]
-    seeds: tuple[int, ...] = (0, 1, 2)
-    evaluations_per_run: int = 6
-    num_eval_negatives: int = 99
-
-
-PRESETS = {
-    "smoke": Preset(
-        "smoke",
-        16,
-        (1, 2),
-        20,
-        1,
-        1,
-        1,
-        64,
-        64,
-        (1e-3,),
-        seeds=(0,),
-        evaluations_per_run=2,
-        num_eval_negatives=5,
-    ),
-    "cpu": Preset("cpu", 64, (1, 2, 4, 8) * 2, 50, 1, 2, 1, 64, 64, (1e-3,)),
-    "paper": Preset("paper", 256, (1, 2, 4, 8) * 4, 100, 10, 20, 10, 32, 64, (1e-3, 1e-4)),
-}
-"""`cpu`: 8 conv layers of width 64 over the 50 most recent items, sized to run on two CPU cores (see
-docs/reproduction.md for its wall time). `paper`: the paper's backbone (hidden 256, dilations [1, 2, 4, 8] x 4,
-Section 4.1) and its learning-rate range 1e-3 to 1e-4, for a GPU. `smoke`: a seconds-long check of the plumbing."""
-
-PROFILE_TASKS = ("genest", "ageest", "lifestatus")
-TASKS = (*PROFILE_TASKS, "coldrec")
-ALL_TASKS = ("genest", "ageest", "lifeest", "lifestatus", "coldrec")
-TASK_TITLES = {
-    "genest": "GenEst",
-    "ageest": "AgeEst",
-    "lifeest": "LifeEst (occupation)",
-    "lifestatus": "LifeEst (life status)",
-    "coldrec": "ColdRec",
-}
-DATASET_TITLES = {"ml-1m": "MovieLens-1M", "ml-100k": "MovieLens-100K"}
-RQ2_TASKS = ("ageest", "coldrec")
-"""The tasks of the paper's Figure 5 (and of Table 6, for RQ4's causal vs non-causal comparison)."""
-INSERTION_TASK = "ageest"
-"""Table 7 compares the insertions on AgeEst."""
-FEW_LABEL_TASK = "lifestatus"
-FEW_LABEL_FRACTIONS = (0.1, 0.3)
-"""Figure 6: LifeEst with a fraction of the training users."""
-
-INSERTIONS = {
-    "serial_one": "(b) serial, one patch per block",
-    "serial_two": "(c) serial, two patches per block",
-    "parallel_before_ln": "(d) parallel, before LayerNorm",
-    "parallel_after_act": "(e) parallel, after ReLU",
-}
-METHOD_TITLES = {
-    "peterrec": "PeterRec",
-    "peter_zero": "PeterZero",
-    "fine_all": "FineAll",
-    "fine_zero": "FineZero",
-    "fine_cls": "FineCLS",
-    "fine_last1": "FineLast1",
-    "fine_last2": "FineLast2",
-}
-RQ1_METHODS = ("peterrec", "peter_zero", "fine_all", "fine_zero")
-RQ2_METHODS = ("fine_cls", "fine_last1", "fine_last2", "fine_all")
-RESEARCH_QUESTIONS = (1, 2, 3, 4)
-
-
-@dataclass(frozen=True)
-class Configuration:
-    """One fine-tuning setting, run once per seed: a task, a method, the backbone's pretraining objective, and
-    the PeterRec patch options (ignored by the methods without patches)."""
-
-    task: str
-    method: str
-    objective: str = "causal"
-    insertion: str | None = "serial_two"
-    train_fraction: float = 1.0
-    bottleneck_size: int | None = None
-    train_layer_norms: tuple[str, ...] = ()
-    train_tcl_embedding: bool = False
-    readout: str = "tcl"
-
-    def __post_init__(self) -> None:
-        if self.method not in PATCHED_METHODS:
-            for name in ("insertion", "bottleneck_size"):
-                object.__setattr__(self, name, None)
-            object.__setattr__(self, "train_layer_norms", ())
-            object.__setattr__(self, "train_tcl_embedding", False)
-        if not 0 < self.train_fraction <= 1:
-            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}.")
-
-    @property
-    def name(self) -> str:
-        """Folder name of the configuration's runs, unique per setting."""
-        parts = [self.objective, self.task, self.method]
-        if self.insertion is not None:
-            parts.append(self.insertion)
-        if self.bottleneck_size is not None:
-            parts.append(f"bottleneck{self.bottleneck_size}")
-        parts.extend(f"train_{norm}" for norm in self.train_layer_norms)
-        if self.train_tcl_embedding:
-            parts.append("train_tcl")
-        if self.train_fraction < 1:
-            parts.append(f"train{round(100 * self.train_fraction)}pct")
-        if self.readout != "tcl":
-            parts.append(f"readout_{self.readout}")
-        return "-".join(parts)
-
-
-def research_plan(rqs: Iterable[int], tasks: Sequence[str]) -> dict[str, list[Configuration]]:
-    """The configurations each experiment needs, keyed `rq1`, `rq2`, `rq3`, `rq4_objective`, `rq4_insertion`,
-    `rq4_few_labels`; `tasks` restricts every experiment to those tasks."""
-    rqs, chosen = set(rqs), [task for task in ALL_TASKS if task in tasks]
-    plan: dict[str, list[Configuration]] = {}
-    if 1 in rqs:
-        plan["rq1"] = [Configuration(task, method) for task in chosen for method in RQ1_METHODS]
-    if 2 in rqs:
-        plan["rq2"] = [
-            *(
-                Configuration(task, method, "masked")
-                for task in chosen
-                if task in RQ2_TASKS
-                for method in RQ2_METHODS
-            ),
-            *(
-                Configuration(task, "peterrec", "masked", insertion)
-                for task in chosen
-                if task in RQ2_TASKS
-                for insertion in ("serial_two", "parallel_before_ln")
-            ),
-        ]
-    if 3 in rqs:
-        plan["rq3"] = [Configuration(task, "peterrec") for task in chosen]
-    if 4 in rqs:
-        plan["rq4_objective"] = [
-            Configuration(task, "peterrec", objective)
-            for task in chosen
-            if task in RQ2_TASKS
-            for objective in ("causal", "masked")
-        ]
-        plan["rq4_insertion"] = [
-            Configuration(INSERTION_TASK, "peterrec", "masked", insertion)
-            for insertion in INSERTIONS
-            if INSERTION_TASK in chosen
-        ]
-        plan["rq4_few_labels"] = [
-            Configuration(FEW_LABEL_TASK, method, train_fraction=fraction)
-            for fraction in (*FEW_LABEL_FRACTIONS, 1.0)
-            for method in ("peterrec", "fine_all")
-            if FEW_LABEL_TASK in chosen
-        ]
-    return {key: configurations for key, configurations in plan.items() if configurations}
-
-
-def unique_configurations(plan: dict[str, list[Configuration]]) -> list[Configuration]:
-    """Every configuration of the plan once, in first-use order (experiments share runs)."""
-    return list(dict.fromkeys(configuration for group in plan.values() for configuration in group))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Aggregation and rendering
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Aggregate:
-    """Mean and sample standard deviation (n - 1 in the denominator; 0 for one value) over seeds."""
-
-    mean: float
-    std: float
-    values: list[float] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Aggregate:
-        if not values:
-            raise ValueError("Cannot aggregate an empty list of values.")
-        values = [float(value) for value in values]
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return cls(statistics.fmean(values), std, values)
-
-    def __str__(self) -> str:
-        return f"{self.mean:.4f} ± {self.std:.4f}"
-
-
-def flat_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The test measures of a `finetune` summary, full-ranking ones prefixed `full_`, without the loss."""
-    metrics = {key: value for key, value in summary["test"].items() if key != "loss"}
-    metrics.update({f"full_{key}": value for key, value in summary.get("test_full_ranking", {}).items()})
-    return metrics
-
-
-def aggregate_runs(runs: dict[int, dict[str, float]]) -> dict[str, Aggregate]:
-    """Per-metric `Aggregate` over the seeds' metric dictionaries (metrics that every seed reports)."""
-    names = set.intersection(*(set(metrics) for metrics in runs.values()))
-    return {name: Aggregate.of([runs[seed][name] for seed in sorted(runs)]) for name in sorted(names)}
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table; the first column is left-aligned, the others right-aligned."""
-    align = [":--", *("--:" for _ in header[1:])]
-    lines = [header, align, *rows]
-    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
-
-
-def selection_metric(task_kind: str) -> str:
-    """The validation measure that picks the checkpoint and the learning rate (as `training.finetune` does)."""
-    return "accuracy" if task_kind == "classification" else "mrr@5"
-
-
-def reported_metrics(task: str) -> list[tuple[str, str]]:
-    """(metric key, title) pairs a table shows for a task: accuracy, or HR@5 and MRR@5 among 99 sampled
-    negatives (the paper's protocol) and MRR@5 of the full ranking over all target items."""
-    if task == "coldrec":
-        return [("hr@5", "HR@5"), ("mrr@5", "MRR@5"), ("full_mrr@5", "MRR@5 full")]
-    return [("accuracy", "Acc")]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -519,7 +279,7 @@ class Reproduction:
         for rate in rates:
             output_dir = self.work_dir / "tuning" / configuration.name / f"lr{rate:g}"
             summary = self.run(configuration, seed, rate, output_dir, for_tuning=True)
-            scores[f"{rate:g}"] = summary["validation"][selection_metric(summary["task_kind"])]
+            scores[f"{rate:g}"] = summary["validation"][TASK_KINDS[summary["task_kind"]].selection_metric]
         best = max(rates, key=lambda rate: scores[f"{rate:g}"])
         return best, scores
 
@@ -550,7 +310,7 @@ class Reproduction:
             "test": {seed: flat_test_metrics(summary) for seed, summary in summaries.items()},
             "validation": {seed: summary["validation"] for seed, summary in summaries.items()},
             "curves": {
-                seed: validation_curve(summary["log_history"], selection_metric(kind))
+                seed: validation_curve(summary["log_history"], TASK_KINDS[kind].selection_metric)
                 for seed, summary in summaries.items()
             },
             "wall_time_s": sum(summary.get("wall_time_s", 0.0) for summary in summaries.values()),
@@ -558,28 +318,17 @@ class Reproduction:
 
     # Baselines (RQ3) -----------------------------------------------------------------------------------------
 
-    def majority_baseline(self, task: str) -> dict[int, dict[str, float]]:
-        """LabelCS: every test user gets the most frequent training label (same value for every seed)."""
-        splits = self.splits(task)
-        majority = majority_label(splits["train"]["label"])
-        labels = splits["test"]["label"]
-        metrics = classification_metrics([majority] * len(labels), labels)
-        return {seed: metrics for seed in self.preset.seeds}
-
-    def popularity_baseline(self, task: str) -> dict[int, dict[str, float]]:
-        """Item popularity for ColdRec: each target item scored by how many training users have it, evaluated on
-        each seed's sampled candidates (the ones the models get) and over the full ranking."""
-        splits = self.splits(task)
-        tokenizer = ItemTokenizer.from_sequences(splits["train"]["items"])
-        num_items = len(splits["train"].features["targets"].feature.names)
-        popularity = item_popularity(splits["train"]["targets"], num_items)
-        results = {}
-        for seed in self.preset.seeds:
-            _, _, test = ranking_datasets(splits, tokenizer, self.preset.num_eval_negatives, seed)
-            results[seed] = popularity_metrics(
-                popularity, test["candidate_ids"], test["target"], test["positives"], num_items
+    def baselines(self, task: str, split: str = "test") -> dict[str, dict[int, dict[str, float]]]:
+        """Every baseline of the task on `split`, by name then seed (each seed draws its own ColdRec candidates,
+        as the models do, and its own cross-validation folds)."""
+        by_seed = {
+            seed: baseline_rows(
+                self.splits(task), self.preset.max_length, self.preset.num_eval_negatives, seed, split
             )
-        return results
+            for seed in self.preset.seeds
+        }
+        names = by_seed[self.preset.seeds[0]]
+        return {name: {seed: rows[name] for seed, rows in by_seed.items()} for name in names}
 
 
 class MissingRunError(RuntimeError):
@@ -590,35 +339,6 @@ def _remove_checkpoints(run_dir: Path) -> None:
     """Drops the Trainer's checkpoint folders of a finished run (the metrics, curve, patch or backbone stay)."""
     for checkpoint in run_dir.glob("checkpoint-*"):
         shutil.rmtree(checkpoint, ignore_errors=True)
-
-
-def majority_label(labels: Sequence[int]) -> int:
-    """The most frequent label (the smallest id among ties)."""
-    return int(np.bincount(np.asarray(labels, dtype=np.int64)).argmax())
-
-
-def item_popularity(targets: Sequence[Sequence[int]], num_items: int) -> torch.Tensor:
-    """How many training users have each target item."""
-    counts = torch.zeros(num_items)
-    for items in targets:
-        counts[torch.as_tensor(sorted(set(items)), dtype=torch.long)] += 1
-    return counts
-
-
-def popularity_metrics(
-    popularity: torch.Tensor,
-    candidate_ids: Sequence[Sequence[int]],
-    targets: Sequence[int],
-    positives: Sequence[Sequence[int]],
-    num_items: int,
-) -> dict[str, float]:
-    """Sampled (true item in column 0 of `candidate_ids`) and full-ranking measures of the popularity scores."""
-    candidates = torch.as_tensor(candidate_ids, dtype=torch.long)
-    metrics = sampled_ranking_metrics(popularity[candidates])
-    scores = popularity.expand(len(targets), num_items)
-    full = full_ranking_metrics(scores, targets, exclusion_mask(positives, num_items))
-    metrics.update({f"full_{key}": value for key, value in full.items()})
-    return metrics
 
 
 def validation_curve(log_history: list[dict[str, Any]], metric: str) -> list[tuple[float, float]]:
@@ -632,269 +352,11 @@ def validation_curve(log_history: list[dict[str, Any]], metric: str) -> list[tup
     return curve
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Report: tables, plots, JSON
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _cell(result: dict[str, Any] | None, metric: str) -> str:
-    if result is None:
-        return "–"
-    return str(Aggregate.of([result["test"][seed][metric] for seed in sorted(result["test"])]))
-
-
-def _methods_by_task_table(
-    results: dict[str, dict[str, Any]],
-    columns: Sequence[tuple[str, Configuration | None]],
-    tasks: Sequence[str],
-) -> str:
-    """Rows: (task, metric); columns: one configuration per (title, configuration for the task `{task}`)."""
-    rows = []
-    for task in tasks:
-        for metric, metric_title in reported_metrics(task):
-            row = [f"{TASK_TITLES[task]} {metric_title}"]
-            for _, configuration in columns:
-                key = None if configuration is None else replace(configuration, task=task).name
-                row.append(_cell(results.get(key), metric))
-            rows.append(row)
-    return markdown_table(["Task", *(title for title, _ in columns)], rows)
-
-
-def render_report(report: dict[str, Any]) -> str:
-    """The markdown of results/reproduction.md: one table per experiment, from the JSON report."""
-    results, baselines, plan = report["configurations"], report["baselines"], report["plan"]
-    preset = report["preset"]
-    lines = [
-        f"# Reproduction of the paper's findings on {report['data']}",
-        "",
-        f"Preset `{preset['name']}`: hidden {preset['hidden_size']}, dilations {list(preset['dilations'])}, "
-        f"the {preset['max_length']} most recent items, seeds {list(preset['seeds'])}, learning rate(s) "
-        f"{list(preset['learning_rates'])} (chosen on validation when several). Cells: test mean ± sample std "
-        f"over seeds. The runs took {report['run_time_s'] / 60:.0f} min one after the other (pretraining and "
-        f"fine-tuning, as timed by each run); this pass {report['wall_time_s'] / 60:.0f} min. Generated by "
-        f"`{report['command']}`.",
-        "",
-        "## Backbones (pretrained on the ColdRec source domain)",
-        "",
-        markdown_table(
-            ["Objective", "Parameters", "MRR@5", "HR@5", "Pretraining time"],
-            [
-                [
-                    objective,
-                    f"{summary['num_parameters']:,}",
-                    f"{summary['test']['mrr@5']:.4f}",
-                    f"{summary['test']['hr@5']:.4f}",
-                    f"{summary['train_runtime_s'] / 60:.1f} min",
-                ]
-                for objective, summary in report["backbones"].items()
-            ],
-        ),
-        "",
-        "MRR@5 / HR@5: the held-out last item of each user ranked over the whole item pool (test split).",
-    ]
-    tasks = [task for task in ALL_TASKS if task in report["tasks"]]
-
-    def section(title: str, table: str, note: str = "") -> None:
-        lines.extend(["", f"## {title}", "", table])
-        if note:
-            lines.extend(["", note])
-
-    if "rq1" in plan:
-        columns = [(METHOD_TITLES[method], Configuration("{task}", method)) for method in RQ1_METHODS]
-        section(
-            "RQ1: does pretraining help? (causal backbone, serial insertion (c); Table 2)",
-            _methods_by_task_table(results, columns, tasks),
-            "PeterZero and FineZero train the same parameters as PeterRec and FineAll on a random backbone. "
-            "Learning curves: `rq1_curves.png`.",
-        )
-    if "rq2" in plan:
-        rq2_tasks = [task for task in tasks if task in RQ2_TASKS]
-        columns = [
-            (METHOD_TITLES[method], Configuration("{task}", method, "masked")) for method in RQ2_METHODS
-        ]
-        columns += [
-            (
-                f"PeterRec {INSERTIONS[insertion][:3]}",
-                Configuration("{task}", "peterrec", "masked", insertion),
-            )
-            for insertion in ("serial_two", "parallel_before_ln")
-        ]
-        shares = [
-            [title] + [_share(results.get(replace(configuration, task=task).name)) for task in rq2_tasks]
-            for title, configuration in columns
-        ]
-        section(
-            "RQ2: model patch vs other fine-tuning (non-causal backbone; Table 3, Figure 5)",
-            _methods_by_task_table(results, columns, rq2_tasks)
-            + "\n\nTrainable parameters (share of the task model):\n\n"
-            + markdown_table(["Method", *(TASK_TITLES[task] for task in rq2_tasks)], shares),
-            "Learning curves (validation measure during training, mean over seeds): `rq2_curves.png`.",
-        )
-    if "rq3" in plan:
-        rows = []
-        for task in tasks:
-            baseline = baselines.get(task)
-            peterrec = results.get(Configuration(task, "peterrec").name)
-            for metric, metric_title in reported_metrics(task):
-                rule = "–" if baseline is None else str(_baseline_aggregate(baseline, metric))
-                rows.append([f"{TASK_TITLES[task]} {metric_title}", rule, _cell(peterrec, metric)])
-        section(
-            "RQ3: PeterRec against rule baselines (Tables 4, 5)",
-            markdown_table(["Task", "LabelCS / popularity", "PeterRec"], rows),
-            "LabelCS predicts the most frequent training label; ColdRec's baseline ranks target items by the "
-            "number of training users who liked them, on the same sampled candidates as the models.",
-        )
-    if "rq4_objective" in plan:
-        columns = [
-            (f"PeterRec {objective}", Configuration("{task}", "peterrec", objective))
-            for objective in ("causal", "masked")
-        ]
-        section(
-            "RQ4: causal vs non-causal pretraining (PeterRec, serial (c); Table 6)",
-            _methods_by_task_table(results, columns, [task for task in tasks if task in RQ2_TASKS]),
-        )
-    if "rq4_insertion" in plan:
-        rows = [
-            [
-                INSERTIONS[insertion],
-                _cell(
-                    results.get(Configuration(INSERTION_TASK, "peterrec", "masked", insertion).name),
-                    "accuracy",
-                ),
-                _share(results.get(Configuration(INSERTION_TASK, "peterrec", "masked", insertion).name)),
-            ]
-            for insertion in INSERTIONS
-        ]
-        section(
-            f"RQ4: patch insertion on {TASK_TITLES[INSERTION_TASK]} (non-causal backbone; Table 7)",
-            markdown_table(["Insertion (Figure 3)", "Acc", "Trainable"], rows),
-        )
-    if "rq4_few_labels" in plan:
-        rows = [
-            [f"{round(100 * fraction)}% of the training users"]
-            + [
-                _cell(
-                    results.get(Configuration(FEW_LABEL_TASK, method, train_fraction=fraction).name),
-                    "accuracy",
-                )
-                for method in ("peterrec", "fine_all")
-            ]
-            for fraction in (*FEW_LABEL_FRACTIONS, 1.0)
-        ]
-        section(
-            f"RQ4: few labels on {TASK_TITLES[FEW_LABEL_TASK]} (causal backbone; Figure 6)",
-            markdown_table(["Training data", "PeterRec", "FineAll"], rows),
-            "Each seed draws its own subset of training users. Learning curves: `rq4_few_labels.png`.",
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _share(result: dict[str, Any] | None) -> str:
-    if result is None:
-        return "–"
-    return f"{result['trainable_parameters']:,} ({100 * result['trainable_share']:.2f}%)"
-
-
-def _baseline_aggregate(baseline: dict[str, dict[str, float]], metric: str) -> Aggregate:
-    return Aggregate.of([baseline[seed][metric] for seed in sorted(baseline)])
-
-
-def plot_curves(
-    panels: dict[str, dict[str, list[list[tuple[float, float]]]]], path: Path, ylabels: dict[str, str]
-) -> None:
-    """One panel per title; one line per label: the validation measure by epoch, averaged over seeds (like the
-    paper's Figures 4-6, which plot the measure during fine-tuning)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-    for axis, (title, lines) in zip(axes[0], panels.items(), strict=True):
-        for label, curves in lines.items():
-            mean = mean_curve(curves)
-            if mean:
-                axis.plot(*zip(*mean, strict=True), marker="o", markersize=3, label=label)
-        axis.set_title(title)
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(ylabels[title])
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def mean_curve(curves: Sequence[Sequence[tuple[float, float]]]) -> list[tuple[float, float]]:
-    """Point-wise mean of curves evaluated at the same epochs (the shortest curve sets the length)."""
-    curves = [curve for curve in curves if curve]
-    if not curves:
-        return []
-    length = min(len(curve) for curve in curves)
-    return [
-        (curves[0][index][0], statistics.fmean(curve[index][1] for curve in curves))
-        for index in range(length)
-    ]
-
-
-def write_plots(report: dict[str, Any], output_dir: Path) -> list[str]:
-    """The learning-curve figures of RQ1, RQ2 and the few-label study; returns their file names."""
-    results, plan, written = report["configurations"], report["plan"], []
-
-    def panel(task: str, labelled: dict[str, Configuration]) -> dict[str, list]:
-        return {
-            label: list(results[configuration.name]["curves"].values())
-            for label, configuration in labelled.items()
-            if configuration.name in results
-        }
-
-    def ylabel(task: str) -> str:
-        return "validation accuracy" if task != "coldrec" else "validation MRR@5"
-
-    figures = {}
-    tasks = [task for task in ALL_TASKS if task in report["tasks"]]
-    if "rq1" in plan:
-        figures["rq1_curves.png"] = {
-            TASK_TITLES[task]: panel(task, {METHOD_TITLES[m]: Configuration(task, m) for m in RQ1_METHODS})
-            for task in tasks
-        }
-    if "rq2" in plan:
-        figures["rq2_curves.png"] = {
-            TASK_TITLES[task]: panel(
-                task,
-                {
-                    **{METHOD_TITLES[m]: Configuration(task, m, "masked") for m in RQ2_METHODS},
-                    "PeterRec (c)": Configuration(task, "peterrec", "masked", "serial_two"),
-                    "PeterRec (d)": Configuration(task, "peterrec", "masked", "parallel_before_ln"),
-                },
-            )
-            for task in tasks
-            if task in RQ2_TASKS
-        }
-    if "rq4_few_labels" in plan:
-        figures["rq4_few_labels.png"] = {
-            f"{TASK_TITLES[FEW_LABEL_TASK]}, {round(100 * fraction)}% of users": panel(
-                FEW_LABEL_TASK,
-                {
-                    METHOD_TITLES[m]: Configuration(FEW_LABEL_TASK, m, train_fraction=fraction)
-                    for m in ("peterrec", "fine_all")
-                },
-            )
-            for fraction in FEW_LABEL_FRACTIONS
-        }
-    ylabels = {
-        **{TASK_TITLES[task]: ylabel(task) for task in ALL_TASKS},
-        **{
-            f"{TASK_TITLES[FEW_LABEL_TASK]}, {round(100 * f)}% of users": "validation accuracy"
-            for f in FEW_LABEL_FRACTIONS
-        },
-    }
-    for name, panels in figures.items():
-        panels = {title: lines for title, lines in panels.items() if lines}
-        if panels:
-            plot_curves(panels, output_dir / name, ylabels)
-            written.append(name)
-    return written
+def flat_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The test measures of a `finetune` summary, full-ranking ones prefixed `full_`, without the loss."""
+    metrics = {key: value for key, value in summary["test"].items() if key != "loss"}
+    metrics.update({f"full_{key}": value for key, value in summary.get("test_full_ranking", {}).items()})
+    return metrics
 
 
 def reproduce(
@@ -951,12 +413,11 @@ def run_plan(
             results[configuration.name] = runner.configuration_result(configuration)
         except MissingRunError as missing:
             logger.warning(f"Left out of the report, not run yet: {missing}")
-    baselines = {}
+    baselines, classical = {}, {}
     if "rq3" in plan:
         for task in tasks:
-            baselines[task] = (
-                runner.popularity_baseline(task) if task == "coldrec" else runner.majority_baseline(task)
-            )
+            classical[task] = runner.baselines(task)
+            baselines[task] = classical[task][RULE_BASELINES[task_kind(task).name]]
     report = {
         "command": command,
         "data": DATASET_TITLES.get(runner.dataset, runner.dataset)
@@ -971,6 +432,7 @@ def run_plan(
         },
         "configurations": results,
         "baselines": baselines,
+        "classical_baselines": classical,
         "wall_time_s": time.perf_counter() - started,
         "run_time_s": sum(summary.get("wall_time_s", 0.0) for summary in backbones.values())
         + sum(result["wall_time_s"] for result in results.values()),
@@ -980,192 +442,6 @@ def run_plan(
         for name, result in results.items()
     }
     report = json.loads(json.dumps(report))
-    report["plots"] = write_plots(report, output_dir)
-    write_json(output_dir / "reproduction.json", report)
-    (output_dir / "reproduction.md").write_text(render_report(report))
+    report = write_report(report, output_dir)
     logger.info(f"Wrote {output_dir / 'reproduction.md'} in {report['wall_time_s'] / 60:.1f} min")
     return report
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Investigation on validation: learning rate and PeterRec's options
-# ---------------------------------------------------------------------------------------------------------------
-
-INVESTIGATION_VARIANTS = {
-    "wider bottleneck (k/2)": {"bottleneck_size": "half"},
-    "also train norm2 (original code)": {"train_layer_norms": ("norm2",)},
-    "also train a task [TCL] embedding": {"train_tcl_embedding": True},
-    "parallel insertion (d)": {"insertion": "parallel_before_ln"},
-    "sum readout (Figure 2d)": {"readout": "sum"},
-}
-"""PeterRec options tried against the default (serial (c), bottleneck k/8, frozen LayerNorms and [TCL])."""
-
-
-def investigate(
-    runner: Reproduction, task: str, learning_rates: Sequence[float], output_dir: Path
-) -> dict[str, Any]:
-    """Validation-only study of why PeterRec and FineAll differ (the issue's "investigate" step), on the causal
-    backbone with the first seed: both methods over `learning_rates`, then PeterRec's options
-    (`INVESTIGATION_VARIANTS`) at PeterRec's best rate. Every run tests on the validation split (a tuning copy),
-    so the test split is never read. Writes `investigation.md` and `investigation.json`."""
-    seed, rows = runner.preset.seeds[0], []
-
-    def score(label: str, configuration: Configuration, rate: float) -> float:
-        output_dir_of_run = runner.work_dir / "investigation" / configuration.name / f"lr{rate:g}"
-        summary = runner.run(configuration, seed, rate, output_dir_of_run, for_tuning=True)
-        validation = summary["validation"]
-        rows.append(
-            {"variant": label, "configuration": configuration.name, "learning_rate": rate, **validation}
-        )
-        return validation[selection_metric(summary["task_kind"])]
-
-    best = {}
-    for method in ("peterrec", "fine_all"):
-        scores = {
-            rate: score(METHOD_TITLES[method], Configuration(task, method), rate) for rate in learning_rates
-        }
-        best[method] = max(scores, key=scores.get)
-    hidden = runner.backbone("causal")["config"]["hidden_size"]
-    for label, options in INVESTIGATION_VARIANTS.items():
-        options = {**options}
-        if options.get("bottleneck_size") == "half":
-            options["bottleneck_size"] = hidden // 2
-        score(f"PeterRec, {label}", Configuration(task, "peterrec", **options), best["peterrec"])
-    measures = [key for key in rows[0] if key not in ("variant", "configuration", "learning_rate")]
-    table = markdown_table(
-        ["Variant", "Learning rate", *(f"Validation {measure}" for measure in measures)],
-        [[row["variant"], f"{row['learning_rate']:g}", *(f"{row[m]:.4f}" for m in measures)] for row in rows],
-    )
-    report = {
-        "task": task,
-        "seed": seed,
-        "preset": asdict(runner.preset),
-        "rows": rows,
-        "best_learning_rate": best,
-    }
-    write_json(output_dir / "investigation.json", report)
-    (output_dir / "investigation.md").write_text(
-        f"# Investigation on {TASK_TITLES[task]} validation ({runner.preset.name} preset, seed {seed})\n\n"
-        f"{len(runner.splits(task)['validation'])} validation users; the test split was not read.\n\n{table}\n"
-    )
-    return report
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="peterrec reproduce",
-        description="Reproduce the paper's research questions (Section 4) on MovieLens-1M: results/reproduction.md, "
-        "results/reproduction.json and learning-curve plots.",
-    )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="Model size and budget.")
-    parser.add_argument(
-        "--rq", type=int, nargs="+", choices=RESEARCH_QUESTIONS, default=list(RESEARCH_QUESTIONS)
-    )
-    parser.add_argument("--tasks", nargs="+", choices=ALL_TASKS, default=list(TASKS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Override the preset's seeds.")
-    parser.add_argument(
-        "--learning_rates",
-        type=float,
-        nargs="+",
-        default=None,
-        help="Override the preset's grid (validation).",
-    )
-    parser.add_argument(
-        "--pretrain_epochs", type=float, default=None, help="Override the preset's pretraining."
-    )
-    parser.add_argument(
-        "--finetune_epochs",
-        type=float,
-        default=None,
-        help="Override the preset's fine-tuning (profile tasks).",
-    )
-    parser.add_argument("--output_dir", default="results", help="Where the report, JSON and plots go.")
-    parser.add_argument("--work_dir", default=None, help="Where the runs go (default <output_dir>/runs).")
-    parser.add_argument("--dataset", default="ml-1m", help="MovieLens release (ml-1m, ml-100k).")
-    parser.add_argument(
-        "--data_dir", default=None, help="One DatasetDict folder per task, instead of MovieLens."
-    )
-    parser.add_argument(
-        "--cache_dir", default=None, help="Data cache (default $PETERREC_CACHE or ~/.cache/peterrec)."
-    )
-    parser.add_argument(
-        "--report_only",
-        action="store_true",
-        help="Run nothing: write the report from the runs already in the work folder (missing ones are left out).",
-    )
-    parser.add_argument(
-        "--investigate",
-        choices=ALL_TASKS,
-        default=None,
-        help="Instead of the research questions: the validation-only study of learning rates and PeterRec's "
-        "options on this task (writes investigation.md).",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """`peterrec reproduce`: parses the options, runs the reproduction and prints where the report is."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    preset = PRESETS[args.preset]
-    if args.seeds is not None:
-        preset = replace(preset, seeds=tuple(args.seeds))
-    if args.learning_rates is not None:
-        preset = replace(preset, learning_rates=tuple(args.learning_rates))
-    if args.pretrain_epochs is not None:
-        preset = replace(preset, pretrain_epochs=args.pretrain_epochs)
-    if args.finetune_epochs is not None:
-        preset = replace(preset, finetune_epochs=args.finetune_epochs)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("modeling_peterrec").setLevel(logging.INFO)
-    if args.investigate is not None:
-        output_dir = Path(args.output_dir)
-        runner = Reproduction(
-            preset,
-            Path(args.work_dir) if args.work_dir is not None else output_dir / "runs",
-            args.dataset,
-            None if args.data_dir is None else Path(args.data_dir),
-            None if args.cache_dir is None else Path(args.cache_dir),
-        )
-        report = investigate(runner, args.investigate, preset.learning_rates, output_dir)
-        print(output_dir / "investigation.md")
-        return report
-    report = reproduce(
-        preset,
-        args.output_dir,
-        args.rq,
-        args.tasks,
-        args.dataset,
-        args.data_dir,
-        args.cache_dir,
-        args.work_dir,
-        command=" ".join(["peterrec reproduce", *argv]),
-        report_only=args.report_only,
-    )
-    print(Path(args.output_dir) / "reproduction.md")
-    return report
-
-
-__all__ = [
-    "PRESETS",
-    "Aggregate",
-    "Configuration",
-    "Preset",
-    "Reproduction",
-    "investigate",
-    "main",
-    "render_report",
-    "reproduce",
-    "research_plan",
-    "run_plan",
-    "write_plots",
-]
-
-
-if __name__ == "__main__":
-    main()
