@@ -56,9 +56,15 @@ def aggregate_runs(runs: dict[int, dict[str, float]]) -> dict[str, Aggregate]:
 
 def reported_metrics(task: str) -> list[tuple[str, str]]:
     """(metric key, title) pairs a table shows for a task: accuracy, or HR@5 and MRR@5 among 99 sampled
-    negatives (the paper's protocol) and MRR@5 of the full ranking over all target items."""
+    negatives (the paper's protocol) and MRR@5, HR@10 and NDCG@10 of the full ranking over all target items."""
     if task_kind(task).name == "ranking":
-        return [("hr@5", "HR@5"), ("mrr@5", "MRR@5"), ("full_mrr@5", "MRR@5 full")]
+        return [
+            ("hr@5", "HR@5"),
+            ("mrr@5", "MRR@5"),
+            ("full_mrr@5", "MRR@5 full"),
+            ("full_hr@10", "HR@10 full"),
+            ("full_ndcg@10", "NDCG@10 full"),
+        ]
     return [("accuracy", "Acc")]
 
 
