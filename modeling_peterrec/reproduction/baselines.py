@@ -29,35 +29,30 @@ from ..registry import TASK_KINDS, TaskKind
 
 @dataclass(frozen=True)
 class Baseline:
-    """A baseline of one task kind: `name` keys its results, `title` names it in tables."""
+    """A baseline: `name` keys its results, `title` names it in tables."""
 
     name: str
     title: str
-    task_kind: str
     description: str
 
 
 BASELINES: dict[str, Baseline] = {
     baseline.name: baseline
     for baseline in (
-        Baseline("majority", "LabelCS", "classification", "the most frequent training label (Table 4)"),
+        Baseline("majority", "LabelCS", "the most frequent training label (Table 4)"),
         Baseline(
             "tfidf_lr_seen",
             "LR, TF-IDF of the seen items",
-            "classification",
             "logistic regression on the TF-IDF bag of the items the model sees",
         ),
         Baseline(
             "tfidf_lr_all",
             "LR, TF-IDF of all items",
-            "classification",
             "logistic regression on the TF-IDF bag of all the user's items",
         ),
-        Baseline(
-            "popularity", "Popularity", "ranking", "target items by their number of training users (Table 5)"
-        ),
-        Baseline("item_knn", "Item-kNN", "ranking", "summed cosine similarity to the user's source items"),
-        Baseline("ease", "EASE", "ranking", "ridge regression from the source bag to the target items"),
+        Baseline("popularity", "Popularity", "target items by their number of training users (Table 5)"),
+        Baseline("item_knn", "Item-kNN", "summed cosine similarity to the user's source items"),
+        Baseline("ease", "EASE", "ridge regression from the source bag to the target items"),
     )
 }
 """The baselines, by name, in table order."""
@@ -255,6 +250,7 @@ def ranking_baselines(
 ) -> dict[str, dict[str, float]]:
     """Each ColdRec baseline's measures on the evaluation rows of `split` built as for the models (`ranking_datasets`:
     one row per target, the same seeded candidates), scored from the `max_length` most recent source items."""
+    # Imported here so that the training code (the demo's table) can import this module without a cycle.
     from tokenization import ItemTokenizer
 
     from ..training import ranking_datasets
