@@ -22,9 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers.utils import logging as transformers_logging
 
 from ..metrics import classification_metrics, exclusion_mask, full_ranking_metrics, sampled_ranking_metrics
 from ..registry import TASK_KINDS, TaskKind
+
+logger = transformers_logging.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ def tfidf_logistic_regression(
         # scikit-learn 1.8+ announces default changes that do not touch an L2 fit; older releases lack the options.
         warnings.simplefilter("ignore", FutureWarning)
         model.fit(train, np.asarray(train_labels))
+    logger.info(f"Logistic regression: C {float(np.ravel(model.C_)[0]):g} chosen by cross-validation")
     return model.predict(vectorizer.transform(eval_histories))
 
 
@@ -266,6 +270,7 @@ def ranking_baselines(
     )
     evaluated_source = bag_matrix(recent(rows["input_ids"], max_length), len(tokenizer))
     l2 = choose_ease_l2(train_source, train_targets, seed)
+    logger.info(f"EASE: penalty {l2:g} chosen by cross-validation inside the training users")
     scores = {
         "popularity": item_popularity(splits["train"]["targets"], num_items).expand(len(rows), num_items),
         "item_knn": evaluated_source @ item_knn_similarity(train_source, train_targets),
