@@ -8,7 +8,7 @@ Writes results/reproduction.md, results/reproduction.json and learning-curve PNG
 Same as `peterrec reproduce`.
 """
 
-from modeling_peterrec.reproduce import main
+from modeling_peterrec.reproduction import main
 
 if __name__ == "__main__":
     main()

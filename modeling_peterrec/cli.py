@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif command == "demo":
         _demo(rest)
     elif command == "reproduce":
-        from .reproduce import main as reproduce
+        from .reproduction import main as reproduce
 
         reproduce(rest)
     else:

@@ -10,7 +10,7 @@ import pytest
 from datasets import load_from_disk
 
 from modeling_peterrec.data import classification_dataset, coldrec_dataset, pretraining_dataset
-from modeling_peterrec.reproduce import (
+from modeling_peterrec.reproduction import (
     PRESETS,
     Aggregate,
     Configuration,

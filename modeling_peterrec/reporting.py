@@ -1,0 +1,74 @@
+"""Generic result rendering: markdown tables and learning-curve plots (Figures 4-6 plot a validation measure by epoch).
+
+Shared by the reproduction report, and open to any table or curve of the package. Plots need the optional
+`matplotlib` (`pip install peterrec[plots]`); it is imported only when a plot is drawn, and drawn on a
+`matplotlib.figure.Figure` with the Agg canvas, so the caller's backend is never changed.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+Curve = Sequence[tuple[float, float]]
+"""(epoch, value) points."""
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table; the first column is left-aligned, the others right-aligned."""
+    align = [":--", *("--:" for _ in header[1:])]
+    lines = [header, align, *rows]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
+
+
+def mean_curve(curves: Sequence[Curve]) -> list[tuple[float, float]]:
+    """Point-wise mean of curves evaluated at the same epochs (the shortest curve sets the length)."""
+    curves = [curve for curve in curves if curve]
+    if not curves:
+        return []
+    length = min(len(curve) for curve in curves)
+    return [
+        (curves[0][index][0], statistics.fmean(curve[index][1] for curve in curves))
+        for index in range(length)
+    ]
+
+
+def _figure_class():
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(
+            "Plots need matplotlib: install the `plots` extra (pip install 'peterrec[plots]')."
+        ) from error
+    return Figure, FigureCanvasAgg
+
+
+def plot_curves(panels: dict[str, dict[str, Sequence[Curve]]], path: Path, ylabels: dict[str, str]) -> None:
+    """Writes a PNG with one panel per title and one line per label: the mean over its curves (seeds) by epoch.
+
+    Args:
+        panels: title -> label -> the curves (one per seed) to average.
+        path: the PNG file.
+        ylabels: title -> y-axis label.
+    """
+    figure_class, canvas_class = _figure_class()
+    figure = figure_class(figsize=(5.5 * len(panels), 4))
+    canvas_class(figure)
+    axes = figure.subplots(1, len(panels), squeeze=False)
+    for axis, (title, lines) in zip(axes[0], panels.items(), strict=True):
+        for label, curves in lines.items():
+            mean = mean_curve(curves)
+            if mean:
+                axis.plot(*zip(*mean, strict=True), marker="o", markersize=3, label=label)
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(ylabels[title])
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+
+
+__all__ = ["markdown_table", "mean_curve", "plot_curves"]

@@ -1,0 +1,50 @@
+"""Reproduction of the paper's experiments (Section 4, RQ1-RQ4) on MovieLens-1M: `peterrec reproduce`.
+
+Every number in `results/` comes from one command. One job per module:
+
+- `plan`: presets, tasks, research questions and the configurations each one needs;
+- `runner`: pretraining, validation-only tuning, the runs (resumed from disk) and the report's data;
+- `baselines`: the rule and classical baselines on the models' own rows and candidates;
+- `report`: aggregation over seeds, markdown tables, learning curves and the JSON file;
+- `investigation`: the validation-only study of learning rates and PeterRec's options;
+- `cli`: the `ReproduceArguments` dataclass and the `peterrec reproduce` entry point.
+"""
+
+from ..reporting import markdown_table, mean_curve
+from .baselines import (
+    BASELINES,
+    baseline_rows,
+    item_popularity,
+    majority_label,
+    popularity_metrics,
+)
+from .cli import ReproduceArguments, main
+from .investigation import investigate
+from .plan import PRESETS, Configuration, Preset, research_plan
+from .report import Aggregate, render_report, write_plots
+from .runner import Reproduction, derived_task, reproduce, run_plan, validation_curve
+
+__all__ = [
+    "BASELINES",
+    "PRESETS",
+    "Aggregate",
+    "Configuration",
+    "Preset",
+    "ReproduceArguments",
+    "Reproduction",
+    "baseline_rows",
+    "derived_task",
+    "investigate",
+    "item_popularity",
+    "main",
+    "majority_label",
+    "markdown_table",
+    "mean_curve",
+    "popularity_metrics",
+    "render_report",
+    "reproduce",
+    "research_plan",
+    "run_plan",
+    "validation_curve",
+    "write_plots",
+]

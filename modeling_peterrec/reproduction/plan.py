@@ -1,0 +1,188 @@
+"""What the reproduction runs (Section 4, RQ1-RQ4): presets, tasks, research questions and their configurations.
+
+- RQ1 (Table 2, Figure 4): PeterRec vs PeterZero and FineAll vs FineZero, causal backbone, serial insertion (c).
+- RQ2 (Table 3, Figure 5): FineCLS, FineLast1, FineLast2, FineAll and PeterRec with serial (c) and parallel (d)
+  insertion on the non-causal backbone, with the trainable share of each method.
+- RQ3 (Tables 4, 5): PeterRec against the majority-class rule (LabelCS) for user profiles and item popularity for
+  ColdRec, beside classical baselines (`baselines.py`).
+- RQ4 (Tables 6, 7, Figure 6): causal vs non-causal pretraining, insertions (b)-(e), and PeterRec vs FineAll
+  with 10% and 30% of the training users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..registry import INSERTIONS, METHODS, TASK_KINDS, TaskKind, choose
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Model size and training budget of one reproduction. `learning_rates` is the grid searched on validation
+    for every configuration (one value: no search)."""
+
+    name: str
+    hidden_size: int
+    dilations: tuple[int, ...]
+    max_length: int
+    pretrain_epochs: float
+    finetune_epochs: float
+    coldrec_epochs: float
+    pretrain_batch_size: int
+    finetune_batch_size: int
+    learning_rates: tuple[float, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    evaluations_per_run: int = 6
+    num_eval_negatives: int = 99
+
+
+PRESETS = {
+    "smoke": Preset(
+        "smoke",
+        16,
+        (1, 2),
+        20,
+        1,
+        1,
+        1,
+        64,
+        64,
+        (1e-3,),
+        seeds=(0,),
+        evaluations_per_run=2,
+        num_eval_negatives=5,
+    ),
+    "cpu": Preset("cpu", 64, (1, 2, 4, 8) * 2, 50, 1, 2, 1, 64, 64, (1e-3,)),
+    "paper": Preset("paper", 256, (1, 2, 4, 8) * 4, 100, 10, 20, 10, 32, 64, (1e-3, 1e-4)),
+}
+"""`cpu`: 8 conv layers of width 64 over the 50 most recent items, sized to run on two CPU cores (see
+docs/reproduction.md for its wall time). `paper`: the paper's backbone (hidden 256, dilations [1, 2, 4, 8] x 4,
+Section 4.1) and its learning-rate range 1e-3 to 1e-4, for a GPU. `smoke`: a seconds-long check of the plumbing."""
+
+PROFILE_TASKS = ("genest", "ageest", "lifestatus")
+TASKS = (*PROFILE_TASKS, "coldrec")
+ALL_TASKS = ("genest", "ageest", "lifeest", "lifestatus", "coldrec")
+TASK_TITLES = {
+    "genest": "GenEst",
+    "ageest": "AgeEst",
+    "lifeest": "LifeEst (occupation)",
+    "lifestatus": "LifeEst (life status)",
+    "coldrec": "ColdRec",
+}
+RANKING_TASKS = ("coldrec",)
+"""The tasks of the ranking kind; the others are user-profile classification."""
+DATASET_TITLES = {"ml-1m": "MovieLens-1M", "ml-100k": "MovieLens-100K"}
+RQ2_TASKS = ("ageest", "coldrec")
+"""The tasks of the paper's Figure 5 (and of Table 6, for RQ4's causal vs non-causal comparison)."""
+INSERTION_TASK = "ageest"
+"""Table 7 compares the insertions on AgeEst."""
+FEW_LABEL_TASK = "lifestatus"
+FEW_LABEL_FRACTIONS = (0.1, 0.3)
+"""Figure 6: LifeEst with a fraction of the training users."""
+RQ1_METHODS = ("peterrec", "peter_zero", "fine_all", "fine_zero")
+RQ2_METHODS = ("fine_cls", "fine_last1", "fine_last2", "fine_all")
+RESEARCH_QUESTIONS = (1, 2, 3, 4)
+
+
+def task_kind(task: str) -> TaskKind:
+    """The registry's kind of a reproduced task: ranking for ColdRec, classification for the user profiles."""
+    return TASK_KINDS["ranking" if task in RANKING_TASKS else "classification"]
+
+
+def insertion_title(insertion: str) -> str:
+    """`(c) serial, two patches per block`: the panel of Figure 3 and the insertion's description."""
+    mode = INSERTIONS[insertion]
+    return f"{mode.figure[1:]} {mode.description}"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One fine-tuning setting, run once per seed: a task, a method, the backbone's pretraining objective, and
+    the PeterRec patch options (ignored by the methods without patches)."""
+
+    task: str
+    method: str
+    objective: str = "causal"
+    insertion: str | None = "serial_two"
+    train_fraction: float = 1.0
+    bottleneck_size: int | None = None
+    train_layer_norms: tuple[str, ...] = ()
+    train_tcl_embedding: bool = False
+    readout: str = "tcl"
+
+    def __post_init__(self) -> None:
+        if not choose(METHODS, self.method, "fine-tuning method").adds_patches:
+            for name in ("insertion", "bottleneck_size"):
+                object.__setattr__(self, name, None)
+            object.__setattr__(self, "train_layer_norms", ())
+            object.__setattr__(self, "train_tcl_embedding", False)
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}.")
+
+    @property
+    def name(self) -> str:
+        """Folder name of the configuration's runs, unique per setting."""
+        parts = [self.objective, self.task, self.method]
+        if self.insertion is not None:
+            parts.append(self.insertion)
+        if self.bottleneck_size is not None:
+            parts.append(f"bottleneck{self.bottleneck_size}")
+        parts.extend(f"train_{norm}" for norm in self.train_layer_norms)
+        if self.train_tcl_embedding:
+            parts.append("train_tcl")
+        if self.train_fraction < 1:
+            parts.append(f"train{round(100 * self.train_fraction)}pct")
+        if self.readout != "tcl":
+            parts.append(f"readout_{self.readout}")
+        return "-".join(parts)
+
+
+def research_plan(rqs: Iterable[int], tasks: Sequence[str]) -> dict[str, list[Configuration]]:
+    """The configurations each experiment needs, keyed `rq1`, `rq2`, `rq3`, `rq4_objective`, `rq4_insertion`,
+    `rq4_few_labels`; `tasks` restricts every experiment to those tasks."""
+    rqs, chosen = set(rqs), [task for task in ALL_TASKS if task in tasks]
+    plan: dict[str, list[Configuration]] = {}
+    if 1 in rqs:
+        plan["rq1"] = [Configuration(task, method) for task in chosen for method in RQ1_METHODS]
+    if 2 in rqs:
+        plan["rq2"] = [
+            *(
+                Configuration(task, method, "masked")
+                for task in chosen
+                if task in RQ2_TASKS
+                for method in RQ2_METHODS
+            ),
+            *(
+                Configuration(task, "peterrec", "masked", insertion)
+                for task in chosen
+                if task in RQ2_TASKS
+                for insertion in ("serial_two", "parallel_before_ln")
+            ),
+        ]
+    if 3 in rqs:
+        plan["rq3"] = [Configuration(task, "peterrec") for task in chosen]
+    if 4 in rqs:
+        plan["rq4_objective"] = [
+            Configuration(task, "peterrec", objective)
+            for task in chosen
+            if task in RQ2_TASKS
+            for objective in ("causal", "masked")
+        ]
+        plan["rq4_insertion"] = [
+            Configuration(INSERTION_TASK, "peterrec", "masked", insertion)
+            for insertion in INSERTIONS
+            if INSERTION_TASK in chosen
+        ]
+        plan["rq4_few_labels"] = [
+            Configuration(FEW_LABEL_TASK, method, train_fraction=fraction)
+            for fraction in (*FEW_LABEL_FRACTIONS, 1.0)
+            for method in ("peterrec", "fine_all")
+            if FEW_LABEL_TASK in chosen
+        ]
+    return {key: configurations for key, configurations in plan.items() if configurations}
+
+
+def unique_configurations(plan: dict[str, list[Configuration]]) -> list[Configuration]:
+    """Every configuration of the plan once, in first-use order (experiments share runs)."""
+    return list(dict.fromkeys(configuration for group in plan.values() for configuration in group))

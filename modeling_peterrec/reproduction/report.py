@@ -1,0 +1,337 @@
+"""The reproduction's report: aggregation over seeds, the markdown tables of results/reproduction.md, the learning
+curves (Figures 4-6) and the JSON file."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .._io import write_json
+from ..registry import INSERTIONS, METHODS
+from ..reporting import markdown_table, plot_curves
+from .baselines import BASELINES
+from .plan import (
+    ALL_TASKS,
+    FEW_LABEL_FRACTIONS,
+    FEW_LABEL_TASK,
+    INSERTION_TASK,
+    RQ1_METHODS,
+    RQ2_METHODS,
+    RQ2_TASKS,
+    TASK_TITLES,
+    Configuration,
+    insertion_title,
+    task_kind,
+)
+
+
+@dataclass
+class Aggregate:
+    """Mean and sample standard deviation (n - 1 in the denominator; 0 for one value) over seeds."""
+
+    mean: float
+    std: float
+    values: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Aggregate:
+        if not values:
+            raise ValueError("Cannot aggregate an empty list of values.")
+        values = [float(value) for value in values]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls(statistics.fmean(values), std, values)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4f} ± {self.std:.4f}"
+
+
+def aggregate_runs(runs: dict[int, dict[str, float]]) -> dict[str, Aggregate]:
+    """Per-metric `Aggregate` over the seeds' metric dictionaries (metrics that every seed reports)."""
+    names = set.intersection(*(set(metrics) for metrics in runs.values()))
+    return {name: Aggregate.of([runs[seed][name] for seed in sorted(runs)]) for name in sorted(names)}
+
+
+def reported_metrics(task: str) -> list[tuple[str, str]]:
+    """(metric key, title) pairs a table shows for a task: accuracy, or HR@5 and MRR@5 among 99 sampled
+    negatives (the paper's protocol) and MRR@5, HR@10 and NDCG@10 of the full ranking over all target items."""
+    if task_kind(task).name == "ranking":
+        return [
+            ("hr@5", "HR@5"),
+            ("mrr@5", "MRR@5"),
+            ("full_mrr@5", "MRR@5 full"),
+            ("full_hr@10", "HR@10 full"),
+            ("full_ndcg@10", "NDCG@10 full"),
+        ]
+    return [("accuracy", "Acc")]
+
+
+def _seeds_aggregate(by_seed: dict[str, dict[str, float]] | None, metric: str) -> str:
+    if by_seed is None:
+        return "–"
+    return str(Aggregate.of([by_seed[seed][metric] for seed in sorted(by_seed)]))
+
+
+def _cell(result: dict[str, Any] | None, metric: str) -> str:
+    return _seeds_aggregate(None if result is None else result["test"], metric)
+
+
+def _share(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return "–"
+    return f"{result['trainable_parameters']:,} ({100 * result['trainable_share']:.2f}%)"
+
+
+def _methods_by_task_table(
+    results: dict[str, dict[str, Any]],
+    columns: Sequence[tuple[str, Configuration | None]],
+    tasks: Sequence[str],
+) -> str:
+    """Rows: (task, metric); columns: one configuration per (title, configuration for the task `{task}`)."""
+    rows = []
+    for task in tasks:
+        for metric, metric_title in reported_metrics(task):
+            row = [f"{TASK_TITLES[task]} {metric_title}"]
+            for _, configuration in columns:
+                key = None if configuration is None else replace(configuration, task=task).name
+                row.append(_cell(results.get(key), metric))
+            rows.append(row)
+    return markdown_table(["Task", *(title for title, _ in columns)], rows)
+
+
+def baselines_table(
+    baselines: dict[str, dict[str, dict[str, dict[str, float]]]],
+    tasks: Sequence[str],
+    methods: dict[str, dict[str, dict[str, dict[str, float]]]] | None = None,
+) -> str:
+    """Rows: (task, metric); columns: every baseline of the tasks' kinds, then each of `methods` (title -> task ->
+    seed -> metrics). `baselines` maps task -> baseline name -> seed -> metrics."""
+    tasks = [task for task in tasks if task in baselines]
+    names = [name for name in BASELINES if any(name in baselines[task] for task in tasks)]
+    methods = methods or {}
+    rows = []
+    for task in tasks:
+        for metric, metric_title in reported_metrics(task):
+            rows.append(
+                [
+                    f"{TASK_TITLES[task]} {metric_title}",
+                    *(_seeds_aggregate(baselines[task].get(name), metric) for name in names),
+                    *(_seeds_aggregate(by_task.get(task), metric) for by_task in methods.values()),
+                ]
+            )
+    return markdown_table(["Task", *(BASELINES[name].title for name in names), *methods], rows)
+
+
+def render_report(report: dict[str, Any]) -> str:
+    """The markdown of results/reproduction.md: one table per experiment, from the JSON report."""
+    results, baselines, plan = report["configurations"], report["baselines"], report["plan"]
+    preset = report["preset"]
+    lines = [
+        f"# Reproduction of the paper's findings on {report['data']}",
+        "",
+        f"Preset `{preset['name']}`: hidden {preset['hidden_size']}, dilations {list(preset['dilations'])}, "
+        f"the {preset['max_length']} most recent items, seeds {list(preset['seeds'])}, learning rate(s) "
+        f"{list(preset['learning_rates'])} (chosen on validation when several). Cells: test mean ± sample std "
+        f"over seeds. The runs took {report['run_time_s'] / 60:.0f} min one after the other (pretraining and "
+        f"fine-tuning, as timed by each run); this pass {report['wall_time_s'] / 60:.0f} min. Generated by "
+        f"`{report['command']}`.",
+        "",
+        "## Backbones (pretrained on the ColdRec source domain)",
+        "",
+        markdown_table(
+            ["Objective", "Parameters", "MRR@5", "HR@5", "Pretraining time"],
+            [
+                [
+                    objective,
+                    f"{summary['num_parameters']:,}",
+                    f"{summary['test']['mrr@5']:.4f}",
+                    f"{summary['test']['hr@5']:.4f}",
+                    f"{summary['train_runtime_s'] / 60:.1f} min",
+                ]
+                for objective, summary in report["backbones"].items()
+            ],
+        ),
+        "",
+        "MRR@5 / HR@5: the held-out last item of each user ranked over the whole item pool (test split).",
+    ]
+    tasks = [task for task in ALL_TASKS if task in report["tasks"]]
+
+    def section(title: str, table: str, note: str = "") -> None:
+        lines.extend(["", f"## {title}", "", table])
+        if note:
+            lines.extend(["", note])
+
+    if "rq1" in plan:
+        columns = [(METHODS[method].title, Configuration("{task}", method)) for method in RQ1_METHODS]
+        section(
+            "RQ1: does pretraining help? (causal backbone, serial insertion (c); Table 2)",
+            _methods_by_task_table(results, columns, tasks),
+            "PeterZero and FineZero train the same parameters as PeterRec and FineAll on a random backbone. "
+            "Learning curves: `rq1_curves.png`.",
+        )
+    if "rq2" in plan:
+        rq2_tasks = [task for task in tasks if task in RQ2_TASKS]
+        columns = [
+            (METHODS[method].title, Configuration("{task}", method, "masked")) for method in RQ2_METHODS
+        ]
+        columns += [
+            (
+                f"PeterRec {INSERTIONS[insertion].figure[1:]}",
+                Configuration("{task}", "peterrec", "masked", insertion),
+            )
+            for insertion in ("serial_two", "parallel_before_ln")
+        ]
+        shares = [
+            [title] + [_share(results.get(replace(configuration, task=task).name)) for task in rq2_tasks]
+            for title, configuration in columns
+        ]
+        section(
+            "RQ2: model patch vs other fine-tuning (non-causal backbone; Table 3, Figure 5)",
+            _methods_by_task_table(results, columns, rq2_tasks)
+            + "\n\nTrainable parameters (share of the task model):\n\n"
+            + markdown_table(["Method", *(TASK_TITLES[task] for task in rq2_tasks)], shares),
+            "Learning curves (validation measure during training, mean over seeds): `rq2_curves.png`.",
+        )
+    if "rq3" in plan:
+        rows = []
+        for task in tasks:
+            peterrec = results.get(Configuration(task, "peterrec").name)
+            for metric, metric_title in reported_metrics(task):
+                rows.append(
+                    [
+                        f"{TASK_TITLES[task]} {metric_title}",
+                        _seeds_aggregate(baselines.get(task), metric),
+                        _cell(peterrec, metric),
+                    ]
+                )
+        peterrec_by_task = {
+            task: results[Configuration(task, "peterrec").name]["test"]
+            for task in tasks
+            if Configuration(task, "peterrec").name in results
+        }
+        section(
+            "RQ3: PeterRec against rule baselines (Tables 4, 5)",
+            markdown_table(["Task", "LabelCS / popularity", "PeterRec"], rows)
+            + "\n\nClassical baselines beside PeterRec, on the same test users and candidates:\n\n"
+            + baselines_table(report.get("classical_baselines", {}), tasks, {"PeterRec": peterrec_by_task}),
+            "LabelCS predicts the most frequent training label; ColdRec's baseline ranks target items by the "
+            "number of training users who liked them, on the same sampled candidates as the models. The logistic "
+            "regressions read the TF-IDF bag of the items the model sees or of all the user's items, with C chosen "
+            "by cross-validation inside the training users; item-kNN sums the cosine similarities of the user's "
+            "source items to each target item; EASE is a ridge regression from the source bag to the target items.",
+        )
+    if "rq4_objective" in plan:
+        columns = [
+            (f"PeterRec {objective}", Configuration("{task}", "peterrec", objective))
+            for objective in ("causal", "masked")
+        ]
+        section(
+            "RQ4: causal vs non-causal pretraining (PeterRec, serial (c); Table 6)",
+            _methods_by_task_table(results, columns, [task for task in tasks if task in RQ2_TASKS]),
+        )
+    if "rq4_insertion" in plan:
+        rows = [
+            [
+                insertion_title(insertion),
+                _cell(
+                    results.get(Configuration(INSERTION_TASK, "peterrec", "masked", insertion).name),
+                    "accuracy",
+                ),
+                _share(results.get(Configuration(INSERTION_TASK, "peterrec", "masked", insertion).name)),
+            ]
+            for insertion in INSERTIONS
+        ]
+        section(
+            f"RQ4: patch insertion on {TASK_TITLES[INSERTION_TASK]} (non-causal backbone; Table 7)",
+            markdown_table(["Insertion (Figure 3)", "Acc", "Trainable"], rows),
+        )
+    if "rq4_few_labels" in plan:
+        rows = [
+            [f"{round(100 * fraction)}% of the training users"]
+            + [
+                _cell(
+                    results.get(Configuration(FEW_LABEL_TASK, method, train_fraction=fraction).name),
+                    "accuracy",
+                )
+                for method in ("peterrec", "fine_all")
+            ]
+            for fraction in (*FEW_LABEL_FRACTIONS, 1.0)
+        ]
+        section(
+            f"RQ4: few labels on {TASK_TITLES[FEW_LABEL_TASK]} (causal backbone; Figure 6)",
+            markdown_table(["Training data", "PeterRec", "FineAll"], rows),
+            "Each seed draws its own subset of training users. Learning curves: `rq4_few_labels.png`.",
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(report: dict[str, Any], output_dir: Path) -> list[str]:
+    """The learning-curve figures of RQ1, RQ2 and the few-label study; returns their file names."""
+    results, plan, written = report["configurations"], report["plan"], []
+
+    def panel(labelled: dict[str, Configuration]) -> dict[str, list]:
+        return {
+            label: list(results[configuration.name]["curves"].values())
+            for label, configuration in labelled.items()
+            if configuration.name in results
+        }
+
+    figures = {}
+    tasks = [task for task in ALL_TASKS if task in report["tasks"]]
+    if "rq1" in plan:
+        figures["rq1_curves.png"] = {
+            TASK_TITLES[task]: panel({METHODS[m].title: Configuration(task, m) for m in RQ1_METHODS})
+            for task in tasks
+        }
+    if "rq2" in plan:
+        figures["rq2_curves.png"] = {
+            TASK_TITLES[task]: panel(
+                {
+                    **{METHODS[m].title: Configuration(task, m, "masked") for m in RQ2_METHODS},
+                    **{
+                        f"PeterRec {INSERTIONS[i].figure[1:]}": Configuration(task, "peterrec", "masked", i)
+                        for i in ("serial_two", "parallel_before_ln")
+                    },
+                },
+            )
+            for task in tasks
+            if task in RQ2_TASKS
+        }
+    few_label_titles = {
+        fraction: f"{TASK_TITLES[FEW_LABEL_TASK]}, {round(100 * fraction)}% of users"
+        for fraction in FEW_LABEL_FRACTIONS
+    }
+    if "rq4_few_labels" in plan:
+        figures["rq4_few_labels.png"] = {
+            title: panel(
+                {
+                    METHODS[m].title: Configuration(FEW_LABEL_TASK, m, train_fraction=fraction)
+                    for m in ("peterrec", "fine_all")
+                },
+            )
+            for fraction, title in few_label_titles.items()
+        }
+    ylabels = {
+        **{TASK_TITLES[task]: f"validation {task_kind(task).selection_title}" for task in ALL_TASKS},
+        **{
+            title: f"validation {task_kind(FEW_LABEL_TASK).selection_title}"
+            for title in few_label_titles.values()
+        },
+    }
+    for name, panels in figures.items():
+        panels = {title: lines for title, lines in panels.items() if lines}
+        if panels:
+            plot_curves(panels, output_dir / name, ylabels)
+            written.append(name)
+    return written
+
+
+def write_report(report: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """Writes the plots, `reproduction.json` and `reproduction.md` into `output_dir`; returns the report with its
+    plot names."""
+    report["plots"] = write_plots(report, output_dir)
+    write_json(output_dir / "reproduction.json", report)
+    (output_dir / "reproduction.md").write_text(render_report(report))
+    return report

@@ -1,0 +1,447 @@
+"""Runs a reproduction plan (`plan.py`) and resumes it: pretraining, validation-only tuning, one test read per
+configuration and seed, the baselines, and the report (`report.py`).
+
+The runner pretrains one backbone per objective (causal NextItNet, masked GRec encoder) on the ColdRec source domain
+(`pretrain_source`), fine-tunes every configuration of the plan with `training.finetune` (once per seed) and computes
+the baselines (`baselines.py`) on the same rows.
+
+Honest tuning: when a preset lists several learning rates, each configuration picks one by its validation metric,
+using the first seed on a copy of the task whose `test` split *is* the validation split; the real test split is
+read exactly once per (configuration, seed), by the final run. Runs whose `metrics.json` exists are skipped, so
+an interrupted reproduction resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers.utils import logging as transformers_logging
+
+from ..data import default_cache_dir, load_task
+from ..registry import TASK_KINDS
+from ..training import (
+    METRICS_FILE,
+    FinetuneArguments,
+    PeterRecTrainingArguments,
+    PretrainArguments,
+    finetune,
+    pretrain,
+)
+from .baselines import RULE_BASELINES, baseline_rows
+from .plan import (
+    ALL_TASKS,
+    DATASET_TITLES,
+    RESEARCH_QUESTIONS,
+    TASKS,
+    Configuration,
+    Preset,
+    research_plan,
+    task_kind,
+    unique_configurations,
+)
+from .report import aggregate_runs, write_report
+
+logger = transformers_logging.get_logger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data variants: few labels, and the tuning copy whose test split is the validation split
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def derived_task(
+    splits, folder: Path, train_fraction: float = 1.0, seed: int = 0, for_tuning: bool = False
+) -> Path:
+    """Saves (once) a variant of a task's `DatasetDict` and returns its folder.
+
+    `train_fraction` keeps that share of the training rows (a seeded random subset, Figure 6); `for_tuning`
+    replaces the test split by the validation split, so that a run made to choose hyperparameters cannot read
+    the test split.
+    """
+    if (folder / "dataset_dict.json").is_file():
+        return folder
+    from datasets import DatasetDict
+
+    train = splits["train"]
+    if train_fraction < 1:
+        train = train.shuffle(seed=seed).select(range(max(1, round(train_fraction * len(train)))))
+    variant = DatasetDict(
+        {
+            "train": train,
+            "validation": splits["validation"],
+            "test": splits["validation" if for_tuning else "test"],
+        }
+    )
+    temporary = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    variant.save_to_disk(str(temporary))
+    shutil.rmtree(folder, ignore_errors=True)
+    temporary.rename(folder)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The runner
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reproduction:
+    """Runs a research plan with one preset and collects its results.
+
+    `dataset` names a MovieLens release (tasks from the data cache); `data_dir` instead holds one `DatasetDict`
+    folder per task name (`pretrain_source`, `genest`, ..., saved with `save_to_disk`). Runs go to `work_dir`;
+    derived task variants (few labels, tuning copies) to `<cache_dir>/reproduce`.
+    """
+
+    preset: Preset
+    work_dir: Path
+    dataset: str = "ml-1m"
+    data_dir: Path | None = None
+    cache_dir: Path | None = None
+    finetune_fn: Callable[..., dict[str, Any]] = finetune
+    pretrain_fn: Callable[..., dict[str, Any]] = pretrain
+    run_missing: bool = True
+    _splits: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.work_dir = Path(self.work_dir)
+        source = self.data_dir if self.data_dir is not None else f"{self.dataset}"
+        self.derived_dir = default_cache_dir(self.cache_dir) / "reproduce" / Path(str(source)).name
+
+    # Data ----------------------------------------------------------------------------------------------------
+
+    def splits(self, task: str):
+        """The `DatasetDict` of a task (loaded once)."""
+        if task not in self._splits:
+            if self.data_dir is not None:
+                from datasets import load_from_disk
+
+                folder = Path(self.data_dir) / task
+                if not folder.is_dir():
+                    raise FileNotFoundError(
+                        f"{folder} does not exist; --data_dir needs one DatasetDict folder per task ({task})."
+                    )
+                self._splits[task] = load_from_disk(str(folder))
+            else:
+                self._splits[task] = load_task(self.dataset, task, self.cache_dir)
+        return self._splits[task]
+
+    def _data_arguments(
+        self, task: str, train_fraction: float, seed: int, for_tuning: bool
+    ) -> dict[str, Any]:
+        """Where `finetune` reads a configuration's task: the original task, or a derived variant."""
+        arguments = {"task": task, "max_length": self.preset.max_length, "cache_dir": self._cache()}
+        if train_fraction == 1 and not for_tuning:
+            if self.data_dir is None:
+                return {**arguments, "dataset": self.dataset}
+            return {**arguments, "data_dir": str(Path(self.data_dir) / task)}
+        name = task
+        if train_fraction < 1:
+            name += f"-train{round(100 * train_fraction)}pct-seed{seed}"
+        if for_tuning:
+            name += "-tuning"
+        folder = derived_task(self.splits(task), self.derived_dir / name, train_fraction, seed, for_tuning)
+        return {**arguments, "data_dir": str(folder)}
+
+    def _cache(self) -> str | None:
+        return None if self.cache_dir is None else str(self.cache_dir)
+
+    # Pretraining ---------------------------------------------------------------------------------------------
+
+    def backbone(self, objective: str) -> dict[str, Any]:
+        """Pretrains (or finds) the backbone of one objective on the source domain; returns its summary."""
+        run_dir = self.work_dir / "backbones" / objective
+        if (run_dir / METRICS_FILE).is_file():
+            return json.loads((run_dir / METRICS_FILE).read_text())
+        if not self.run_missing:
+            raise FileNotFoundError(
+                f"No {objective} backbone in {run_dir}; run the reproduction without --report_only first."
+            )
+        preset = self.preset
+        logger.info(f"Pretraining the {objective} backbone ({preset.name} preset)")
+        data = (
+            {"data_dir": str(Path(self.data_dir) / "pretrain_source")}
+            if self.data_dir is not None
+            else {"dataset": self.dataset}
+        )
+        summary = self.pretrain_fn(
+            PretrainArguments(
+                task="pretrain_source",
+                objective=objective,
+                hidden_size=preset.hidden_size,
+                dilations=list(preset.dilations),
+                max_length=preset.max_length,
+                window_stride=preset.max_length,
+                cache_dir=self._cache(),
+                **data,
+            ),
+            self._training_arguments(
+                run_dir, preset.pretrain_epochs, preset.pretrain_batch_size, 1e-3, 0, evaluations=2
+            ),
+        )
+        _remove_checkpoints(run_dir)
+        return summary
+
+    def backbone_folder(self, objective: str, readout: str = "tcl") -> str:
+        """The backbone folder of an objective; for another readout (Figure 2d), a copy whose config says so (the
+        weights, hence the fingerprint that patches check, are the same)."""
+        folder = Path(self.backbone(objective)["backbone"])
+        if readout == "tcl":
+            return str(folder)
+        variant = self.work_dir / "backbones" / f"{objective}-readout_{readout}"
+        if not (variant / "config.json").is_file():
+            shutil.copytree(folder, variant, dirs_exist_ok=True)
+            config = json.loads((variant / "config.json").read_text())
+            (variant / "config.json").write_text(json.dumps({**config, "readout": readout}, indent=2))
+        return str(variant)
+
+    # Fine-tuning ---------------------------------------------------------------------------------------------
+
+    def _training_arguments(
+        self,
+        output_dir: Path,
+        epochs: float,
+        batch_size: int,
+        learning_rate: float,
+        seed: int,
+        evaluations: int | None = None,
+    ) -> PeterRecTrainingArguments:
+        # Evaluating (and checkpointing) a fixed number of times per run gives the learning curves their points
+        # (Figures 4-6); the best validation checkpoint is kept either way.
+        every = 1 / (evaluations or self.preset.evaluations_per_run)
+        return PeterRecTrainingArguments(
+            output_dir=str(output_dir),
+            num_train_epochs=epochs,
+            learning_rate=learning_rate,
+            per_device_train_batch_size=batch_size,
+            per_device_eval_batch_size=256,
+            eval_strategy="steps",
+            save_strategy="steps",
+            eval_steps=every,
+            save_steps=every,
+            logging_steps=every / 2,
+            save_total_limit=1,
+            seed=seed,
+            disable_tqdm=True,
+            use_cpu=not torch.cuda.is_available(),
+        )
+
+    def run(
+        self,
+        configuration: Configuration,
+        seed: int,
+        learning_rate: float,
+        output_dir: Path,
+        for_tuning: bool,
+    ) -> dict[str, Any]:
+        """One `finetune` run of a configuration (skipped when its `metrics.json` exists)."""
+        if (output_dir / METRICS_FILE).is_file():
+            return json.loads((output_dir / METRICS_FILE).read_text())
+        if not self.run_missing:
+            raise MissingRunError(output_dir)
+        preset = self.preset
+        backbone = self.backbone_folder(configuration.objective, configuration.readout)
+        arguments = FinetuneArguments(
+            backbone=backbone,
+            method=configuration.method,
+            insertion=configuration.insertion or "serial_two",
+            bottleneck_size=configuration.bottleneck_size,
+            train_layer_norms=list(configuration.train_layer_norms),
+            train_tcl_embedding=configuration.train_tcl_embedding,
+            num_eval_negatives=preset.num_eval_negatives,
+            **self._data_arguments(configuration.task, configuration.train_fraction, seed, for_tuning),
+        )
+        epochs = preset.coldrec_epochs if configuration.task == "coldrec" else preset.finetune_epochs
+        started = time.perf_counter()
+        summary = self.finetune_fn(
+            arguments,
+            self._training_arguments(output_dir, epochs, preset.finetune_batch_size, learning_rate, seed),
+        )
+        _remove_checkpoints(output_dir)
+        logger.info(f"{output_dir.relative_to(self.work_dir)}: {time.perf_counter() - started:.0f}s")
+        return summary
+
+    def choose_learning_rate(self, configuration: Configuration) -> tuple[float, dict[str, float]]:
+        """The preset's learning rate with the best validation measure on the first seed, read from tuning runs
+        whose test split is the validation split; returns it and every candidate's validation measure."""
+        rates = self.preset.learning_rates
+        if len(rates) == 1:
+            return rates[0], {}
+        seed, scores = self.preset.seeds[0], {}
+        for rate in rates:
+            output_dir = self.work_dir / "tuning" / configuration.name / f"lr{rate:g}"
+            summary = self.run(configuration, seed, rate, output_dir, for_tuning=True)
+            scores[f"{rate:g}"] = summary["validation"][TASK_KINDS[summary["task_kind"]].selection_metric]
+        best = max(rates, key=lambda rate: scores[f"{rate:g}"])
+        return best, scores
+
+    def configuration_result(self, configuration: Configuration) -> dict[str, Any]:
+        """Chooses the learning rate on validation, runs every seed once (the only reads of the test split) and
+        aggregates the test measures."""
+        learning_rate, tuning = self.choose_learning_rate(configuration)
+        summaries = {
+            seed: self.run(
+                configuration,
+                seed,
+                learning_rate,
+                self.work_dir / configuration.name / f"seed{seed}",
+                for_tuning=False,
+            )
+            for seed in self.preset.seeds
+        }
+        first = summaries[self.preset.seeds[0]]
+        kind = first["task_kind"]
+        return {
+            "configuration": asdict(configuration),
+            "task_kind": kind,
+            "learning_rate": learning_rate,
+            "validation_by_learning_rate": tuning,
+            "trainable_parameters": first["trainable_parameters"],
+            "total_parameters": first["total_parameters"],
+            "trainable_share": first["trainable_parameters"] / first["total_parameters"],
+            "test": {seed: flat_test_metrics(summary) for seed, summary in summaries.items()},
+            "validation": {seed: summary["validation"] for seed, summary in summaries.items()},
+            "curves": {
+                seed: validation_curve(summary["log_history"], TASK_KINDS[kind].selection_metric)
+                for seed, summary in summaries.items()
+            },
+            "wall_time_s": sum(summary.get("wall_time_s", 0.0) for summary in summaries.values()),
+        }
+
+    # Baselines (RQ3) -----------------------------------------------------------------------------------------
+
+    def baselines(self, task: str, split: str = "test") -> dict[str, dict[int, dict[str, float]]]:
+        """Every baseline of the task on `split`, by name then seed (each seed draws its own ColdRec candidates,
+        as the models do, and its own cross-validation folds)."""
+        by_seed = {
+            seed: baseline_rows(
+                self.splits(task), self.preset.max_length, self.preset.num_eval_negatives, seed, split
+            )
+            for seed in self.preset.seeds
+        }
+        names = by_seed[self.preset.seeds[0]]
+        return {name: {seed: rows[name] for seed, rows in by_seed.items()} for name in names}
+
+
+class MissingRunError(RuntimeError):
+    """A run that a report-only pass needs has not been made yet."""
+
+
+def _remove_checkpoints(run_dir: Path) -> None:
+    """Drops the Trainer's checkpoint folders of a finished run (the metrics, curve, patch or backbone stay)."""
+    for checkpoint in run_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def validation_curve(log_history: list[dict[str, Any]], metric: str) -> list[tuple[float, float]]:
+    """(epoch, validation `metric`) at every evaluation during training (the final re-evaluation excluded)."""
+    points = [(entry["epoch"], entry[f"eval_{metric}"]) for entry in log_history if f"eval_{metric}" in entry]
+    seen, curve = set(), []
+    for epoch, value in points:
+        if epoch not in seen:
+            seen.add(epoch)
+            curve.append((epoch, value))
+    return curve
+
+
+def flat_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The test measures of a `finetune` summary, full-ranking ones prefixed `full_`, without the loss."""
+    metrics = {key: value for key, value in summary["test"].items() if key != "loss"}
+    metrics.update({f"full_{key}": value for key, value in summary.get("test_full_ranking", {}).items()})
+    return metrics
+
+
+def reproduce(
+    preset: Preset,
+    output_dir: str | Path = "results",
+    rqs: Iterable[int] = RESEARCH_QUESTIONS,
+    tasks: Sequence[str] = TASKS,
+    dataset: str = "ml-1m",
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    work_dir: str | Path | None = None,
+    command: str = "peterrec reproduce",
+    report_only: bool = False,
+) -> dict[str, Any]:
+    """Runs the research questions `rqs` on `tasks` with `preset` and writes `reproduction.json`,
+    `reproduction.md` and the learning-curve PNGs into `output_dir` (runs into `work_dir`, default
+    `<output_dir>/runs`). With `report_only`, runs nothing and reports the configurations whose runs all exist.
+    Returns the JSON report."""
+    unknown = sorted(set(tasks) - set(ALL_TASKS))
+    if unknown:
+        raise ValueError(f"Unknown task(s) {unknown}; choose from {list(ALL_TASKS)}.")
+    output_dir = Path(output_dir)
+    runner = Reproduction(
+        preset,
+        Path(work_dir) if work_dir is not None else output_dir / "runs",
+        dataset,
+        None if data_dir is None else Path(data_dir),
+        None if cache_dir is None else Path(cache_dir),
+        run_missing=not report_only,
+    )
+    return run_plan(runner, research_plan(rqs, tasks), tasks, output_dir, command)
+
+
+def run_plan(
+    runner: Reproduction,
+    plan: dict[str, list[Configuration]],
+    tasks: Sequence[str],
+    output_dir: Path,
+    command: str,
+) -> dict[str, Any]:
+    """Runs every configuration of `plan` with `runner`, the RQ3 baselines, and writes the report files."""
+    if not plan:
+        raise ValueError(
+            "Nothing to run: the chosen research questions have no experiment on the chosen tasks."
+        )
+    started = time.perf_counter()
+    configurations = unique_configurations(plan)
+    objectives = sorted({configuration.objective for configuration in configurations})
+    backbones = {objective: runner.backbone(objective) for objective in objectives}
+    results = {}
+    for position, configuration in enumerate(configurations, 1):
+        logger.info(f"[{position}/{len(configurations)}] {configuration.name}")
+        try:
+            results[configuration.name] = runner.configuration_result(configuration)
+        except MissingRunError as missing:
+            logger.warning(f"Left out of the report, not run yet: {missing}")
+    baselines, classical = {}, {}
+    if "rq3" in plan:
+        for task in tasks:
+            classical[task] = runner.baselines(task)
+            baselines[task] = classical[task][RULE_BASELINES[task_kind(task).name]]
+    report = {
+        "command": command,
+        "data": DATASET_TITLES.get(runner.dataset, runner.dataset)
+        if runner.data_dir is None
+        else str(runner.data_dir),
+        "preset": asdict(runner.preset),
+        "tasks": list(tasks),
+        "plan": {key: [configuration.name for configuration in group] for key, group in plan.items()},
+        "backbones": {
+            objective: {key: value for key, value in summary.items() if key != "log_history"}
+            for objective, summary in backbones.items()
+        },
+        "configurations": results,
+        "baselines": baselines,
+        "classical_baselines": classical,
+        "wall_time_s": time.perf_counter() - started,
+        "run_time_s": sum(summary.get("wall_time_s", 0.0) for summary in backbones.values())
+        + sum(result["wall_time_s"] for result in results.values()),
+    }
+    report["aggregates"] = {
+        name: {metric: asdict(value) for metric, value in aggregate_runs(result["test"]).items()}
+        for name, result in results.items()
+    }
+    report = json.loads(json.dumps(report))
+    report = write_report(report, output_dir)
+    logger.info(f"Wrote {output_dir / 'reproduction.md'} in {report['wall_time_s'] / 60:.1f} min")
+    return report
