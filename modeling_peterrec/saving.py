@@ -25,6 +25,7 @@ from torch import nn
 from hub_cards.cards import render_patch_card
 
 from ._io import atomic_folder
+from .configuration_peterrec import PeterRecConfig
 from .modeling_peterrec import PeterRecModel, PeterRecPreTrainedModel
 from .patch_config import PATCH_CONFIG_NAME, PATCH_WEIGHTS_NAME, PatchConfig, relative_name
 from .transfer import attach, backbone_fingerprint, backbone_of, base_weight_names, transfer_report
@@ -211,6 +212,20 @@ def attach_patch(
     return model.eval()
 
 
+def _package_backbone(model: nn.Module) -> PeterRecModel:
+    """The backbone inside `model` as this package's `PeterRecModel`.
+
+    A backbone loaded with `trust_remote_code=True` is built from the code files of its folder, classes that are
+    not this package's; it is rebuilt here from its configuration and own weights (bit-identical, and its
+    fingerprint with them), so that the patch attaches as to any other backbone."""
+    if isinstance(model, PeterRecPreTrainedModel) or getattr(model.config, "model_type", None) != "peterrec":
+        return backbone_of(model)
+    remote = model if type(model).__name__ == "PeterRecModel" else getattr(model, model.base_model_prefix)
+    backbone = PeterRecModel(PeterRecConfig(**remote.config.to_dict()))
+    backbone.load_state_dict(remote.state_dict())
+    return backbone.train(remote.training)
+
+
 def load_patch(
     source: str | os.PathLike, backbone: nn.Module, revision: str | None = None, task: str | None = None
 ) -> PeterRecPreTrainedModel:
@@ -219,14 +234,16 @@ def load_patch(
     `source` is a patch folder or a Hub repo id (with `revision`); `task` registers the patch under another name
     than the one it was trained under. The backbone's own weights must have the fingerprint recorded at training
     time; for methods that train backbone weights (`fine_*`), the task model gets its own copy of the backbone so
-    the one passed in stays as it is.
+    the one passed in stays as it is. A backbone loaded by an Auto class with `trust_remote_code=True` (any of
+    them: `AutoModel`, `AutoModelForCausalLM`, ...) works too; the task model then holds a copy of it built from
+    this package's classes.
 
     Raises:
         ValueError: the backbone differs from the patch's, or the patch file is damaged, has missing, extra or
             misshaped tensors, or non-finite values (see `read_patch`).
     """
     spec, tensors = read_patch(source, revision, task=task)
-    return attach_patch(spec, tensors, backbone_of(backbone))
+    return attach_patch(spec, tensors, _package_backbone(backbone))
 
 
 def push_patch_to_hub(
