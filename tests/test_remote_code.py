@@ -60,7 +60,7 @@ from safetensors.torch import load_file
 
 folder, expected_path, classes = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 expected = load_file(expected_path)
-expected_config = json.loads(sys.argv[4])
+setting = json.loads(sys.argv[4])
 
 
 def remote(obj):
@@ -76,12 +76,12 @@ def output(model, batch):
 
 
 config = remote(transformers.AutoConfig.from_pretrained(folder, trust_remote_code=True))
-seen = {key: getattr(config, key) for key in expected_config}
-assert seen == expected_config, (seen, expected_config)
+seen = {key: getattr(config, key) for key in setting["config"]}
+assert seen == setting["config"], (seen, setting["config"])
 tokenizer = remote(transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=True))
-batch = tokenizer(%r, padding=True, return_tensors="pt")
+batch = tokenizer(setting["batch"], padding=True, return_tensors="pt")
 assert torch.equal(batch["input_ids"], expected["input_ids"]), batch["input_ids"]
-""" % (BATCH,)
+"""
 
 BACKBONE_SCRIPT = (
     _PRELUDE
@@ -94,13 +94,12 @@ for name in ("modeling_peterrec", "tokenization"):
     raise SystemExit(f"{name} is importable: the environment is not clean")
 
 for name in classes:
-    torch.manual_seed(%d)
+    torch.manual_seed(setting["seed"])
     model = remote(getattr(transformers, name).from_pretrained(folder, trust_remote_code=True)).eval()
     got = output(model, batch)
     assert torch.equal(got, expected[name]), (name, got, expected[name])
     print("remote code ok:", name)
 """
-    % HEAD_SEED
 )
 
 # The patch's backbone comes from the folder's code; only `load_patch` comes from the project, imported after.
@@ -170,11 +169,11 @@ def output(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     return result.last_hidden_state if "last_hidden_state" in result else result.logits
 
 
-def config_fields(folder: Path) -> str:
+def setting(folder: Path) -> str:
+    """What the scripts check against: the folder's configuration fields, the batch and the heads' seed."""
     config = AutoConfig.from_pretrained(folder)
-    return json.dumps(
-        {key: getattr(config, key) for key in ("vocab_size", "hidden_size", "dilations", "is_causal")}
-    )
+    fields = {key: getattr(config, key) for key in ("vocab_size", "hidden_size", "dilations", "is_causal")}
+    return json.dumps({"config": fields, "batch": BATCH, "seed": HEAD_SEED})
 
 
 @pytest.mark.parametrize("is_causal", [True, False], ids=["causal", "masked"])
@@ -196,7 +195,7 @@ def test_backbone_folder_loads_by_every_auto_class_without_the_package(tmp_path,
         str(folder),
         str(tmp_path / "expected.safetensors"),
         ",".join(classes),
-        config_fields(folder),
+        setting(folder),
     )
     assert stdout.count("remote code ok") == len(classes)
 
@@ -230,7 +229,7 @@ def test_patch_folder_loads_on_a_backbone_from_every_auto_class(tmp_path):
         str(folder),
         str(tmp_path / "expected.safetensors"),
         ",".join(classes),
-        config_fields(folder),
+        setting(folder),
         str(tmp_path / "patch"),
         str(PROJECT_ROOT),
     )
@@ -257,6 +256,6 @@ def test_classification_folder_loads_with_trust_remote_code_without_the_package(
         str(folder),
         str(tmp_path / "expected.safetensors"),
         "AutoModelForSequenceClassification",
-        config_fields(folder),
+        setting(folder),
     )
     assert "remote code ok" in stdout
