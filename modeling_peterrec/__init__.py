@@ -30,8 +30,9 @@ from .modeling_peterrec import (
 )
 from .patch_config import PatchConfig
 from .registry import INSERTIONS, METHODS, READOUTS, TASK_KINDS
-from .saving import load_patch, push_patch_to_hub, save_patch
+from .saving import load_patch, save_patch
 from .serving import MultiTaskPeterRec
+from .sharing import push_folder_to_hub, push_patch_to_hub
 from .transfer import TransferReport, prepare_for_transfer
 
 # For the installed package: Auto classes resolve model_type "peterrec".
@@ -59,6 +60,7 @@ __all__ = [
     "TransferReport",
     "load_patch",
     "prepare_for_transfer",
+    "push_folder_to_hub",
     "push_patch_to_hub",
     "save_patch",
     "ItemTokenizer",
