@@ -9,13 +9,20 @@ Metric names are those of `modeling_peterrec.metrics` (`"accuracy"`, `"macro_f1"
 `"ndcg@10"`, ...); values are plain floats.
 """
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["BACKBONE_TEMPLATE", "PATCH_TEMPLATE", "render_backbone_card", "render_patch_card"]
+__all__ = [
+    "BACKBONE_TEMPLATE",
+    "PATCH_TEMPLATE",
+    "render_backbone_card",
+    "render_patch_card",
+    "retarget_card",
+]
 
 BACKBONE_TEMPLATE = Path(__file__).with_name("backbone_card.md")
 PATCH_TEMPLATE = Path(__file__).with_name("patch_card.md")
@@ -34,6 +41,10 @@ _TASK_KINDS = {
     "ranking": ("cold-start-recommendation", "cold-start item recommendation"),
 }
 _METRIC_NAMES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "hr": "HR", "mrr": "MRR", "ndcg": "NDCG"}
+# What `model-index` (which needs a dataset) names when the evaluation data is not known; no `datasets` is written.
+_UNKNOWN_DATASET = "unspecified"
+# What cards of earlier versions wrote as `datasets` when the data was not known.
+_PLACEHOLDER_DATASETS = [["custom"]]
 
 
 def _metric_name(metric_type: str) -> str:
@@ -196,7 +207,7 @@ def render_patch_card(
     insertion: str | None,
     trainable_parameters: int,
     backbone_parameters: int,
-    dataset: str,
+    dataset: str | None = None,
     dataset_name: str | None = None,
     metrics: Mapping[str, float] | None = None,
     full_ranking_metrics: Mapping[str, float] | None = None,
@@ -218,7 +229,8 @@ def render_patch_card(
             `"parallel_after_act"`), or None for a method without patches.
         trainable_parameters: parameters the method trained (the contents of `patch.safetensors`).
         backbone_parameters: parameters of the frozen backbone, for the share.
-        dataset, dataset_name, dataset_split: the evaluation data (id, readable name, split).
+        dataset, dataset_name, dataset_split: the evaluation data (id, readable name, split); without `dataset`
+            the card has no `datasets` metadata.
         metrics: classification metrics, or for ranking the paper's protocol (true item among 99 sampled negatives).
         full_ranking_metrics: for ranking, the same measures over the full ranking of all target items.
         label_names: class names of a classification task.
@@ -238,12 +250,12 @@ def render_patch_card(
         raise ValueError("`full_ranking_metrics` only applies to task_kind='ranking'.")
     trainable = _check_count(trainable_parameters, "trainable_parameters")
     backbone = _check_count(backbone_parameters, "backbone_parameters")
-    dataset_name = dataset_name or dataset
+    dataset_name = dataset_name or dataset or _UNKNOWN_DATASET
     task_type, task_description = _TASK_KINDS[task_kind]
     common = {
         "task_type": task_type,
         "task_name": f"{task} ({task_description})",
-        "dataset": dataset,
+        "dataset": dataset or _UNKNOWN_DATASET,
         "dataset_name": dataset_name,
         "dataset_split": dataset_split,
     }
@@ -270,7 +282,7 @@ def render_patch_card(
         base_model=base_model,
         base_model_relation="adapter",
         tags=[*_TAGS, "model-patch", task_type],
-        datasets=[dataset],
+        datasets=[dataset] if dataset else None,
         license=license,
         eval_results=results or None,
     )
@@ -293,3 +305,32 @@ def render_patch_card(
         evaluation_description=evaluation,
         metric_rows=_metric_rows(results),
     )
+
+
+def retarget_card(card: ModelCard, repo_id: str, base_model: str | None = None) -> ModelCard:
+    """The card of a saved folder, renamed for the Hub repository `repo_id` it is pushed to.
+
+    A folder's card names the folder (and a patch card its backbone as it was given, possibly a local path); the
+    title, the loading snippets and the metadata get `repo_id` (and `base_model`, for a patch) instead, in the
+    places the templates put them. The `datasets: custom` placeholder of earlier versions is dropped. Everything
+    else (metrics, sizes, text) stays as it was written.
+    """
+    card = ModelCard(str(card))
+    title = re.search(r"^# (.+)$", card.text, flags=re.MULTILINE)
+    text = card.text
+    if base_model is not None and card.data.base_model is not None:
+        old = card.data.base_model
+        text = text.replace(
+            f"[{old}](https://huggingface.co/{old})", f"[{base_model}](https://huggingface.co/{base_model})"
+        )
+        text = text.replace(f'"{old}"', f'"{base_model}"')
+        card.data.base_model = base_model
+    if title is not None:
+        old = title.group(1)
+        text = text[: title.start()] + f"# {repo_id}" + text[title.end() :]
+        text = text.replace(f'"{old}"', f'"{repo_id}"')
+    card.text = text
+    card.data.model_name = repo_id.split("/")[-1]
+    if card.data.datasets in _PLACEHOLDER_DATASETS:
+        card.data.datasets = None
+    return card

@@ -7,7 +7,8 @@ Where each concept lives (one job per file):
 - `tokenization_peterrec.py`: the item tokenizer (`[PAD]` `[UNK]` `[MASK]` `[TCL]`), re-exported by `tokenization/`.
 - `patch_config.py`: the one description of a task patch (`patch_config.json`) and its format versions.
 - `transfer.py`: `prepare_for_transfer` (Section 3.3): heads, patches, frozen weights, trainable counts.
-- `saving.py`: patch folders: save, read, check, attach, push.
+- `saving.py`: patch folders: save, read, check, attach.
+- `sharing.py`: backbone and patch folders to the Hub, with their cards.
 - `serving.py`: `MultiTaskPeterRec`, many tasks on one backbone.
 - `_io.py`: crash-safe writes of files and folders.
 """
@@ -29,8 +30,9 @@ from .modeling_peterrec import (
 )
 from .patch_config import PatchConfig
 from .registry import INSERTIONS, METHODS, READOUTS, TASK_KINDS
-from .saving import load_patch, push_patch_to_hub, save_patch
+from .saving import load_patch, save_patch
 from .serving import MultiTaskPeterRec
+from .sharing import push_folder_to_hub, push_patch_to_hub
 from .tokenization_peterrec import ItemTokenizer, UnknownItems
 from .transfer import TransferReport, prepare_for_transfer
 
@@ -59,6 +61,7 @@ __all__ = [
     "TransferReport",
     "load_patch",
     "prepare_for_transfer",
+    "push_folder_to_hub",
     "push_patch_to_hub",
     "save_patch",
     "ItemTokenizer",

@@ -3,8 +3,9 @@
 from ._io import atomic_folder
 from .patch_config import PATCH_WEIGHTS_NAME
 from .registry import METHODS
-from .saving import load_patch, push_patch_to_hub, read_patch, save_patch
+from .saving import load_patch, read_patch, save_patch
 from .serving import MultiTaskPeterRec
+from .sharing import push_patch_to_hub
 from .transfer import backbone_fingerprint, prepare_for_transfer
 
 PATCHED_METHODS = tuple(name for name, method in METHODS.items() if method.adds_patches)

@@ -1,4 +1,5 @@
-"""Patch folders on disk and on the Hub: write, read, check and attach them (Section 3.3, one backbone, many patches).
+"""Patch folders, local or downloaded from the Hub: write, read, check and attach them (Section 3.3, one backbone,
+many patches); `sharing` pushes them.
 
 `save_patch` writes only what the method trained (`patch.safetensors`, names relative to the task) with its
 `PatchConfig` (`patch_config.json`) and a model card, atomically. `load_patch` reads a folder or a Hub repo, checks
@@ -12,11 +13,10 @@ import copy
 import dataclasses
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import torch
-from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import snapshot_download
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
@@ -25,6 +25,7 @@ from torch import nn
 from hub_cards.cards import render_patch_card
 
 from ._io import atomic_folder
+from .configuration_peterrec import PeterRecConfig
 from .modeling_peterrec import PeterRecModel, PeterRecPreTrainedModel
 from .patch_config import (
     PATCH_CONFIG_NAME,
@@ -61,7 +62,7 @@ def save_patch(
     full_ranking_metrics: dict[str, float] | None = None,
     backbone_repo_id: str | None = None,
     backbone_revision: str | None = None,
-    dataset: str = "custom",
+    dataset: str | None = None,
     repo_id: str | None = None,
 ) -> Path:
     """Writes the patch folder: `patch_config.json`, `patch.safetensors` (only what the method trained, under names
@@ -218,6 +219,20 @@ def attach_patch(
     return model.eval()
 
 
+def _package_backbone(model: nn.Module) -> PeterRecModel:
+    """The backbone inside `model` as this package's `PeterRecModel`.
+
+    A backbone loaded with `trust_remote_code=True` is built from the code files of its folder, classes that are
+    not this package's; it is rebuilt here from its configuration and own weights (bit-identical, and its
+    fingerprint with them), so that the patch attaches as to any other backbone."""
+    if isinstance(model, PeterRecPreTrainedModel) or getattr(model.config, "model_type", None) != "peterrec":
+        return backbone_of(model)
+    remote = model if type(model).__name__ == "PeterRecModel" else getattr(model, model.base_model_prefix)
+    backbone = PeterRecModel(PeterRecConfig(**remote.config.to_dict()))
+    backbone.load_state_dict(remote.state_dict())
+    return backbone.train(remote.training)
+
+
 def load_patch(
     source: str | os.PathLike, backbone: nn.Module, revision: str | None = None, task: str | None = None
 ) -> PeterRecPreTrainedModel:
@@ -226,37 +241,16 @@ def load_patch(
     `source` is a patch folder or a Hub repo id (with `revision`); `task` registers the patch under another name
     than the one it was trained under. The backbone's own weights must have the fingerprint recorded at training
     time; for methods that train backbone weights (`fine_*`), the task model gets its own copy of the backbone so
-    the one passed in stays as it is.
+    the one passed in stays as it is. A backbone loaded by an Auto class with `trust_remote_code=True` (any of
+    them: `AutoModel`, `AutoModelForCausalLM`, ...) works too; the task model then holds a copy of it built from
+    this package's classes.
 
     Raises:
         ValueError: the backbone differs from the patch's, or the patch file is damaged, has missing, extra or
             misshaped tensors, or non-finite values (see `read_patch`).
     """
     spec, tensors = read_patch(source, revision, task=task)
-    return attach_patch(spec, tensors, backbone_of(backbone))
+    return attach_patch(spec, tensors, _package_backbone(backbone))
 
 
-def push_patch_to_hub(
-    model: PeterRecPreTrainedModel,
-    repo_id: str,
-    private: bool = False,
-    commit_message: str = "Upload PeterRec patch",
-    token: str | None = None,
-    **save_kwargs,
-) -> str:
-    """Saves the patch (see `save_patch`) and uploads the folder to the Hub; returns the commit's revision."""
-    backbone_repo_id = save_kwargs.get("backbone_repo_id") or model.patch_config.backbone_repo_id
-    if not backbone_repo_id or backbone_repo_id.count("/") != 1 or Path(backbone_repo_id).exists():
-        raise ValueError(
-            f"The patch card must name its backbone's Hub repo id ('namespace/name'), got "
-            f"{backbone_repo_id!r}; push the backbone first and pass backbone_repo_id=..."
-        )
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory() as staging:
-        folder = save_patch(model, Path(staging) / "patch", repo_id=repo_id, **save_kwargs)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
-    return commit.oid
-
-
-__all__ = ["attach_patch", "load_patch", "push_patch_to_hub", "read_patch", "save_patch"]
+__all__ = ["attach_patch", "load_patch", "read_patch", "save_patch"]

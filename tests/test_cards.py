@@ -3,7 +3,7 @@
 import pytest
 from huggingface_hub import ModelCard, create_repo, model_info
 
-from hub_cards.cards import render_backbone_card, render_patch_card
+from hub_cards.cards import render_backbone_card, render_patch_card, retarget_card
 
 BACKBONE_ID = "peterrec/nextitnet-ml1m"
 PATCH_ID = "peterrec/genest-patch"
@@ -137,8 +137,32 @@ def test_patch_card_rejects_bad_arguments_with_the_fix():
         patch_card(trainable_parameters=0)
 
 
+def test_patch_card_without_dataset_has_no_datasets_metadata():
+    card = ModelCard(str(patch_card(dataset=None, dataset_name=None)))
+    assert card.data.datasets is None
+    assert "datasets:" not in str(card)
+    assert "custom" not in str(card)
+    assert eval_values(card) == {("accuracy", None): 0.7512, ("macro_f1", None): 0.6633}
+
+
+def test_retarget_card_names_the_repositories_and_keeps_the_rest():
+    local = str(patch_card(base_model="/runs/backbone")).replace("- ml-1m", "- custom")
+    card = retarget_card(ModelCard(local), "team/gender", base_model=BACKBONE_ID)
+    assert card.data.base_model == BACKBONE_ID
+    assert card.data.datasets is None  # the placeholder of earlier versions
+    assert card.text.startswith("\n# team/gender\n")
+    assert "/runs/backbone" not in str(card)
+    assert f'AutoModel.from_pretrained("{BACKBONE_ID}"' in card.text
+    assert 'load_patch("team/gender", backbone)' in card.text
+    assert eval_values(card) == eval_values(patch_card())
+    assert card.text.split("## Task")[1] == patch_card().text.split("## Task")[1].replace(
+        PATCH_ID, "team/gender"
+    )
+
+
 def test_cards_validate_against_hub_metadata_check(local_hub):
-    for card in (backbone_card(), patch_card(), patch_card(task_kind="ranking", metrics={"hr@5": 0.4})):
+    cards = (backbone_card(), patch_card(), patch_card(task_kind="ranking", metrics={"hr@5": 0.4}))
+    for card in (*cards, patch_card(dataset=None)):
         card.validate()
 
 
