@@ -30,7 +30,7 @@ from modeling_peterrec import (
     prepare_for_transfer,
     save_patch,
 )
-from modeling_peterrec.training import save_backbone
+from modeling_peterrec.saving import save_backbone
 from tokenization import ItemTokenizer
 
 OWN_ENTRIES = ("modeling_peterrec", "tokenization", "hub_cards", "peterrec", "__editable__", "_peterrec")

@@ -25,7 +25,7 @@ from modeling_peterrec import (
     save_patch,
 )
 from modeling_peterrec.patch_config import PATCH_CONFIG_NAME, PATCH_WEIGHTS_NAME
-from modeling_peterrec.training import save_backbone
+from modeling_peterrec.saving import save_backbone
 from tokenization import ItemTokenizer
 
 SEQUENCES = [["a", "b", "c"], ["c", "d"], ["b", "e", "a"]]

@@ -12,6 +12,7 @@ both run the same code, on one process or under `accelerate launch`. One job per
 - `pipelines`: `pretrain`, `finetune`, `evaluate`.
 """
 
+from ..saving import load_backbone, save_backbone
 from .arguments import (
     PAPER_DILATIONS,
     DataArguments,
@@ -20,7 +21,6 @@ from .arguments import (
     PeterRecTrainingArguments,
     PretrainArguments,
 )
-from .backbones import load_backbone, save_backbone
 from .checkpoints import last_complete_checkpoint, resume_target
 from .datasets import RankingEvaluationCollator, load_splits, ranking_datasets, task_kind
 from .outputs import METRICS_FILE, plot_learning_curve

@@ -30,11 +30,10 @@ from ..metrics import make_compute_metrics
 from ..modeling_peterrec import PeterRecForItemRanking
 from ..patch_config import PATCH_WEIGHTS_NAME
 from ..registry import METHODS, TASK_KINDS, choose, tcl_position
-from ..saving import load_patch, save_patch
+from ..saving import load_backbone, load_patch, pretraining_model_class, save_backbone, save_patch
 from ..tokenization_peterrec import ItemTokenizer
 from ..transfer import prepare_for_transfer
 from .arguments import EvaluateArguments, FinetuneArguments, PretrainArguments
-from .backbones import load_backbone, pretraining_model_class, save_backbone
 from .checkpoints import resume_target
 from .datasets import (
     dataset_name,
