@@ -1,4 +1,4 @@
-"""Model cards for PeterRec backbones and patches (SPEC §4), rendered from the templates next to this file.
+"""Model cards for PeterRec backbones and patches, rendered from the templates next to this file.
 
 Both cards carry their metrics as `model-index` (through `EvalResult`), so the Hub shows them and tools can read
 them back. A backbone card describes the pretrained user model (library `transformers`, loadable with

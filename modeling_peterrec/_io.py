@@ -1,5 +1,5 @@
 """Crash-safe writes: a file or a whole folder (a backbone, a patch) is either its complete old or its complete new
-version at every instant, even if the writer is killed (SPEC §7, "saves are atomic").
+version at every instant, even if the writer is killed.
 
 Files: a temporary sibling, fsynced, then `os.replace`.
 

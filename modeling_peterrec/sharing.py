@@ -1,4 +1,4 @@
-"""Sharing saved folders on the Hub (SPEC §4, §6): a backbone folder, or a patch folder that names its backbone.
+"""Sharing saved folders on the Hub: a backbone folder, or a patch folder that names its backbone.
 
 One backbone, many patches (Section 3.3): a patch repository holds only `patch_config.json`, `patch.safetensors`
 and its card, and points at its backbone's repository with `base_model` / `base_model_relation: adapter`. A folder
