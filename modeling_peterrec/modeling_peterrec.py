@@ -599,17 +599,43 @@ class PeterRecForMaskedItemPrediction(_PeterRecForItemPrediction):
     shift_labels = False
 
 
-class PeterRecForSequenceClassification(PeterRecPreTrainedModel):
-    """User-profile prediction (GenEst, AgeEst, LifeEst): the task's readout (`config.readout`, the [TCL] readout
-    of Figure 2 by default) and a linear layer, trained with softmax cross-entropy. For the `[TCL]` readouts
-    `input_ids` already carry `[TCL]` (appended for the causal backbone, at both ends for the non-causal one; see
-    `ItemTokenizer(add_tcl=...)`)."""
+class PeterRecForUserTask(PeterRecPreTrainedModel):
+    """What the two fine-tuning heads share (Section 3.3): the backbone, the task's readout (`config.readout`, the
+    [TCL] readout of Figure 2 by default), and the contract a server relies on to run many tasks on one backbone:
+    `user_vectors` reads (batch, hidden) user vectors, `logits_from_user_vectors` turns them into task outputs.
+
+    For the `[TCL]` readouts `input_ids` already carry `[TCL]` (appended for the causal backbone, at both ends for
+    the non-causal one; see `ItemTokenizer(tcl_position=...)`).
+    """
+
+    def __init__(self, config: PeterRecConfig):
+        super().__init__(config)
+        self.peterrec = PeterRecModel(config)
+        self.readout = UserReadout(config)
+
+    def user_vectors(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(batch, hidden) user representations through the task's patch and readout."""
+        if attention_mask is None:
+            attention_mask = input_ids.ne(self.config.pad_token_id)
+        hidden = self.peterrec(
+            input_ids, attention_mask=attention_mask, patch=self.patch_name
+        ).last_hidden_state
+        return self.readout(hidden, attention_mask)
+
+    def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """The task's outputs for (batch, hidden) user vectors; each head defines them."""
+        raise NotImplementedError(f"{type(self).__name__} must define logits_from_user_vectors.")
+
+
+class PeterRecForSequenceClassification(PeterRecForUserTask):
+    """User-profile prediction (GenEst, AgeEst, LifeEst): the task's user vector and a linear layer, trained with
+    softmax cross-entropy."""
 
     def __init__(self, config: PeterRecConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.peterrec = PeterRecModel(config)
-        self.readout = UserReadout(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
@@ -648,7 +674,7 @@ class PeterRecForSequenceClassification(PeterRecPreTrainedModel):
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
-class PeterRecForItemRanking(PeterRecPreTrainedModel):
+class PeterRecForItemRanking(PeterRecForUserTask):
     """Cold-start item recommendation (ColdRec, Section 3.3): a new target-item embedding table scored by dot
     product with the task's user representation (`config.readout`, the [TCL] readout of Figure 2 by default).
 
@@ -662,21 +688,8 @@ class PeterRecForItemRanking(PeterRecPreTrainedModel):
             raise ValueError(
                 f"PeterRecForItemRanking needs config.num_target_items >= 2, got {config.num_target_items}."
             )
-        self.peterrec = PeterRecModel(config)
-        self.readout = UserReadout(config)
         self.target_embeddings = nn.Embedding(config.num_target_items, config.hidden_size)
         self.post_init()
-
-    def user_vectors(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(batch, hidden) user representations through the task's readout."""
-        if attention_mask is None:
-            attention_mask = input_ids.ne(self.config.pad_token_id)
-        hidden = self.peterrec(
-            input_ids, attention_mask=attention_mask, patch=self.patch_name
-        ).last_hidden_state
-        return self.readout(hidden, attention_mask)
 
     def score(
         self,
@@ -887,6 +900,7 @@ __all__ = [
     "PeterRecModel",
     "PeterRecForNextItemPrediction",
     "PeterRecForMaskedItemPrediction",
+    "PeterRecForUserTask",
     "PeterRecForSequenceClassification",
     "PeterRecForItemRanking",
     "ItemPredictionOutput",
