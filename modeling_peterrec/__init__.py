@@ -4,6 +4,7 @@ Where each concept lives (one job per file):
 
 - `registry.py`: one record per fine-tuning method, patch insertion, task kind and readout.
 - `configuration_peterrec.py`, `modeling_peterrec.py`, `loss_peterrec.py`: the model family (the paper).
+- `configuration_cmnrec.py`, `modeling_cmnrec.py`: CmnRec, the family's chunk-accelerated memory network.
 - `tokenization_peterrec.py`: the item tokenizer (`[PAD]` `[UNK]` `[MASK]` `[TCL]`), re-exported by `tokenization/`.
 - `patch_config.py`: the one description of a task patch (`patch_config.json`) and its format versions.
 - `transfer.py`: `prepare_for_transfer` (Section 3.3): heads, patches, frozen weights, trainable counts.
@@ -15,8 +16,15 @@ Where each concept lives (one job per file):
 import transformers
 from transformers import AutoConfig, AutoTokenizer
 
-from . import modeling_peterrec
+from . import modeling_cmnrec, modeling_peterrec
+from .configuration_cmnrec import CmnRecConfig
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
+from .modeling_cmnrec import (
+    CmnRecForNextItemPrediction,
+    CmnRecForSequenceClassification,
+    CmnRecModel,
+    CmnRecPreTrainedModel,
+)
 from .modeling_peterrec import (
     AUTO_CLASSES,
     ModelPatch,
@@ -28,7 +36,7 @@ from .modeling_peterrec import (
     PeterRecPreTrainedModel,
 )
 from .patch_config import PatchConfig
-from .registry import INSERTIONS, METHODS, READOUTS, TASK_KINDS
+from .registry import CHUNK_RULES, INSERTIONS, METHODS, MODEL_TYPES, READOUTS, TASK_KINDS
 from .saving import load_patch, push_patch_to_hub, save_patch
 from .serving import MultiTaskPeterRec
 from .tokenization_peterrec import ItemTokenizer, UnknownItems
@@ -42,13 +50,30 @@ for auto_name, model_name in AUTO_CLASSES.items():
         PeterRecConfig, getattr(modeling_peterrec, model_name), exist_ok=True
     )
 
+AutoConfig.register("cmnrec", CmnRecConfig, exist_ok=True)
+AutoTokenizer.register(CmnRecConfig, fast_tokenizer_class=ItemTokenizer, exist_ok=True)
+for auto_name, model_name in modeling_cmnrec.AUTO_CLASSES.items():
+    getattr(transformers, auto_name).register(
+        CmnRecConfig, getattr(modeling_cmnrec, model_name), exist_ok=True
+    )
+
 # For trust_remote_code: save_pretrained copies the code files next to the weights and writes `auto_map`.
 PeterRecConfig.register_for_auto_class()
 ItemTokenizer.register_for_auto_class("AutoTokenizer")
 for auto_name, model_name in AUTO_CLASSES.items():
     getattr(modeling_peterrec, model_name).register_for_auto_class(auto_name)
+CmnRecConfig.register_for_auto_class()
+for auto_name, model_name in modeling_cmnrec.AUTO_CLASSES.items():
+    getattr(modeling_cmnrec, model_name).register_for_auto_class(auto_name)
 
 __all__ = [
+    "CHUNK_RULES",
+    "MODEL_TYPES",
+    "CmnRecConfig",
+    "CmnRecForNextItemPrediction",
+    "CmnRecForSequenceClassification",
+    "CmnRecModel",
+    "CmnRecPreTrainedModel",
     "INSERTIONS",
     "INSERTION_MODES",
     "METHODS",
