@@ -579,5 +579,8 @@ __all__ = [
     "CmnRecForSequenceClassification",
     "build_pretraining_model",
     "chunk_layout",
+    "chunk_tables",
     "chunk_times",
+    "allocation_weights",
+    "content_weights",
 ]

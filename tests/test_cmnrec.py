@@ -28,6 +28,7 @@ from modeling_peterrec.modeling_cmnrec import (
     allocation_weights,
     build_pretraining_model,
     chunk_layout,
+    chunk_tables,
     chunk_times,
     content_weights,
 )
@@ -136,6 +137,7 @@ def test_tsc_chunks_shrink_towards_the_end():
 
 def test_schedule_is_computed_once_per_length():
     chunk_times.cache_clear()
+    chunk_tables.cache_clear()
     config = tester.config(chunking="tsc")
     model = CmnRecModel(config).eval()
     with torch.no_grad():
