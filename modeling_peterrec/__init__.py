@@ -4,6 +4,7 @@ Where each concept lives (one job per file):
 
 - `registry.py`: one record per fine-tuning method, patch insertion, task kind and readout.
 - `configuration_peterrec.py`, `modeling_peterrec.py`, `loss_peterrec.py`: the model family (the paper).
+- `configuration_cmnrec.py`, `modeling_cmnrec.py`: CmnRec, the family's chunk-accelerated memory network.
 - `tokenization_peterrec.py`: the item tokenizer (`[PAD]` `[UNK]` `[MASK]` `[TCL]`), re-exported by `tokenization/`.
 - `patch_config.py`: the one description of a task patch (`patch_config.json`) and its format versions.
 - `transfer.py`: `prepare_for_transfer` (Section 3.3): heads, patches, frozen weights, trainable counts.
@@ -13,13 +14,20 @@ Where each concept lives (one job per file):
 - `_io.py`: crash-safe writes of files and folders.
 """
 
+import importlib
+
 import transformers
 from transformers import AutoConfig, AutoTokenizer
 
-from . import modeling_peterrec
+from .configuration_cmnrec import CmnRecConfig
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
+from .modeling_cmnrec import (
+    CmnRecForNextItemPrediction,
+    CmnRecForSequenceClassification,
+    CmnRecModel,
+    CmnRecPreTrainedModel,
+)
 from .modeling_peterrec import (
-    AUTO_CLASSES,
     ModelPatch,
     PeterRecForItemRanking,
     PeterRecForMaskedItemPrediction,
@@ -29,28 +37,40 @@ from .modeling_peterrec import (
     PeterRecPreTrainedModel,
 )
 from .patch_config import PatchConfig
-from .registry import INSERTIONS, METHODS, READOUTS, TASK_KINDS
+from .registry import CHUNK_RULES, INSERTIONS, METHODS, MODEL_TYPES, READOUTS, TASK_KINDS
 from .saving import load_patch, save_patch
 from .serving import MultiTaskPeterRec
 from .sharing import push_folder_to_hub, push_patch_to_hub
 from .tokenization_peterrec import ItemTokenizer, UnknownItems
 from .transfer import TransferReport, prepare_for_transfer
 
-# For the installed package: Auto classes resolve model_type "peterrec".
-AutoConfig.register("peterrec", PeterRecConfig, exist_ok=True)
-AutoTokenizer.register(PeterRecConfig, fast_tokenizer_class=ItemTokenizer, exist_ok=True)
-for auto_name, model_name in AUTO_CLASSES.items():
-    getattr(transformers, auto_name).register(
-        PeterRecConfig, getattr(modeling_peterrec, model_name), exist_ok=True
-    )
 
-# For trust_remote_code: save_pretrained copies the code files next to the weights and writes `auto_map`.
-PeterRecConfig.register_for_auto_class()
+def _register(model_type: str) -> None:
+    """Makes the Auto classes resolve `model_type` (installed package), and `save_pretrained` copy the code files
+    and write `auto_map` (for `trust_remote_code` loading without the package)."""
+    record = MODEL_TYPES[model_type]
+    modeling = importlib.import_module(f".{record.modeling_file}", __name__)
+    config_class = getattr(modeling, record.config_class)
+    AutoConfig.register(model_type, config_class, exist_ok=True)
+    AutoTokenizer.register(config_class, fast_tokenizer_class=ItemTokenizer, exist_ok=True)
+    config_class.register_for_auto_class()
+    for auto_name, model_name in modeling.AUTO_CLASSES.items():
+        getattr(transformers, auto_name).register(config_class, getattr(modeling, model_name), exist_ok=True)
+        getattr(modeling, model_name).register_for_auto_class(auto_name)
+
+
 ItemTokenizer.register_for_auto_class("AutoTokenizer")
-for auto_name, model_name in AUTO_CLASSES.items():
-    getattr(modeling_peterrec, model_name).register_for_auto_class(auto_name)
+for _model_type in MODEL_TYPES:
+    _register(_model_type)
 
 __all__ = [
+    "CHUNK_RULES",
+    "MODEL_TYPES",
+    "CmnRecConfig",
+    "CmnRecForNextItemPrediction",
+    "CmnRecForSequenceClassification",
+    "CmnRecModel",
+    "CmnRecPreTrainedModel",
     "INSERTIONS",
     "INSERTION_MODES",
     "METHODS",

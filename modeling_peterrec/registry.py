@@ -1,4 +1,5 @@
-"""One record per concept of the paper: fine-tuning methods, patch insertions, task kinds and readouts.
+"""One record per concept of the papers: fine-tuning methods, patch insertions, task kinds, readouts, model types
+and CmnRec's chunk rules.
 
 Every other module reads these records (tables, command-line help, cards, the model, the transfer code); none of
 them keeps its own list. Adding a method, an insertion, a task kind or a readout is one new record here plus its own
@@ -228,6 +229,76 @@ items (and depends mostly on the last few); `sum`, `mean` and `attention` read e
 history, whatever its length."""
 
 
+@dataclass(frozen=True)
+class ModelType:
+    """A model type of the family: what `--model_type` selects, and where its code lives.
+
+    Attributes:
+        name: the `model_type` of its configuration (`config.json`, the Auto classes).
+        config_class: its configuration class, a name in `modeling_peterrec`.
+        modeling_file: the module of `modeling_peterrec` that holds its models.
+        pretraining_class: its next-item pretraining model, a name in `modeling_peterrec`.
+        title: the paper it implements, for tables, help texts and cards.
+    """
+
+    name: str
+    config_class: str
+    modeling_file: str
+    pretraining_class: str
+    title: str
+
+
+MODEL_TYPES: dict[str, ModelType] = {
+    model_type.name: model_type
+    for model_type in (
+        ModelType(
+            "peterrec",
+            "PeterRecConfig",
+            "modeling_peterrec",
+            "PeterRecForNextItemPrediction",
+            "PeterRec: dilated convolutions, transferred with model patches (Yuan et al., SIGIR 2020)",
+        ),
+        ModelType(
+            "cmnrec",
+            "CmnRecConfig",
+            "modeling_cmnrec",
+            "CmnRecForNextItemPrediction",
+            "CmnRec: a chunk-accelerated memory network (Qu, Yuan et al., TKDE 2022)",
+        ),
+    )
+}
+"""The model types of the family, by `model_type`."""
+
+
+@dataclass(frozen=True)
+class ChunkRule:
+    """How CmnRec splits a sequence into chunks whose ends are the memory's access times (CmnRec, Section 4).
+
+    Attributes:
+        name: the rule's identifier (`CmnRecConfig.chunking`).
+        title: its name in the paper.
+        description: one line for docs and help texts.
+    """
+
+    name: str
+    title: str
+    description: str
+
+
+CHUNK_RULES: dict[str, ChunkRule] = {
+    rule.name: rule
+    for rule in (
+        ChunkRule(
+            "none", "SRMN", "no chunks: the memory is written and read at every step (the per-step baseline)"
+        ),
+        ChunkRule("pec", "PEC", "periodic chunks of floor(T/m) items, the first one taking the remainder"),
+        ChunkRule("tsc", "TSC", "time-sensitive chunks, lengths proportional to m, ..., 1, longest first"),
+        ChunkRule("exc", "EXC", "the first T-m+1 items in one chunk, each of the last m-1 items its own"),
+    )
+}
+"""Chunk rules of CmnRec (Section 4), by name."""
+
+
 def tcl_position(is_causal: bool) -> Literal["end", "both"]:
     """Where the `[TCL]` token goes (Figure 2): appended for the causal backbone (a), at both ends otherwise (c)."""
     return "end" if is_causal else "both"
@@ -251,6 +322,10 @@ def require_implemented(registry: Mapping[str, object], implemented: Iterable[st
 
 
 __all__ = [
+    "CHUNK_RULES",
+    "MODEL_TYPES",
+    "ChunkRule",
+    "ModelType",
     "INSERTIONS",
     "METHODS",
     "READOUTS",
