@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -103,9 +103,113 @@ def _read_histories(
         "Fill in or delete these rows; every row needs a user, an item"
         + (" and a timestamp (a number or an ISO date)." if time_column else "."),
     )
-    return {
-        user: [item for _, item in sorted(pairs, key=lambda pair: pair[0])] for user, pairs in events.items()
-    }
+    return {user: _chronological(pairs) for user, pairs in events.items()}
+
+
+def _chronological(events: list[tuple[float, str]]) -> list[str]:
+    """Items of one user's (time, item) events sorted stably by time: equal times keep the file's row order."""
+    return [item for _, item in sorted(events, key=lambda event: event[0])]
+
+
+def _user_order(user: str) -> tuple[int, int | str]:
+    """Sort key of user ids: numeric ids numerically (so 9 comes before 10), others as strings, after them."""
+    return (0, int(user)) if user.isdigit() else (1, user)
+
+
+def _record_batches(path: Path, columns: list[str], rows_per_batch: int):
+    """Record batches of a CSV or Parquet file's given columns, read a block at a time (CSV fields as strings)."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        _check_columns(path, columns, parquet.schema_arrow.names)
+        yield from parquet.iter_batches(batch_size=rows_per_batch, columns=columns)
+        return
+    import pyarrow as pa
+    from pyarrow import csv as pa_csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        _check_columns(path, columns, next(csv.reader(handle), []))
+    reader = pa_csv.open_csv(
+        path,
+        read_options=pa_csv.ReadOptions(block_size=1 << 22),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=columns,
+            column_types={name: pa.string() for name in columns},
+            strings_can_be_null=True,
+        ),
+    )
+    yield from reader
+
+
+def iter_histories(
+    path: str | os.PathLike,
+    user_column: str = "user",
+    item_column: str = "item",
+    time_column: str | None = "timestamp",
+    users_per_batch: int = 1024,
+) -> Iterator[tuple[list[str], list[list[str]]]]:
+    """Chronological histories of a (user, item, timestamp) CSV or Parquet file, `users_per_batch` users at a
+    time (user ids and their histories), in memory that does not grow with the file.
+
+    The file must be sorted by user (numeric ids numerically, other ids as strings; a user's rows may be in any
+    time order), so that a user's rows are contiguous: a user id smaller than the one before raises a `ValueError`
+    (sort it first, e.g. `df.sort_values([user, timestamp], kind="stable")`). Each user's events are sorted
+    stably by (timestamp, row), as in `load_interactions`; bad rows raise one `ValueError` per batch, numbered
+    as data rows (the header is not counted).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist.")
+    columns = [user_column, item_column] + ([time_column] if time_column else [])
+    users: list[str] = []
+    histories: list[list[str]] = []
+    current: str | None = None
+    events: list[tuple[float, str]] = []
+    problems: list[tuple[str, str]] = []
+    number = 0
+    for batch in _record_batches(path, columns, rows_per_batch=1 << 16):
+        values = [batch.column(name).to_pylist() for name in columns]
+        times = values[2] if time_column else [0.0] * batch.num_rows
+        for raw_user, raw_item, raw_time in zip(values[0], values[1], times, strict=True):
+            number += 1
+            user, item = _text(raw_user), _text(raw_item)
+            time = _time(raw_time) if time_column else 0.0
+            if user is None or item is None or time is None:
+                missing = [
+                    name for name, value in ((user_column, user), (item_column, item)) if value is None
+                ]
+                bad_time = (
+                    [f"{time_column} {raw_time!r} is not a number or an ISO date"] if time is None else []
+                )
+                problems.append(
+                    (f"row {number}", ", ".join([f"missing {name}" for name in missing] + bad_time))
+                )
+                continue
+            if user != current:
+                if current is not None and _user_order(user) < _user_order(current):
+                    raise ValueError(
+                        f"{path} is not sorted by {user_column}: row {number} has user {user!r} after {current!r}. "
+                        f"Sort it by {user_column} first (numeric ids numerically), e.g. with pandas "
+                        f"df.sort_values([{user_column!r}, {time_column!r}], kind='stable')."
+                    )
+                if current is not None:
+                    users.append(current)
+                    histories.append(_chronological(events))
+                current, events = user, []
+                if len(users) >= users_per_batch:
+                    raise_bad_rows(
+                        str(path), problems, "Every row needs a user, an item and a valid timestamp."
+                    )
+                    yield users, histories
+                    users, histories = [], []
+            events.append((time, item))
+    if current is not None:
+        users.append(current)
+        histories.append(_chronological(events))
+    raise_bad_rows(str(path), problems, "Every row needs a user, an item and a valid timestamp.")
+    if users:
+        yield users, histories
 
 
 def load_interactions(
@@ -221,6 +325,7 @@ def load_original_format(path: str | os.PathLike, seed: int = 0, padding_token: 
 
 
 __all__ = [
+    "iter_histories",
     "load_interactions",
     "load_labels",
     "load_original_format",
