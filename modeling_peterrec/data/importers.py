@@ -14,7 +14,13 @@ from typing import Any
 from transformers.utils import logging
 
 from ._bad_rows import raise_bad_rows
-from .schemas import checked_label_names, classification_dataset, coldrec_dataset, pretraining_dataset
+from .schemas import (
+    SPLIT_FRACTIONS,
+    checked_label_names,
+    classification_dataset,
+    coldrec_dataset,
+    pretraining_dataset,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -78,12 +84,18 @@ def _time(value: Any) -> float | None:
 
 
 def _read_histories(
-    path: str | os.PathLike, user_column: str, item_column: str, time_column: str | None
-) -> dict[str, list[str]]:
-    """Chronological item history per user (first-appearance order), sorted stably by (time, row)."""
-    columns = [user_column, item_column] + ([time_column] if time_column else [])
+    path: str | os.PathLike,
+    user_column: str,
+    item_column: str,
+    time_column: str | None,
+    split_column: str | None = None,
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Chronological item history per user (first-appearance order), sorted stably by (time, row), and each user's
+    fixed split when `split_column` is given (the same on all of a user's rows)."""
+    columns = [user_column, item_column] + [name for name in (time_column, split_column) if name]
     rows, source = _read_rows(path, columns)
     events: dict[str, list[tuple[float, str]]] = {}
+    splits: dict[str, str] = {}
     problems = []
     for where, row in rows:
         user, item = _text(row[user_column]), _text(row[item_column])
@@ -93,6 +105,12 @@ def _read_histories(
         ]
         if time is None:
             reasons.append(f"{time_column} {row[time_column]!r} is not a number or an ISO date")
+        if split_column:
+            split = _text(row[split_column])
+            if split not in SPLIT_FRACTIONS:
+                reasons.append(f"{split_column} {row[split_column]!r} is not one of {list(SPLIT_FRACTIONS)}")
+            elif splits.setdefault(user, split) != split:
+                reasons.append(f"user {user!r} is in split {splits[user]!r} on an earlier row")
         if reasons:
             problems.append((where, ", ".join(reasons)))
             continue
@@ -101,9 +119,11 @@ def _read_histories(
         source,
         problems,
         "Fill in or delete these rows; every row needs a user, an item"
-        + (" and a timestamp (a number or an ISO date)." if time_column else "."),
+        + (" and a timestamp (a number or an ISO date)" if time_column else "")
+        + (f", and one {split_column} per user" if split_column else "")
+        + ".",
     )
-    return {user: _chronological(pairs) for user, pairs in events.items()}
+    return {user: _chronological(pairs) for user, pairs in events.items()}, splits
 
 
 def _chronological(events: list[tuple[float, str]]) -> list[str]:
@@ -217,18 +237,21 @@ def load_interactions(
     user_column: str = "user",
     item_column: str = "item",
     time_column: str | None = "timestamp",
+    split_column: str | None = None,
 ):
     """Pretraining `DatasetDict` (leave-one-out splits) from a CSV or Parquet table of (user, item, timestamp) rows.
 
     Each user's events are sorted stably by (timestamp, row); with `time_column=None` the file order is the time
     order. Timestamps are numbers or ISO dates. Rows with a missing user, item or timestamp raise one `ValueError`
-    listing their line numbers (CSV) or row numbers (Parquet).
+    listing their line numbers (CSV) or row numbers (Parquet). With `split_column` (values `train`,
+    `validation`, `test`, the same on all of a user's rows) each user's whole history goes to their own split.
     """
-    histories = _read_histories(path, user_column, item_column, time_column)
+    histories, splits = _read_histories(path, user_column, item_column, time_column, split_column)
     logger.info(
         f"Read {sum(map(len, histories.values())):,} interactions of {len(histories):,} users from {path}"
     )
-    return pretraining_dataset(list(histories), list(histories.values()))
+    split_names = [splits[user] for user in histories] if split_column else None
+    return pretraining_dataset(list(histories), list(histories.values()), split_names)
 
 
 def load_labels(
@@ -240,6 +263,7 @@ def load_labels(
     time_column: str | None = "timestamp",
     label_names: Sequence[str] | None = None,
     seed: int = 0,
+    split_column: str | None = None,
 ):
     """Classification `DatasetDict` joining a label table (user, label) to the histories of `interactions_path`.
 
@@ -248,20 +272,27 @@ def load_labels(
     file missing a class gives different ids: pass `label_names` whenever the ids must match a trained head.
     Rows with a missing user or label, a label outside `label_names`, a user seen twice, or a user without
     interactions (an empty sequence) raise one `ValueError` listing their line (CSV) or row (Parquet) numbers.
-    Users with interactions but no label are left out of the task, and counted in the log.
+    Users with interactions but no label are left out of the task, and counted in the log. With `split_column` (a
+    column of the label table: `train`, `validation` or `test` per user) the users keep their fixed splits;
+    otherwise the seeded stratified 70/3/27 split applies.
     """
     names = checked_label_names(label_names) if label_names is not None else None
-    histories = _read_histories(interactions_path, user_column, item_column, time_column)
-    rows, source = _read_rows(path, [user_column, label_column])
+    histories, _ = _read_histories(interactions_path, user_column, item_column, time_column)
+    rows, source = _read_rows(path, [user_column, label_column] + ([split_column] if split_column else []))
     labelled = [(where, _text(row[user_column]), _text(row[label_column])) for where, row in rows]
+    split_of = {where: _text(row[split_column]) for where, row in rows} if split_column else {}
     if names is None:
         names = sorted({label for *_, label in labelled if label})
         logger.info(f"Label names read from {path} (sorted; pass label_names= to fix their order): {names}")
     index = {name: position for position, name in enumerate(names)}
     seen: dict[str, str] = {}
-    users, labels, problems = [], [], []
+    users, labels, split_names, problems = [], [], [], []
     for where, user, label in labelled:
-        if user is None or label is None:
+        if split_column and split_of[where] not in SPLIT_FRACTIONS:
+            problems.append(
+                (where, f"{split_column} {split_of[where]!r} is not one of {list(SPLIT_FRACTIONS)}")
+            )
+        elif user is None or label is None:
             problems.append((where, f"missing {user_column if user is None else label_column}"))
         elif label not in index:
             problems.append((where, f"label {label!r} is not one of {names}"))
@@ -275,6 +306,7 @@ def load_labels(
             seen[user] = where
             users.append(user)
             labels.append(index[label])
+            split_names.append(split_of.get(where))
     raise_bad_rows(
         source,
         problems,
@@ -286,7 +318,9 @@ def load_labels(
         logger.info(
             f"{unlabelled:,} user(s) with interactions have no label in {path} and are not in the task"
         )
-    return classification_dataset(users, [histories[user] for user in users], labels, names, seed)
+    return classification_dataset(
+        users, [histories[user] for user in users], labels, names, seed, split_names if split_column else None
+    )
 
 
 def load_original_format(path: str | os.PathLike, seed: int = 0, padding_token: str | None = None):
