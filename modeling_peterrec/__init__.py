@@ -9,6 +9,9 @@ Where each concept lives (one job per file):
 - `transfer.py`: `prepare_for_transfer` (Section 3.3): heads, patches, frozen weights, trainable counts.
 - `saving.py`: patch folders: save, read, check, attach, push.
 - `serving.py`: `MultiTaskPeterRec`, many tasks on one backbone.
+- `inference.py`: `recommend` and `predict`, item names in, items or labels out.
+- `predict_command.py`: `run_predict`, file-to-file batch prediction streamed a batch of users at a time.
+- `export.py`: `torch.export` / ONNX programs and the serving folder (docs/serving.md).
 - `_io.py`: crash-safe writes of files and folders.
 """
 
@@ -17,6 +20,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from . import modeling_peterrec
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
+from .inference import Prediction, Recommendations, predict, recommend
 from .modeling_peterrec import (
     AUTO_CLASSES,
     ModelPatch,
@@ -55,6 +59,10 @@ __all__ = [
     "READOUTS",
     "TASK_KINDS",
     "MultiTaskPeterRec",
+    "Prediction",
+    "Recommendations",
+    "predict",
+    "recommend",
     "PatchConfig",
     "TransferReport",
     "load_patch",
