@@ -11,6 +11,9 @@ Where each concept lives (one job per file):
 - `saving.py`: patch folders: save, read, check, attach.
 - `sharing.py`: backbone and patch folders to the Hub, with their cards.
 - `serving.py`: `MultiTaskPeterRec`, many tasks on one backbone.
+- `inference.py`: `recommend` and `predict`, item names in, items or labels out.
+- `predict_command.py`: `run_predict`, file-to-file batch prediction streamed a batch of users at a time.
+- `export.py`: `torch.export` / ONNX programs and the serving folder (docs/serving.md).
 - `_io.py`: crash-safe writes of files and folders.
 """
 
@@ -21,6 +24,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from .configuration_cmnrec import CmnRecConfig
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
+from .inference import Prediction, Recommendations, predict, recommend
 from .modeling_cmnrec import (
     CmnRecForNextItemPrediction,
     CmnRecForSequenceClassification,
@@ -77,6 +81,10 @@ __all__ = [
     "READOUTS",
     "TASK_KINDS",
     "MultiTaskPeterRec",
+    "Prediction",
+    "Recommendations",
+    "predict",
+    "recommend",
     "PatchConfig",
     "TransferReport",
     "load_patch",

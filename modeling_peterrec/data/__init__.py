@@ -6,7 +6,8 @@
   ColdRec, Section 4.1), built from a `MovieLens` and cached (`prepare_movielens`, `load_task`).
 - `schemas.py`: the row schema of each kind of `DatasetDict` (pretraining, classification, ColdRec) and the
   seeded 70% / 3% / 27% split by user.
-- `importers.py`: users' own files (interaction logs, label tables, the original code's fine-tuning format).
+- `importers.py`: users' own files (interaction logs, label tables, the original code's fine-tuning format), and
+  a sorted interaction log streamed a batch of users at a time (`iter_histories`).
 - `processing.py`: transforms of built data sets (one row per target, labels aligned to a class order by name,
   tokenizing, sliding windows).
 - `collators.py`: the Trainer collators (next-item, masked-item, classification with [TCL], item ranking).
@@ -22,7 +23,7 @@ from .collators import (
     NextItemCollator,
     SequenceClassificationCollator,
 )
-from .importers import load_interactions, load_labels, load_original_format
+from .importers import iter_histories, load_interactions, load_labels, load_original_format
 from .movielens import (
     MovieLens,
     MovieLensDownloadError,
@@ -50,6 +51,7 @@ __all__ = [
     "coldrec_split",
     "default_cache_dir",
     "expand_windows",
+    "iter_histories",
     "load_interactions",
     "load_labels",
     "load_original_format",

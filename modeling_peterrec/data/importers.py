@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,13 @@ from typing import Any
 from transformers.utils import logging
 
 from ._bad_rows import raise_bad_rows
-from .schemas import checked_label_names, classification_dataset, coldrec_dataset, pretraining_dataset
+from .schemas import (
+    SPLIT_FRACTIONS,
+    checked_label_names,
+    classification_dataset,
+    coldrec_dataset,
+    pretraining_dataset,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -78,12 +84,18 @@ def _time(value: Any) -> float | None:
 
 
 def _read_histories(
-    path: str | os.PathLike, user_column: str, item_column: str, time_column: str | None
-) -> dict[str, list[str]]:
-    """Chronological item history per user (first-appearance order), sorted stably by (time, row)."""
-    columns = [user_column, item_column] + ([time_column] if time_column else [])
+    path: str | os.PathLike,
+    user_column: str,
+    item_column: str,
+    time_column: str | None,
+    split_column: str | None = None,
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Chronological item history per user (first-appearance order), sorted stably by (time, row), and each user's
+    fixed split when `split_column` is given (the same on all of a user's rows)."""
+    columns = [user_column, item_column] + [name for name in (time_column, split_column) if name]
     rows, source = _read_rows(path, columns)
     events: dict[str, list[tuple[float, str]]] = {}
+    splits: dict[str, str] = {}
     problems = []
     for where, row in rows:
         user, item = _text(row[user_column]), _text(row[item_column])
@@ -93,6 +105,12 @@ def _read_histories(
         ]
         if time is None:
             reasons.append(f"{time_column} {row[time_column]!r} is not a number or an ISO date")
+        if split_column:
+            split = _text(row[split_column])
+            if split not in SPLIT_FRACTIONS:
+                reasons.append(f"{split_column} {row[split_column]!r} is not one of {list(SPLIT_FRACTIONS)}")
+            elif splits.setdefault(user, split) != split:
+                reasons.append(f"user {user!r} is in split {splits[user]!r} on an earlier row")
         if reasons:
             problems.append((where, ", ".join(reasons)))
             continue
@@ -101,11 +119,117 @@ def _read_histories(
         source,
         problems,
         "Fill in or delete these rows; every row needs a user, an item"
-        + (" and a timestamp (a number or an ISO date)." if time_column else "."),
+        + (" and a timestamp (a number or an ISO date)" if time_column else "")
+        + (f", and one {split_column} per user" if split_column else "")
+        + ".",
     )
-    return {
-        user: [item for _, item in sorted(pairs, key=lambda pair: pair[0])] for user, pairs in events.items()
-    }
+    return {user: _chronological(pairs) for user, pairs in events.items()}, splits
+
+
+def _chronological(events: list[tuple[float, str]]) -> list[str]:
+    """Items of one user's (time, item) events sorted stably by time: equal times keep the file's row order."""
+    return [item for _, item in sorted(events, key=lambda event: event[0])]
+
+
+def _user_order(user: str) -> tuple[int, int | str]:
+    """Sort key of user ids: numeric ids numerically (so 9 comes before 10), others as strings, after them."""
+    return (0, int(user)) if user.isdigit() else (1, user)
+
+
+def _record_batches(path: Path, columns: list[str], rows_per_batch: int):
+    """Record batches of a CSV or Parquet file's given columns, read a block at a time (CSV fields as strings)."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        _check_columns(path, columns, parquet.schema_arrow.names)
+        yield from parquet.iter_batches(batch_size=rows_per_batch, columns=columns)
+        return
+    import pyarrow as pa
+    from pyarrow import csv as pa_csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        _check_columns(path, columns, next(csv.reader(handle), []))
+    reader = pa_csv.open_csv(
+        path,
+        read_options=pa_csv.ReadOptions(block_size=1 << 22),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=columns,
+            column_types={name: pa.string() for name in columns},
+            strings_can_be_null=True,
+        ),
+    )
+    yield from reader
+
+
+def iter_histories(
+    path: str | os.PathLike,
+    user_column: str = "user",
+    item_column: str = "item",
+    time_column: str | None = "timestamp",
+    users_per_batch: int = 1024,
+) -> Iterator[tuple[list[str], list[list[str]]]]:
+    """Chronological histories of a (user, item, timestamp) CSV or Parquet file, `users_per_batch` users at a
+    time (user ids and their histories), in memory that does not grow with the file.
+
+    The file must be sorted by user (numeric ids numerically, other ids as strings; a user's rows may be in any
+    time order), so that a user's rows are contiguous: a user id smaller than the one before raises a `ValueError`
+    (sort it first, e.g. `df.sort_values([user, timestamp], kind="stable")`). Each user's events are sorted
+    stably by (timestamp, row), as in `load_interactions`; bad rows raise one `ValueError` per batch, numbered
+    as data rows (the header is not counted).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist.")
+    columns = [user_column, item_column] + ([time_column] if time_column else [])
+    users: list[str] = []
+    histories: list[list[str]] = []
+    current: str | None = None
+    events: list[tuple[float, str]] = []
+    problems: list[tuple[str, str]] = []
+    number = 0
+    for batch in _record_batches(path, columns, rows_per_batch=1 << 16):
+        values = [batch.column(name).to_pylist() for name in columns]
+        times = values[2] if time_column else [0.0] * batch.num_rows
+        for raw_user, raw_item, raw_time in zip(values[0], values[1], times, strict=True):
+            number += 1
+            user, item = _text(raw_user), _text(raw_item)
+            time = _time(raw_time) if time_column else 0.0
+            if user is None or item is None or time is None:
+                missing = [
+                    name for name, value in ((user_column, user), (item_column, item)) if value is None
+                ]
+                bad_time = (
+                    [f"{time_column} {raw_time!r} is not a number or an ISO date"] if time is None else []
+                )
+                problems.append(
+                    (f"row {number}", ", ".join([f"missing {name}" for name in missing] + bad_time))
+                )
+                continue
+            if user != current:
+                if current is not None and _user_order(user) < _user_order(current):
+                    raise ValueError(
+                        f"{path} is not sorted by {user_column}: row {number} has user {user!r} after {current!r}. "
+                        f"Sort it by {user_column} first (numeric ids numerically), e.g. with pandas "
+                        f"df.sort_values([{user_column!r}, {time_column!r}], kind='stable')."
+                    )
+                if current is not None:
+                    users.append(current)
+                    histories.append(_chronological(events))
+                current, events = user, []
+                if len(users) >= users_per_batch:
+                    raise_bad_rows(
+                        str(path), problems, "Every row needs a user, an item and a valid timestamp."
+                    )
+                    yield users, histories
+                    users, histories = [], []
+            events.append((time, item))
+    if current is not None:
+        users.append(current)
+        histories.append(_chronological(events))
+    raise_bad_rows(str(path), problems, "Every row needs a user, an item and a valid timestamp.")
+    if users:
+        yield users, histories
 
 
 def load_interactions(
@@ -113,18 +237,21 @@ def load_interactions(
     user_column: str = "user",
     item_column: str = "item",
     time_column: str | None = "timestamp",
+    split_column: str | None = None,
 ):
     """Pretraining `DatasetDict` (leave-one-out splits) from a CSV or Parquet table of (user, item, timestamp) rows.
 
     Each user's events are sorted stably by (timestamp, row); with `time_column=None` the file order is the time
     order. Timestamps are numbers or ISO dates. Rows with a missing user, item or timestamp raise one `ValueError`
-    listing their line numbers (CSV) or row numbers (Parquet).
+    listing their line numbers (CSV) or row numbers (Parquet). With `split_column` (values `train`,
+    `validation`, `test`, the same on all of a user's rows) each user's whole history goes to their own split.
     """
-    histories = _read_histories(path, user_column, item_column, time_column)
+    histories, splits = _read_histories(path, user_column, item_column, time_column, split_column)
     logger.info(
         f"Read {sum(map(len, histories.values())):,} interactions of {len(histories):,} users from {path}"
     )
-    return pretraining_dataset(list(histories), list(histories.values()))
+    split_names = [splits[user] for user in histories] if split_column else None
+    return pretraining_dataset(list(histories), list(histories.values()), split_names)
 
 
 def load_labels(
@@ -136,6 +263,7 @@ def load_labels(
     time_column: str | None = "timestamp",
     label_names: Sequence[str] | None = None,
     seed: int = 0,
+    split_column: str | None = None,
 ):
     """Classification `DatasetDict` joining a label table (user, label) to the histories of `interactions_path`.
 
@@ -144,20 +272,27 @@ def load_labels(
     file missing a class gives different ids: pass `label_names` whenever the ids must match a trained head.
     Rows with a missing user or label, a label outside `label_names`, a user seen twice, or a user without
     interactions (an empty sequence) raise one `ValueError` listing their line (CSV) or row (Parquet) numbers.
-    Users with interactions but no label are left out of the task, and counted in the log.
+    Users with interactions but no label are left out of the task, and counted in the log. With `split_column` (a
+    column of the label table: `train`, `validation` or `test` per user) the users keep their fixed splits;
+    otherwise the seeded stratified 70/3/27 split applies.
     """
     names = checked_label_names(label_names) if label_names is not None else None
-    histories = _read_histories(interactions_path, user_column, item_column, time_column)
-    rows, source = _read_rows(path, [user_column, label_column])
+    histories, _ = _read_histories(interactions_path, user_column, item_column, time_column)
+    rows, source = _read_rows(path, [user_column, label_column] + ([split_column] if split_column else []))
     labelled = [(where, _text(row[user_column]), _text(row[label_column])) for where, row in rows]
+    split_of = {where: _text(row[split_column]) for where, row in rows} if split_column else {}
     if names is None:
         names = sorted({label for *_, label in labelled if label})
         logger.info(f"Label names read from {path} (sorted; pass label_names= to fix their order): {names}")
     index = {name: position for position, name in enumerate(names)}
     seen: dict[str, str] = {}
-    users, labels, problems = [], [], []
+    users, labels, split_names, problems = [], [], [], []
     for where, user, label in labelled:
-        if user is None or label is None:
+        if split_column and split_of[where] not in SPLIT_FRACTIONS:
+            problems.append(
+                (where, f"{split_column} {split_of[where]!r} is not one of {list(SPLIT_FRACTIONS)}")
+            )
+        elif user is None or label is None:
             problems.append((where, f"missing {user_column if user is None else label_column}"))
         elif label not in index:
             problems.append((where, f"label {label!r} is not one of {names}"))
@@ -171,6 +306,7 @@ def load_labels(
             seen[user] = where
             users.append(user)
             labels.append(index[label])
+            split_names.append(split_of.get(where))
     raise_bad_rows(
         source,
         problems,
@@ -182,7 +318,9 @@ def load_labels(
         logger.info(
             f"{unlabelled:,} user(s) with interactions have no label in {path} and are not in the task"
         )
-    return classification_dataset(users, [histories[user] for user in users], labels, names, seed)
+    return classification_dataset(
+        users, [histories[user] for user in users], labels, names, seed, split_names if split_column else None
+    )
 
 
 def load_original_format(path: str | os.PathLike, seed: int = 0, padding_token: str | None = None):
@@ -221,6 +359,7 @@ def load_original_format(path: str | os.PathLike, seed: int = 0, padding_token: 
 
 
 __all__ = [
+    "iter_histories",
     "load_interactions",
     "load_labels",
     "load_original_format",

@@ -51,6 +51,16 @@ def split_by_user(
     return {split: np.sort(indices) for split, indices in zip(SPLIT_FRACTIONS, cuts, strict=True)}
 
 
+def fixed_splits(split_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """User indices per split from each user's own split name (a user's fixed split, e.g. a `split` column), in the
+    `split_by_user` format; a split no user names is empty. Names outside `SPLIT_FRACTIONS` raise a `ValueError`."""
+    unknown = sorted(set(split_names) - set(SPLIT_FRACTIONS))
+    if unknown:
+        raise ValueError(f"Split names {unknown} are not among {list(SPLIT_FRACTIONS)}.")
+    names = np.asarray(split_names, dtype=object)
+    return {split: np.flatnonzero(names == split) for split in SPLIT_FRACTIONS}
+
+
 def _string_features(**extra: Any):
     from datasets import Features, Value
     from datasets import Sequence as SequenceFeature
@@ -72,14 +82,21 @@ def _split_dataset(columns: dict[str, list], features, splits: dict[str, np.ndar
     )
 
 
-def pretraining_dataset(user_ids: Sequence[str], histories: Sequence[Sequence[str]]):
+def pretraining_dataset(
+    user_ids: Sequence[str], histories: Sequence[Sequence[str]], split_names: Sequence[str] | None = None
+):
     """Leave-one-out pretraining splits (see the module docstring) of chronological histories.
 
     A user with fewer than three items cannot spare two held-out items: the whole history goes to `train` only.
+    With `split_names` (each user's fixed split) each user's whole history goes to their own split instead (the
+    last item of a `validation` or `test` row is still the one to predict).
     """
     from datasets import Dataset, DatasetDict
 
     features = _string_features()
+    if split_names is not None:
+        columns = {"user_id": list(user_ids), "items": [list(history) for history in histories]}
+        return _split_dataset(columns, features, fixed_splits(split_names))
     rows: dict[str, dict[str, list]] = {split: {"user_id": [], "items": []} for split in SPLIT_FRACTIONS}
     short = 0
     for user, history in zip(user_ids, histories, strict=True):
@@ -120,8 +137,10 @@ def classification_dataset(
     labels: Sequence[int],
     names: Sequence[str],
     seed: int = 0,
+    split_names: Sequence[str] | None = None,
 ):
-    """User-profile classification rows (`label` indexes `names`), split 70/3/27 by user, stratified by label."""
+    """User-profile classification rows (`label` indexes `names`), split 70/3/27 by user, stratified by label, or
+    by each user's fixed split in `split_names`."""
     from datasets import ClassLabel
 
     features = _string_features(label=ClassLabel(names=list(names)))
@@ -130,7 +149,10 @@ def classification_dataset(
         "items": [list(history) for history in histories],
         "label": list(labels),
     }
-    return _split_dataset(columns, features, split_by_user(len(columns["user_id"]), seed, labels))
+    splits = (
+        fixed_splits(split_names) if split_names is not None else split_by_user(len(user_ids), seed, labels)
+    )
+    return _split_dataset(columns, features, splits)
 
 
 def coldrec_dataset(
@@ -159,6 +181,7 @@ __all__ = [
     "checked_label_names",
     "classification_dataset",
     "coldrec_dataset",
+    "fixed_splits",
     "pretraining_dataset",
     "split_by_user",
 ]
