@@ -19,6 +19,7 @@ from modeling_peterrec.training import (
     FinetuneArguments,
     PeterRecTrainingArguments,
     RankingEvaluationCollator,
+    finetune,
     held_out_item_ranks,
     load_backbone,
     plot_learning_curve,
@@ -74,7 +75,7 @@ def pipeline(tmp_path_factory):
         + ["--output_dir", str(root / "classification"), *QUICK_TRAINING]
     )
     main(
-        [*finetune, "--data_dir", data["coldrec"], "--task", "coldrec", "--method", "fine_all"]
+        [*finetune, "--data_dir", data["coldrec"], "--task", "coldrec", "--method", "fine_all", "--seed", "7"]
         + ["--num_eval_negatives", "10", "--output_dir", str(root / "ranking"), *QUICK_TRAINING]
     )
     return root, data
@@ -171,6 +172,100 @@ def test_ranking_finetuning_reports_sampled_and_full_ranking(pipeline, tmp_path)
     evaluated = read_metrics(tmp_path)
     assert evaluated["metrics"] == pytest.approx(metrics["test"])
     assert evaluated["full_ranking"] == pytest.approx(metrics["test_full_ranking"])
+
+
+@pytest.mark.slow
+def test_evaluation_uses_the_seed_the_patch_records(pipeline):
+    """The ranking run above trained with --seed 7 and was evaluated again without a seed: its sampled metrics
+    match only because the patch folder records the evaluation seed."""
+    root, _ = pipeline
+    config = json.loads((root / "ranking" / "patch" / "patch_config.json").read_text())
+    assert config["evaluation_seed"] == 7
+
+
+@pytest.mark.slow
+def test_backbone_tokenizer_keeps_the_training_max_length(pipeline):
+    root, _ = pipeline
+    _, tokenizer = load_backbone(root / "pretrain" / "backbone")
+    assert tokenizer.model_max_length == 12
+    assert read_metrics(root / "classification")["unknown_item_share"] == 0.0
+
+
+@pytest.mark.slow
+def test_unknown_items_are_refused_before_training(pipeline, tmp_path):
+    root, _ = pipeline
+    users = [f"u{i}" for i in range(40)]
+    histories = [[f"unseen{i % 7}", f"other{i % 5}"] for i in range(40)]
+    classification_dataset(users, histories, [i % 2 for i in range(40)], ["a", "b"]).save_to_disk(
+        tmp_path / "d"
+    )
+    with pytest.raises(ValueError, match="not in this backbone's vocabulary"):
+        finetune(
+            FinetuneArguments(
+                backbone=str(root / "pretrain" / "backbone"), data_dir=str(tmp_path / "d"), task="t"
+            ),
+            PeterRecTrainingArguments(output_dir=str(tmp_path / "run"), use_cpu=True),
+        )
+
+
+@pytest.mark.slow
+def test_labels_are_matched_by_name_when_evaluating(pipeline, tmp_path):
+    """The same classes saved in the other order (ids swapped) give the same metrics, not their complement."""
+    from datasets import ClassLabel, load_from_disk
+
+    root, data = pipeline
+    swapped = load_from_disk(data["classification"])
+    swapped = swapped.map(lambda row: {"label": 1 - row["label"]})
+    swapped = swapped.cast_column("label", ClassLabel(names=["b", "a"]))
+    swapped.save_to_disk(tmp_path / "swapped")
+    main(
+        [
+            "evaluate",
+            "--backbone",
+            str(root / "pretrain" / "backbone"),
+            "--patch",
+            str(root / "classification" / "patch"),
+        ]
+        + [
+            "--data_dir",
+            str(tmp_path / "swapped"),
+            "--max_length",
+            "12",
+            "--output_dir",
+            str(tmp_path / "eval"),
+        ]
+    )
+    assert read_metrics(tmp_path / "eval")["metrics"] == pytest.approx(
+        read_metrics(root / "classification")["test"]
+    )
+
+
+@pytest.mark.slow
+def test_plain_string_label_column_fine_tunes(pipeline, tmp_path):
+    from datasets import load_from_disk
+
+    root, data = pipeline
+    plain = load_from_disk(data["classification"])
+    plain = (
+        plain.map(lambda row: {"name": ["a", "b"][row["label"]]})
+        .remove_columns("label")
+        .rename_column("name", "label")
+    )
+    plain.save_to_disk(tmp_path / "plain")
+    summary = finetune(
+        FinetuneArguments(
+            backbone=str(root / "pretrain" / "backbone"),
+            data_dir=str(tmp_path / "plain"),
+            task="gender",
+            max_length=12,
+        ),
+        PeterRecTrainingArguments(
+            output_dir=str(tmp_path / "run"), num_train_epochs=1, use_cpu=True, disable_tqdm=True
+        ),
+    )
+    assert load_patch(
+        summary["patch"], load_backbone(root / "pretrain" / "backbone")[0]
+    ).patch_config.label_names == ["a", "b"]
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from transformers import TrainingArguments
 
-from ..registry import INSERTIONS, METHODS, TASK_KINDS
+from ..registry import INSERTIONS, METHODS, READOUTS, TASK_KINDS
 
 PAPER_DILATIONS = [1, 2, 4, 8] * 4
 """Dilations of the paper's 16-layer backbone (Section 4.1, following NextItNet)."""
@@ -38,6 +38,10 @@ class DataArguments:
     )
     split_seed: int = field(
         default=0, metadata={"help": "Seed of the 70/3/27 user split of MovieLens tasks."}
+    )
+    allow_unknown_items: bool = field(
+        default=False,
+        metadata={"help": "Go on when most items are outside the backbone's vocabulary (a warning only)."},
     )
     max_length: int = field(
         default=100,
@@ -103,6 +107,13 @@ class FinetuneArguments(DataArguments):
     num_eval_negatives: int = field(
         default=99, metadata={"help": "Sampled negatives per true item in evaluation (the paper: 99)."}
     )
+    readout: str | None = field(
+        default=None,
+        metadata={
+            "help": f"How the task reads a user vector: {', '.join(READOUTS)} (default: the backbone's, the "
+            "paper's [TCL])."
+        },
+    )
     save_dir: str | None = field(
         default=None, metadata={"help": "Patch folder to write (default <output_dir>/patch)."}
     )
@@ -120,6 +131,13 @@ class EvaluateArguments(DataArguments):
     split: str = field(default="test", metadata={"help": "Split to evaluate."})
     num_eval_negatives: int = field(
         default=99, metadata={"help": "Sampled negatives per true item (ranking)."}
+    )
+    evaluation_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the sampled evaluation candidates (default: the one the patch folder records, so "
+            "that the run's metrics are reproduced)."
+        },
     )
 
 
@@ -158,6 +176,16 @@ class PeterRecTrainingArguments(TrainingArguments):
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Reporting integrations."})
     dataloader_pin_memory: bool = field(
         default=torch.cuda.is_available(), metadata={"help": "Pin batches in memory (GPU only)."}
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={
+            "help": "Batches of similar lengths, so short histories do not pay for long ones' padding."
+        },
+    )
+    early_stopping_patience: int = field(
+        default=0,
+        metadata={"help": "Stop after this many evaluations without a better validation metric (0: never)."},
     )
 
 

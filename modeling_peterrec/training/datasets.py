@@ -13,6 +13,7 @@ import torch
 from ..data import (
     ItemRankingCollator,
     SequenceClassificationCollator,
+    align_labels,
     expand_windows,
     load_task,
     one_row_per_target,
@@ -42,7 +43,25 @@ def load_splits(args: DataArguments, task: str | None = None):
     missing = [split for split in SPLITS if split not in splits]
     if missing:
         raise ValueError(f"The data has no {missing} split(s); it needs train, validation and test splits.")
-    return splits
+    return with_class_labels(splits)
+
+
+def with_class_labels(splits):
+    """`splits` with a `ClassLabel` label column, whatever the user saved: a plain string column gets its sorted
+    names, a plain integer column the names "0" to "n-1" (`data.align_labels`), so heads and patches always know
+    their classes by name."""
+    from datasets import ClassLabel
+
+    if "label" not in splits["train"].column_names or isinstance(
+        splits["train"].features["label"], ClassLabel
+    ):
+        return splits
+    values = {value for split in splits.values() for value in split["label"] if value is not None}
+    if all(isinstance(value, str) for value in values):
+        names = sorted(values)
+    else:
+        names = [str(label) for label in range(max(values) + 1)]
+    return align_labels(splits, names)
 
 
 def dataset_name(args: DataArguments, task: str) -> str:

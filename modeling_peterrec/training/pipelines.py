@@ -25,13 +25,13 @@ from transformers.utils import logging
 
 from .._io import write_json
 from ..configuration_peterrec import PeterRecConfig
-from ..data import MaskedItemCollator, NextItemCollator
+from ..data import MaskedItemCollator, NextItemCollator, align_labels
 from ..metrics import make_compute_metrics
 from ..modeling_peterrec import PeterRecForItemRanking
 from ..patch_config import PATCH_WEIGHTS_NAME
 from ..registry import METHODS, TASK_KINDS, choose, tcl_position
 from ..saving import load_backbone, load_patch, pretraining_model_class, save_backbone, save_patch
-from ..tokenization_peterrec import ItemTokenizer
+from ..tokenization_peterrec import ItemTokenizer, UnknownItems
 from ..transfer import prepare_for_transfer
 from .arguments import EvaluateArguments, FinetuneArguments, PretrainArguments
 from .checkpoints import resume_target
@@ -52,6 +52,7 @@ from .trainers import (
     PretrainingTrainer,
     compute_pretraining_metrics,
     full_ranking_test_metrics,
+    training_callbacks,
     with_metric_for_best,
 )
 
@@ -78,6 +79,13 @@ def train_and_test(
     return train_output, log_history, results
 
 
+def check_unknown_items(tokenizer: ItemTokenizer, splits, args) -> UnknownItems:
+    """The share of the task's items outside the backbone's vocabulary (`ItemTokenizer.check_unknown_items`): a
+    warning past 5%, an error past half (the data and the backbone do not match) unless `--allow_unknown_items`."""
+    items = [row for split in ("train", "validation", "test") for row in splits[split]["items"]]
+    return tokenizer.check_unknown_items(items, allow_unknown_items=args.allow_unknown_items)
+
+
 def _without_loss(metrics: dict[str, float]) -> dict[str, float]:
     return {key: value for key, value in metrics.items() if key != "loss"}
 
@@ -100,7 +108,10 @@ def pretrain(
         )
     is_causal = args.objective == "causal"
     tokenizer = ItemTokenizer.from_sequences(
-        splits["train"]["items"], min_count=args.min_count, tcl_position=tcl_position(is_causal)
+        splits["train"]["items"],
+        min_count=args.min_count,
+        tcl_position=tcl_position(is_causal),
+        model_max_length=args.max_length,
     )
     train = pretraining_windows(splits["train"], tokenizer, args.max_length, args.window_stride)
     validation, test = held_out_datasets(splits, tokenizer)
@@ -135,7 +146,7 @@ def pretrain(
         eval_dataset=validation,
         processing_class=tokenizer,
         compute_metrics=compute_pretraining_metrics,
-        callbacks=callbacks,
+        callbacks=training_callbacks(training_args, callbacks),
     )
     train_output, log_history, results = train_and_test(trainer, test, training_args)
     summary = {
@@ -181,6 +192,7 @@ def finetune(
     choose(METHODS, args.method, "method")
     splits = load_splits(args)
     backbone, tokenizer = load_backbone(args.backbone)
+    unknown = check_unknown_items(tokenizer, splits, args)
     kind, train, validation, test = task_datasets(
         splits, tokenizer, args.num_eval_negatives, training_args.seed
     )
@@ -193,6 +205,7 @@ def finetune(
         bottleneck_size=args.bottleneck_size,
         train_layer_norms=args.train_layer_norms,
         train_tcl_embedding=args.train_tcl_embedding,
+        readout=args.readout,
         seed=training_args.seed,
         **head_arguments(splits, kind, args),
     )
@@ -208,7 +221,7 @@ def finetune(
         eval_dataset=validation,
         processing_class=tokenizer,
         compute_metrics=make_compute_metrics(kind, RANKING_CUTOFFS),
-        callbacks=callbacks,
+        callbacks=training_callbacks(training_args, callbacks),
     )
     _, log_history, results = train_and_test(trainer, test, training_args)
     full_metrics = full_ranking_test_metrics(trainer, test) if kind == "ranking" else None
@@ -221,11 +234,13 @@ def finetune(
         "trainable_parameters": report.trainable_parameters,
         "total_parameters": report.total_parameters,
         "train_examples": len(train),
+        "unknown_item_share": unknown.share,
         **results,
     }
     if full_metrics is not None:
         summary["test_full_ranking"] = full_metrics
     save_dir = Path(args.save_dir or Path(training_args.output_dir) / "patch")
+    trainer.model.patch_config.evaluation_seed = training_args.seed
     if trainer.is_world_process_zero():
         save_patch(
             trainer.model,
@@ -260,7 +275,10 @@ def _evaluate_patch(args: EvaluateArguments, training_args: TrainingArguments, b
     model = load_patch(args.patch, backbone)
     spec = model.patch_config
     splits = load_splits(args, args.task or spec.task)
-    kind, _, validation, test = task_datasets(splits, tokenizer, args.num_eval_negatives, training_args.seed)
+    if spec.head == "classification":
+        splits = align_labels(splits, spec.label_names)
+    seed = next(s for s in (args.evaluation_seed, spec.evaluation_seed, training_args.seed) if s is not None)
+    kind, _, validation, test = task_datasets(splits, tokenizer, args.num_eval_negatives, seed)
     evaluated = {"validation": validation, "test": test}[args.split]
     _, eval_collator = task_collators(tokenizer, model, args.max_length, kind)
     trainer = PeterRecTrainer(
@@ -271,7 +289,14 @@ def _evaluate_patch(args: EvaluateArguments, training_args: TrainingArguments, b
         processing_class=tokenizer,
         compute_metrics=make_compute_metrics(kind, RANKING_CUTOFFS),
     )
-    head = {"backbone": args.backbone, "patch": args.patch, "task": spec.task, "method": spec.method}
+    head = {
+        "backbone": args.backbone,
+        "patch": args.patch,
+        "task": spec.task,
+        "method": spec.method,
+        "evaluation_seed": seed,
+        "unknown_item_share": check_unknown_items(tokenizer, splits, args).share,
+    }
     return trainer, evaluated, head
 
 

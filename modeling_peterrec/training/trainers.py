@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from torch.utils.data import SequentialSampler
+from transformers import EarlyStoppingCallback, EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 
 from ..metrics import exclusion_mask, full_rank_of_positive, full_ranking_metrics, ranking_metrics
 from .arguments import AUTO_METRIC
@@ -32,6 +33,13 @@ class PeterRecTrainer(Trainer):
             return make_loader(*args)
         finally:
             self.data_collator = train_collator
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation keeps the dataset's row order (only training batches are grouped by length): full-ranking
+        metrics pair each prediction with its row's targets by position."""
+        if eval_dataset is None or self.args.world_size > 1:
+            return None
+        return SequentialSampler(eval_dataset)
 
     def get_eval_dataloader(self, eval_dataset=None):
         return self._with_eval_collator(super().get_eval_dataloader, eval_dataset)
@@ -93,6 +101,18 @@ def full_ranking_test_metrics(trainer: PeterRecTrainer, test) -> dict[str, float
     return full_ranking_metrics(scores, test["target"], mask, RANKING_CUTOFFS)
 
 
+def training_callbacks(
+    training_args: TrainingArguments, callbacks: list[TrainerCallback] | None
+) -> list[TrainerCallback]:
+    """The caller's callbacks, and early stopping on the validation metric when
+    `training_args.early_stopping_patience` asks for it (backbones and patches trained to convergence)."""
+    callbacks = list(callbacks or [])
+    patience = getattr(training_args, "early_stopping_patience", 0)
+    if patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    return callbacks
+
+
 def with_metric_for_best(training_args: TrainingArguments, metric: str) -> TrainingArguments:
     """`training_args` with the task's own best-checkpoint metric in place of `auto` (all of them: higher is
     better)."""
@@ -108,5 +128,6 @@ __all__ = [
     "compute_pretraining_metrics",
     "full_ranking_test_metrics",
     "held_out_item_ranks",
+    "training_callbacks",
     "with_metric_for_best",
 ]
