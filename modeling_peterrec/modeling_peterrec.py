@@ -23,7 +23,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, ModelOutput, SequenceClassifierOutput
 
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
-from .loss_peterrec import linear_cross_entropy, sampled_softmax_loss
+from .modeling_utils import FullAutoMapMixin, check_item_ids, init_truncated_normal, item_prediction
 from .registry import INSERTIONS, READOUTS, require_implemented, tcl_position
 
 AUTO_CLASSES = {
@@ -32,7 +32,8 @@ AUTO_CLASSES = {
     "AutoModelForMaskedLM": "PeterRecForMaskedItemPrediction",
     "AutoModelForSequenceClassification": "PeterRecForSequenceClassification",
 }
-"""The Auto class that loads each model of this file; `PeterRecForItemRanking` has no matching Auto class."""
+"""The Auto class that loads each model of this file (`FullAutoMapMixin` names them all in a saved `auto_map`);
+`PeterRecForItemRanking` has no matching Auto class."""
 
 PATCH_ACTIVATIONS = {
     "gelu": nn.GELU,
@@ -258,7 +259,7 @@ class UserReadout(nn.Module):
         return READOUT_FUNCTIONS[self.name](self, hidden_states, attention_mask)
 
 
-class PeterRecPreTrainedModel(PreTrainedModel):
+class PeterRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
     """Base class: configuration, weight initialisation (truncated normal, Section 4.1) and loading.
 
     A task model prepared for transfer (`prepare_for_transfer`, `load_patch`) carries `patch_config`, the one
@@ -282,27 +283,10 @@ class PeterRecPreTrainedModel(PreTrainedModel):
             return self.patch_config.task if self.patch_config.task in self.base_model.patch_kinds else None
         return self.config.patch_task if self.config.patch_insertion else None
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, with an `auto_map` that names every Auto class of `AUTO_CLASSES`, so
-        that any of them loads the folder with `trust_remote_code=True` (not only the saved class's own)."""
-        if self._auto_class is not None:
-            module = type(self).__module__.split(".")[-1]
-            self.config.auto_map = {
-                **(getattr(self.config, "auto_map", None) or {}),
-                **{auto: f"{module}.{name}" for auto, name in AUTO_CLASSES.items()},
-            }
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Embedding)):
-            if getattr(module, "zero_init", False):
-                init.zeros_(module.weight)
-            else:
-                init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
-            if getattr(module, "bias", None) is not None:
-                init.zeros_(module.bias)
+            init_truncated_normal(module, self.config.initializer_range)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -426,7 +410,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if inputs_embeds is None:
-            self._check_item_ids(input_ids)
+            check_item_ids(input_ids, self.config.vocab_size)
             inputs_embeds = self.embed_items(input_ids)
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
@@ -486,18 +470,6 @@ class PeterRecModel(PeterRecPreTrainedModel):
                 f"{tcl_position(self.config.is_causal)!r}) or a task collator."
             )
 
-    def _check_item_ids(self, input_ids: torch.Tensor) -> None:
-        if input_ids.numel() == 0 or input_ids.shape[-1] == 0:
-            raise ValueError("input_ids is empty; every sequence needs at least one item.")
-        if torch.compiler.is_compiling():
-            return
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= self.config.vocab_size:
-            raise ValueError(
-                f"input_ids holds ids from {low} to {high}, outside the vocabulary [0, "
-                f"{self.config.vocab_size}); encode items with the backbone's ItemTokenizer."
-            )
-
 
 @dataclass
 class ItemPredictionOutput(ModelOutput):
@@ -525,20 +497,6 @@ class _PeterRecForItemPrediction(PeterRecPreTrainedModel):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.output_layer = value
 
-    def _item_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy over all items (or the sampled softmax); rows labelled -100 (padding) do not count."""
-        if self.config.pretraining_loss == "sampled_softmax" and self.training:
-            return sampled_softmax_loss(
-                hidden, self.output_layer.weight, self.output_layer.bias, labels, self.config.num_sampled
-            )
-        return linear_cross_entropy(
-            hidden,
-            self.output_layer.weight,
-            self.output_layer.bias,
-            labels,
-            chunk_size=self.config.loss_chunk_size,
-        )
-
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -560,14 +518,15 @@ class _PeterRecForItemPrediction(PeterRecPreTrainedModel):
             patch=self.patch_name,
             output_hidden_states=output_hidden_states,
         )
-        hidden = outputs.last_hidden_state
-        loss = logits = None
-        if labels is not None:
-            if self.shift_labels:
-                hidden, labels = hidden[:, :-1], labels[:, 1:]
-            loss = self._item_loss(hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1))
-        else:
-            logits = self.output_layer(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        loss, logits = item_prediction(
+            self.config,
+            self.training,
+            outputs.last_hidden_state,
+            self.output_layer,
+            labels,
+            shift_labels=self.shift_labels,
+            logits_to_keep=logits_to_keep,
+        )
         if not return_dict:
             return tuple(v for v in (loss, logits, outputs.hidden_states) if v is not None)
         return ItemPredictionOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
