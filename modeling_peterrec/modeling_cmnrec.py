@@ -34,7 +34,13 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceCl
 
 from .configuration_cmnrec import CmnRecConfig
 from .modeling_peterrec import ItemPredictionOutput
-from .modeling_utils import FullAutoMapMixin, check_item_ids, init_truncated_normal, item_prediction
+from .modeling_utils import (
+    FullAutoMapMixin,
+    ItemPredictionMixin,
+    check_item_ids,
+    classification_loss,
+    init_truncated_normal,
+)
 from .registry import CHUNK_RULES, require_implemented
 
 AUTO_CLASSES = {
@@ -428,7 +434,7 @@ class CmnRecModel(CmnRecPreTrainedModel):
         return reads.gather(1, layout.read_index.unsqueeze(-1).expand(-1, -1, reads.shape[-1]))
 
 
-class CmnRecForNextItemPrediction(CmnRecPreTrainedModel):
+class CmnRecForNextItemPrediction(ItemPredictionMixin, CmnRecPreTrainedModel):
     """Next-item pretraining (Section 3, Eq. 6): a softmax over all items at every non-pad position, with its own
     output embedding and bias, through the family's fused output layer (`loss_peterrec`).
 
@@ -440,12 +446,6 @@ class CmnRecForNextItemPrediction(CmnRecPreTrainedModel):
         self.cmnrec = CmnRecModel(config)
         self.output_layer = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.output_layer
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.output_layer = value
 
     def forward(
         self,
@@ -462,15 +462,7 @@ class CmnRecForNextItemPrediction(CmnRecPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         hidden = self.cmnrec(input_ids, attention_mask=attention_mask).last_hidden_state
-        loss, logits = item_prediction(
-            self.config,
-            self.training,
-            hidden,
-            self.output_layer,
-            labels,
-            shift_labels=True,
-            logits_to_keep=logits_to_keep,
-        )
+        loss, logits = self._item_prediction(hidden, labels, logits_to_keep)
         if not return_dict:
             return tuple(v for v in (loss, logits) if v is not None)
         return ItemPredictionOutput(loss=loss, logits=logits)
@@ -503,12 +495,7 @@ class CmnRecForSequenceClassification(CmnRecPreTrainedModel):
         logits = self.logits_from_user_vectors(users)
         loss = None
         if labels is not None:
-            if labels.min() < 0 or labels.max() >= self.num_labels:
-                raise ValueError(
-                    f"labels must lie in [0, {self.num_labels}); got values from {int(labels.min())} "
-                    f"to {int(labels.max())}. Map them with config.label2id."
-                )
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = classification_loss(logits, labels, self.num_labels)
         if not return_dict:
             return tuple(v for v in (loss, logits) if v is not None)
         return SequenceClassifierOutput(loss=loss, logits=logits)

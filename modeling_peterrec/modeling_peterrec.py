@@ -23,7 +23,13 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, ModelOutput, SequenceClassifierOutput
 
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
-from .modeling_utils import FullAutoMapMixin, check_item_ids, init_truncated_normal, item_prediction
+from .modeling_utils import (
+    FullAutoMapMixin,
+    ItemPredictionMixin,
+    check_item_ids,
+    classification_loss,
+    init_truncated_normal,
+)
 from .registry import INSERTIONS, READOUTS, require_implemented, tcl_position
 
 AUTO_CLASSES = {
@@ -481,7 +487,7 @@ class ItemPredictionOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
-class _PeterRecForItemPrediction(PeterRecPreTrainedModel):
+class _PeterRecForItemPrediction(ItemPredictionMixin, PeterRecPreTrainedModel):
     """Shared machinery of the two pretraining objectives: a softmax over all items with its own output
     embedding and bias, separate from the input embedding."""
 
@@ -490,12 +496,6 @@ class _PeterRecForItemPrediction(PeterRecPreTrainedModel):
         self.peterrec = PeterRecModel(config)
         self.output_layer = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.output_layer
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.output_layer = value
 
     def forward(
         self,
@@ -518,15 +518,7 @@ class _PeterRecForItemPrediction(PeterRecPreTrainedModel):
             patch=self.patch_name,
             output_hidden_states=output_hidden_states,
         )
-        loss, logits = item_prediction(
-            self.config,
-            self.training,
-            outputs.last_hidden_state,
-            self.output_layer,
-            labels,
-            shift_labels=self.shift_labels,
-            logits_to_keep=logits_to_keep,
-        )
+        loss, logits = self._item_prediction(outputs.last_hidden_state, labels, logits_to_keep)
         if not return_dict:
             return tuple(v for v in (loss, logits, outputs.hidden_states) if v is not None)
         return ItemPredictionOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
@@ -622,12 +614,7 @@ class PeterRecForSequenceClassification(PeterRecForUserTask):
         logits = self.logits_from_user_vectors(self.readout(outputs.last_hidden_state, attention_mask))
         loss = None
         if labels is not None:
-            if labels.min() < 0 or labels.max() >= self.num_labels:
-                raise ValueError(
-                    f"labels must lie in [0, {self.num_labels}); got values from {int(labels.min())} "
-                    f"to {int(labels.max())}. Map them with config.label2id."
-                )
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = classification_loss(logits, labels, self.num_labels)
         if not return_dict:
             return tuple(v for v in (loss, logits, outputs.hidden_states) if v is not None)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)

@@ -1,6 +1,6 @@
 """What the family's modeling files (`modeling_peterrec.py`, `modeling_cmnrec.py`) share: saving with an `auto_map`
-of every Auto class, the item-id check, the truncated normal initialisation and the pretraining heads' softmax
-over all items (PeterRec Eq. 1-2, CmnRec Eq. 6).
+of every Auto class, the item-id check, the truncated normal initialisation, the pretraining heads' softmax over
+all items (PeterRec Eq. 1-2, CmnRec Eq. 6) and the classification heads' loss (PeterRec Section 3.3).
 
 Saved folders carry this file next to the modeling files for `trust_remote_code` loading (transformers copies
 every relative import), so it imports only torch, transformers and other files copied the same way.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedConfig
 from transformers import initialization as init
@@ -77,33 +78,54 @@ def item_prediction_loss(
     )
 
 
-def item_prediction(
-    config: PreTrainedConfig,
-    training: bool,
-    hidden: torch.Tensor,
-    output_layer: nn.Linear,
-    labels: torch.Tensor | None,
-    *,
-    shift_labels: bool,
-    logits_to_keep: int,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(loss, logits) of a pretraining head from its (batch, length, hidden) states: with `labels`, the loss only
-    (labels shifted one step left when position t predicts t+1), the full logits are never materialised;
-    without, the logits of the last `logits_to_keep` positions (0: all)."""
-    if labels is None:
-        return None, output_layer(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-    if shift_labels:
-        hidden, labels = hidden[:, :-1], labels[:, 1:]
-    loss = item_prediction_loss(
-        config, training, hidden.reshape(-1, hidden.shape[-1]), output_layer, labels.reshape(-1)
-    )
-    return loss, None
+class ItemPredictionMixin:
+    """What the pretraining heads share: a softmax over all items through `output_layer`, a linear layer with its
+    own item embedding and bias, separate from the input embedding. Goes before the model's base class in the
+    bases; `shift_labels` says whether position t predicts item t+1 (next-item) or its own item (masked-item)."""
+
+    shift_labels = True
+    output_layer: nn.Linear
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.output_layer
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.output_layer = value
+
+    def _item_prediction(
+        self, hidden: torch.Tensor, labels: torch.Tensor | None, logits_to_keep: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(loss, logits) from (batch, length, hidden) states: with `labels`, the loss only, the full logits are
+        never materialised; without, the logits of the last `logits_to_keep` positions (0: all)."""
+        if labels is None:
+            return None, self.output_layer(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        if self.shift_labels:
+            hidden, labels = hidden[:, :-1], labels[:, 1:]
+        loss = item_prediction_loss(
+            self.config,
+            self.training,
+            hidden.reshape(-1, hidden.shape[-1]),
+            self.output_layer,
+            labels.reshape(-1),
+        )
+        return loss, None
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """Softmax cross-entropy of (batch, num_labels) class logits; raises on labels outside [0, num_labels)."""
+    if labels.min() < 0 or labels.max() >= num_labels:
+        raise ValueError(
+            f"labels must lie in [0, {num_labels}); got values from {int(labels.min())} to {int(labels.max())}. "
+            "Map them with config.label2id."
+        )
+    return F.cross_entropy(logits.float(), labels)
 
 
 __all__ = [
     "FullAutoMapMixin",
+    "ItemPredictionMixin",
     "check_item_ids",
+    "classification_loss",
     "init_truncated_normal",
-    "item_prediction",
     "item_prediction_loss",
 ]
