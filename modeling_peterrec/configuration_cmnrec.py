@@ -6,13 +6,14 @@ from __future__ import annotations
 from transformers import PreTrainedConfig
 
 from .configuration_peterrec import PRETRAINING_LOSSES
+from .configuration_utils import FieldChecks
 from .registry import CHUNK_RULES
 
 CONTROLLERS = ("lstm", "gru")
 """The RNN controllers of Section 3 (a one-layer LSTM or GRU)."""
 
 
-class CmnRecConfig(PreTrainedConfig):
+class CmnRecConfig(FieldChecks, PreTrainedConfig):
     r"""
     Configuration of a CmnRec user model: item embedding -> RNN controller -> external memory of `memory_slots`
     slots, written and read DNC-style at the chunk times of `chunking` -> a feed-forward output (Section 3-4).
@@ -106,44 +107,24 @@ class CmnRecConfig(PreTrainedConfig):
 
     def check_fields(self) -> None:
         """Checks every field once; each error names the field, the value and what is allowed."""
-        for name in (
-            "vocab_size",
-            "embedding_size",
-            "controller_size",
-            "memory_slots",
-            "memory_width",
-            "num_read_heads",
-            "attention_size",
-            "hidden_size",
-            "num_sampled",
-            "loss_chunk_size",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"CmnRecConfig.{name} must be a positive integer, got {value!r}.")
+        self._check_positive_integers(
+            (
+                "vocab_size",
+                "embedding_size",
+                "controller_size",
+                "memory_slots",
+                "memory_width",
+                "num_read_heads",
+                "attention_size",
+                "hidden_size",
+                "num_sampled",
+                "loss_chunk_size",
+            )
+        )
         self._check_choice("controller", self.controller, CONTROLLERS)
         self._check_choice("chunking", self.chunking, tuple(CHUNK_RULES))
         self._check_choice("pretraining_loss", self.pretraining_loss, PRETRAINING_LOSSES)
-        special = {
-            "pad_token_id": self.pad_token_id,
-            "unk_token_id": self.unk_token_id,
-            "mask_token_id": self.mask_token_id,
-            "tcl_token_id": self.tcl_token_id,
-        }
-        if len(set(special.values())) != len(special):
-            raise ValueError(f"CmnRecConfig special token ids must be distinct, got {special}.")
-        for name, value in special.items():
-            if not 0 <= value < self.vocab_size:
-                raise ValueError(
-                    f"CmnRecConfig.{name}={value} is outside the vocabulary [0, {self.vocab_size})."
-                )
-
-    @staticmethod
-    def _check_choice(name: str, value, allowed: tuple) -> None:
-        if value not in allowed:
-            raise ValueError(
-                f"CmnRecConfig.{name}={value!r} is not supported; choose one of {list(allowed)}."
-            )
+        self._check_special_token_ids()
 
 
 __all__ = ["CONTROLLERS", "CmnRecConfig"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+from .configuration_utils import FieldChecks
 from .registry import INSERTIONS, READOUTS
 
 INSERTION_MODES = tuple(INSERTIONS)
@@ -18,7 +19,7 @@ PRETRAINING_LOSSES = ("full_softmax", "sampled_softmax")
 RANKING_LOSSES = ("bpr", "binary", "full_softmax")
 
 
-class PeterRecConfig(PreTrainedConfig):
+class PeterRecConfig(FieldChecks, PreTrainedConfig):
     r"""
     Configuration of a PeterRec backbone (a NextItNet-style stack of dilated residual blocks) and of its task heads.
 
@@ -156,18 +157,17 @@ class PeterRecConfig(PreTrainedConfig):
 
     def check_fields(self) -> None:
         """Checks every field once; each error names the field, the value and what is allowed."""
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "kernel_size",
-            "patch_bottleneck_size",
-            "num_sampled",
-            "loss_chunk_size",
-            "num_negatives",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"PeterRecConfig.{name} must be a positive integer, got {value!r}.")
+        self._check_positive_integers(
+            (
+                "vocab_size",
+                "hidden_size",
+                "kernel_size",
+                "patch_bottleneck_size",
+                "num_sampled",
+                "loss_chunk_size",
+                "num_negatives",
+            )
+        )
         if self.num_target_items < 0:
             raise ValueError(f"PeterRecConfig.num_target_items must be >= 0, got {self.num_target_items!r}.")
         if not self.dilations or any(not isinstance(d, int) or d <= 0 for d in self.dilations):
@@ -185,26 +185,7 @@ class PeterRecConfig(PreTrainedConfig):
         self._check_choice("readout", self.readout, tuple(READOUTS))
         self._check_choice("ranking_loss", self.ranking_loss, RANKING_LOSSES)
         self._check_choice("pretraining_loss", self.pretraining_loss, PRETRAINING_LOSSES)
-        special = {
-            "pad_token_id": self.pad_token_id,
-            "unk_token_id": self.unk_token_id,
-            "mask_token_id": self.mask_token_id,
-            "tcl_token_id": self.tcl_token_id,
-        }
-        if len(set(special.values())) != len(special):
-            raise ValueError(f"PeterRecConfig special token ids must be distinct, got {special}.")
-        for name, value in special.items():
-            if not 0 <= value < self.vocab_size:
-                raise ValueError(
-                    f"PeterRecConfig.{name}={value} is outside the vocabulary [0, {self.vocab_size})."
-                )
-
-    @staticmethod
-    def _check_choice(name: str, value, allowed: tuple) -> None:
-        if value not in allowed:
-            raise ValueError(
-                f"PeterRecConfig.{name}={value!r} is not supported; choose one of {list(allowed)}."
-            )
+        self._check_special_token_ids()
 
 
 __all__ = ["PeterRecConfig", "INSERTION_MODES", "PAPER_DILATIONS"]

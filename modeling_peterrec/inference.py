@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .data.collators import left_pad
 from .modeling_peterrec import (
     PeterRecForItemRanking,
     PeterRecForMaskedItemPrediction,
@@ -188,13 +189,7 @@ class HistoryEncoder:
             rows.append(
                 self.prefix + [self.vocab.get(str(item), self.unk_token_id) for item in items] + self.suffix
             )
-        length = max(map(len, rows))
-        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for position, row in enumerate(rows):
-            input_ids[position, length - len(row) :] = torch.tensor(row, dtype=torch.long)
-            attention_mask[position, length - len(row) :] = 1
-        return input_ids, attention_mask
+        return left_pad(rows, self.pad_token_id)
 
 
 @dataclass

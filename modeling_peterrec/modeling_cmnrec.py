@@ -30,12 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
 from .configuration_cmnrec import CmnRecConfig
-from .loss_peterrec import linear_cross_entropy, sampled_softmax_loss
 from .modeling_peterrec import ItemPredictionOutput
+from .modeling_utils import (
+    FullAutoMapMixin,
+    ItemPredictionMixin,
+    check_item_ids,
+    classification_loss,
+    init_truncated_normal,
+)
 from .registry import CHUNK_RULES, require_implemented
 
 AUTO_CLASSES = {
@@ -43,7 +48,7 @@ AUTO_CLASSES = {
     "AutoModelForCausalLM": "CmnRecForNextItemPrediction",
     "AutoModelForSequenceClassification": "CmnRecForSequenceClassification",
 }
-"""The Auto class that loads each model of this file."""
+"""The Auto class that loads each model of this file (`FullAutoMapMixin` names them all in a saved `auto_map`)."""
 
 # ---------------------------------------------------------------------------------------------------------------
 # Chunk rules (Section 4): the chunk times t_1 < ... < t_K = T at which the memory is accessed
@@ -311,7 +316,7 @@ class ChunkAttention(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class CmnRecPreTrainedModel(PreTrainedModel):
+class CmnRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
     """Base class: configuration, weight initialisation and loading."""
 
     config_class = CmnRecConfig
@@ -321,25 +326,11 @@ class CmnRecPreTrainedModel(PreTrainedModel):
     # forward takes no **kwargs; Trainer must not rescale the loss by the number of processes.
     accepts_loss_kwargs = False
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, with an `auto_map` that names every Auto class of `AUTO_CLASSES`, so
-        that any of them loads the folder with `trust_remote_code=True` (not only the saved class's own)."""
-        if self._auto_class is not None:
-            module = type(self).__module__.split(".")[-1]
-            self.config.auto_map = {
-                **(getattr(self.config, "auto_map", None) or {}),
-                **{auto: f"{module}.{name}" for auto, name in AUTO_CLASSES.items()},
-            }
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # The RNN controller keeps PyTorch's own initialisation (uniform in +-1/sqrt(h)).
-        std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
-            if getattr(module, "bias", None) is not None:
-                init.zeros_(module.bias)
+            init_truncated_normal(module, self.config.initializer_range)
 
 
 class CmnRecModel(CmnRecPreTrainedModel):
@@ -382,7 +373,7 @@ class CmnRecModel(CmnRecPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if inputs_embeds is None:
-            self._check_item_ids(input_ids)
+            check_item_ids(input_ids, self.config.vocab_size)
             inputs_embeds = self.embed_items(input_ids)
         if attention_mask is None:
             attention_mask = (
@@ -442,20 +433,8 @@ class CmnRecModel(CmnRecPreTrainedModel):
         reads = torch.stack(reads, dim=1)
         return reads.gather(1, layout.read_index.unsqueeze(-1).expand(-1, -1, reads.shape[-1]))
 
-    def _check_item_ids(self, input_ids: torch.Tensor | None) -> None:
-        if input_ids is None or input_ids.numel() == 0 or input_ids.shape[-1] == 0:
-            raise ValueError("input_ids is empty; every sequence needs at least one item.")
-        if torch.compiler.is_compiling():
-            return
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= self.config.vocab_size:
-            raise ValueError(
-                f"input_ids holds ids from {low} to {high}, outside the vocabulary [0, "
-                f"{self.config.vocab_size}); encode items with the ItemTokenizer."
-            )
 
-
-class CmnRecForNextItemPrediction(CmnRecPreTrainedModel):
+class CmnRecForNextItemPrediction(ItemPredictionMixin, CmnRecPreTrainedModel):
     """Next-item pretraining (Section 3, Eq. 6): a softmax over all items at every non-pad position, with its own
     output embedding and bias, through the family's fused output layer (`loss_peterrec`).
 
@@ -467,25 +446,6 @@ class CmnRecForNextItemPrediction(CmnRecPreTrainedModel):
         self.cmnrec = CmnRecModel(config)
         self.output_layer = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.output_layer
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.output_layer = value
-
-    def _item_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.config.pretraining_loss == "sampled_softmax" and self.training:
-            return sampled_softmax_loss(
-                hidden, self.output_layer.weight, self.output_layer.bias, labels, self.config.num_sampled
-            )
-        return linear_cross_entropy(
-            hidden,
-            self.output_layer.weight,
-            self.output_layer.bias,
-            labels,
-            chunk_size=self.config.loss_chunk_size,
-        )
 
     def forward(
         self,
@@ -502,12 +462,7 @@ class CmnRecForNextItemPrediction(CmnRecPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         hidden = self.cmnrec(input_ids, attention_mask=attention_mask).last_hidden_state
-        loss = logits = None
-        if labels is not None:
-            hidden, labels = hidden[:, :-1], labels[:, 1:]
-            loss = self._item_loss(hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1))
-        else:
-            logits = self.output_layer(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        loss, logits = self._item_prediction(hidden, labels, logits_to_keep)
         if not return_dict:
             return tuple(v for v in (loss, logits) if v is not None)
         return ItemPredictionOutput(loss=loss, logits=logits)
@@ -540,12 +495,7 @@ class CmnRecForSequenceClassification(CmnRecPreTrainedModel):
         logits = self.logits_from_user_vectors(users)
         loss = None
         if labels is not None:
-            if labels.min() < 0 or labels.max() >= self.num_labels:
-                raise ValueError(
-                    f"labels must lie in [0, {self.num_labels}); got values from {int(labels.min())} "
-                    f"to {int(labels.max())}. Map them with config.label2id."
-                )
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = classification_loss(logits, labels, self.num_labels)
         if not return_dict:
             return tuple(v for v in (loss, logits) if v is not None)
         return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -23,7 +23,13 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, ModelOutput, SequenceClassifierOutput
 
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
-from .loss_peterrec import linear_cross_entropy, sampled_softmax_loss
+from .modeling_utils import (
+    FullAutoMapMixin,
+    ItemPredictionMixin,
+    check_item_ids,
+    classification_loss,
+    init_truncated_normal,
+)
 from .registry import INSERTIONS, READOUTS, require_implemented, tcl_position
 
 AUTO_CLASSES = {
@@ -32,7 +38,8 @@ AUTO_CLASSES = {
     "AutoModelForMaskedLM": "PeterRecForMaskedItemPrediction",
     "AutoModelForSequenceClassification": "PeterRecForSequenceClassification",
 }
-"""The Auto class that loads each model of this file; `PeterRecForItemRanking` has no matching Auto class."""
+"""The Auto class that loads each model of this file (`FullAutoMapMixin` names them all in a saved `auto_map`);
+`PeterRecForItemRanking` has no matching Auto class."""
 
 PATCH_ACTIVATIONS = {
     "gelu": nn.GELU,
@@ -258,7 +265,7 @@ class UserReadout(nn.Module):
         return READOUT_FUNCTIONS[self.name](self, hidden_states, attention_mask)
 
 
-class PeterRecPreTrainedModel(PreTrainedModel):
+class PeterRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
     """Base class: configuration, weight initialisation (truncated normal, Section 4.1) and loading.
 
     A task model prepared for transfer (`prepare_for_transfer`, `load_patch`) carries `patch_config`, the one
@@ -282,27 +289,10 @@ class PeterRecPreTrainedModel(PreTrainedModel):
             return self.patch_config.task if self.patch_config.task in self.base_model.patch_kinds else None
         return self.config.patch_task if self.config.patch_insertion else None
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, with an `auto_map` that names every Auto class of `AUTO_CLASSES`, so
-        that any of them loads the folder with `trust_remote_code=True` (not only the saved class's own)."""
-        if self._auto_class is not None:
-            module = type(self).__module__.split(".")[-1]
-            self.config.auto_map = {
-                **(getattr(self.config, "auto_map", None) or {}),
-                **{auto: f"{module}.{name}" for auto, name in AUTO_CLASSES.items()},
-            }
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Embedding)):
-            if getattr(module, "zero_init", False):
-                init.zeros_(module.weight)
-            else:
-                init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
-            if getattr(module, "bias", None) is not None:
-                init.zeros_(module.bias)
+            init_truncated_normal(module, self.config.initializer_range)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -426,7 +416,7 @@ class PeterRecModel(PeterRecPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if inputs_embeds is None:
-            self._check_item_ids(input_ids)
+            check_item_ids(input_ids, self.config.vocab_size)
             inputs_embeds = self.embed_items(input_ids)
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
@@ -486,18 +476,6 @@ class PeterRecModel(PeterRecPreTrainedModel):
                 f"{tcl_position(self.config.is_causal)!r}) or a task collator."
             )
 
-    def _check_item_ids(self, input_ids: torch.Tensor) -> None:
-        if input_ids.numel() == 0 or input_ids.shape[-1] == 0:
-            raise ValueError("input_ids is empty; every sequence needs at least one item.")
-        if torch.compiler.is_compiling():
-            return
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= self.config.vocab_size:
-            raise ValueError(
-                f"input_ids holds ids from {low} to {high}, outside the vocabulary [0, "
-                f"{self.config.vocab_size}); encode items with the backbone's ItemTokenizer."
-            )
-
 
 @dataclass
 class ItemPredictionOutput(ModelOutput):
@@ -509,7 +487,7 @@ class ItemPredictionOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
-class _PeterRecForItemPrediction(PeterRecPreTrainedModel):
+class _PeterRecForItemPrediction(ItemPredictionMixin, PeterRecPreTrainedModel):
     """Shared machinery of the two pretraining objectives: a softmax over all items with its own output
     embedding and bias, separate from the input embedding."""
 
@@ -518,26 +496,6 @@ class _PeterRecForItemPrediction(PeterRecPreTrainedModel):
         self.peterrec = PeterRecModel(config)
         self.output_layer = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.output_layer
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.output_layer = value
-
-    def _item_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy over all items (or the sampled softmax); rows labelled -100 (padding) do not count."""
-        if self.config.pretraining_loss == "sampled_softmax" and self.training:
-            return sampled_softmax_loss(
-                hidden, self.output_layer.weight, self.output_layer.bias, labels, self.config.num_sampled
-            )
-        return linear_cross_entropy(
-            hidden,
-            self.output_layer.weight,
-            self.output_layer.bias,
-            labels,
-            chunk_size=self.config.loss_chunk_size,
-        )
 
     def forward(
         self,
@@ -560,14 +518,7 @@ class _PeterRecForItemPrediction(PeterRecPreTrainedModel):
             patch=self.patch_name,
             output_hidden_states=output_hidden_states,
         )
-        hidden = outputs.last_hidden_state
-        loss = logits = None
-        if labels is not None:
-            if self.shift_labels:
-                hidden, labels = hidden[:, :-1], labels[:, 1:]
-            loss = self._item_loss(hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1))
-        else:
-            logits = self.output_layer(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        loss, logits = self._item_prediction(outputs.last_hidden_state, labels, logits_to_keep)
         if not return_dict:
             return tuple(v for v in (loss, logits, outputs.hidden_states) if v is not None)
         return ItemPredictionOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
@@ -663,12 +614,7 @@ class PeterRecForSequenceClassification(PeterRecForUserTask):
         logits = self.logits_from_user_vectors(self.readout(outputs.last_hidden_state, attention_mask))
         loss = None
         if labels is not None:
-            if labels.min() < 0 or labels.max() >= self.num_labels:
-                raise ValueError(
-                    f"labels must lie in [0, {self.num_labels}); got values from {int(labels.min())} "
-                    f"to {int(labels.max())}. Map them with config.label2id."
-                )
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = classification_loss(logits, labels, self.num_labels)
         if not return_dict:
             return tuple(v for v in (loss, logits, outputs.hidden_states) if v is not None)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)

@@ -24,7 +24,7 @@ from torch import nn
 
 from hub_cards.cards import render_backbone_card, render_patch_card
 
-from ._io import atomic_folder
+from ._io import atomic_folder, sha256_file
 from .configuration_peterrec import PeterRecConfig
 from .modeling_peterrec import (
     PeterRecForMaskedItemPrediction,
@@ -53,14 +53,6 @@ def _stored_names(model: PeterRecPreTrainedModel, spec: PatchConfig) -> list[str
     return sorted(set(names))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_patch(
     model: PeterRecPreTrainedModel,
     folder: str | os.PathLike,
@@ -85,7 +77,7 @@ def save_patch(
     folder = Path(folder)
     with atomic_folder(folder) as staging:
         save_file(tensors, staging / PATCH_WEIGHTS_NAME, metadata={"format": "pt"})
-        spec.weights_sha256 = _sha256(staging / PATCH_WEIGHTS_NAME)
+        spec.weights_sha256 = sha256_file(staging / PATCH_WEIGHTS_NAME)
         (staging / PATCH_CONFIG_NAME).write_text(spec.to_json_string())
         report = transfer_report(model)
         card = render_patch_card(

@@ -3,6 +3,7 @@ step of a save, and the next save cleans what the crash left."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -13,7 +14,14 @@ import pytest
 
 from benchmarks.kill_saves import kill_loop, load_io, save_version, state, version
 from modeling_peterrec import _io
-from modeling_peterrec._io import atomic_folder, leftovers, recover_folder, write_bytes, write_json
+from modeling_peterrec._io import (
+    atomic_folder,
+    leftovers,
+    recover_folder,
+    sha256_file,
+    write_bytes,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,3 +210,11 @@ def test_write_bytes_keeps_old_file_on_failure_mid_write(tmp_path, monkeypatch):
         write_bytes(path, b"x" * 100_000)
     assert path.read_bytes() == b"new\x00bytes"
     assert [p.name for p in tmp_path.iterdir()] == ["ml-1m.inter"]
+
+
+def test_sha256_file_hashes_the_whole_file_across_read_blocks(tmp_path):
+    data = os.urandom(3 * (1 << 20) + 17)
+    (tmp_path / "blob").write_bytes(data)
+    assert sha256_file(tmp_path / "blob") == hashlib.sha256(data).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert sha256_file(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()

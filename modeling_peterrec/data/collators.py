@@ -17,6 +17,18 @@ def _generator(seed: int | None) -> torch.Generator | None:
     return None if seed is None else torch.Generator().manual_seed(seed)
 
 
+def left_pad(rows: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`input_ids` and `attention_mask` (batch, longest row) of id rows padded on the left, so the last position
+    of every row is its latest item (what the causal [TCL] readout reads, Figure 2(a))."""
+    length = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for position, row in enumerate(rows):
+        input_ids[position, length - len(row) :] = torch.tensor(row, dtype=torch.long)
+        attention_mask[position, length - len(row) :] = 1
+    return input_ids, attention_mask
+
+
 @dataclass
 class _ItemSequenceCollator:
     """Left-pads rows of item ids (`input_ids`, no specials, no padding), keeping the most recent items."""
@@ -61,15 +73,6 @@ class _ItemSequenceCollator:
             rows.append(ids)
         return rows
 
-    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        length = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), length), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for position, row in enumerate(rows):
-            input_ids[position, length - len(row) :] = torch.tensor(row, dtype=torch.long)
-            attention_mask[position, length - len(row) :] = 1
-        return input_ids, attention_mask
-
 
 @dataclass
 class NextItemCollator(_ItemSequenceCollator):
@@ -77,7 +80,7 @@ class NextItemCollator(_ItemSequenceCollator):
     and `labels` equal to `input_ids` with padding set to -100 (the model shifts the labels itself)."""
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        input_ids, attention_mask = self._left_pad(self._item_ids(features))
+        input_ids, attention_mask = left_pad(self._item_ids(features), self.tokenizer.pad_token_id)
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -104,7 +107,7 @@ class MaskedItemCollator(_ItemSequenceCollator):
         self._generator = _generator(self.seed)
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        original, attention_mask = self._left_pad(self._item_ids(features))
+        original, attention_mask = left_pad(self._item_ids(features), self.tokenizer.pad_token_id)
         is_item = attention_mask.bool()
         num_chosen = (attention_mask.sum(1) * self.mask_probability).round().clamp(min=1)
         scores = torch.rand(original.shape, generator=self._generator).masked_fill(~is_item, 2.0)
@@ -143,7 +146,9 @@ class SequenceClassificationCollator(_ItemSequenceCollator):
     def _with_tcl(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         tcl = [self.tokenizer.tcl_token_id]
         prefix = tcl if self.tcl_position == "both" else []
-        input_ids, attention_mask = self._left_pad([prefix + ids + tcl for ids in self._item_ids(features)])
+        input_ids, attention_mask = left_pad(
+            [prefix + ids + tcl for ids in self._item_ids(features)], self.tokenizer.pad_token_id
+        )
         labels = torch.tensor([int(feature[self.label_column]) for feature in features], dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 

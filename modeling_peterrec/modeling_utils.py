@@ -1,0 +1,131 @@
+"""What the family's modeling files (`modeling_peterrec.py`, `modeling_cmnrec.py`) share: saving with an `auto_map`
+of every Auto class, the item-id check, the truncated normal initialisation, the pretraining heads' softmax over
+all items (PeterRec Eq. 1-2, CmnRec Eq. 6) and the classification heads' loss (PeterRec Section 3.3).
+
+Saved folders carry this file next to the modeling files for `trust_remote_code` loading (transformers copies
+every relative import), so it imports only torch, transformers and other files copied the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedConfig
+from transformers import initialization as init
+
+from .loss_peterrec import linear_cross_entropy, sampled_softmax_loss
+
+
+class FullAutoMapMixin:
+    """`save_pretrained` with an `auto_map` that names every Auto class of the model file's `AUTO_CLASSES`, so that
+    any of them loads the folder with `trust_remote_code=True` (not only the saved class's own). Goes before
+    `PreTrainedModel` in the bases."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if self._auto_class is not None:
+            module = type(self).__module__
+            auto_classes = sys.modules[module].AUTO_CLASSES
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                **{auto: f"{module.split('.')[-1]}.{name}" for auto, name in auto_classes.items()},
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def init_truncated_normal(module: nn.Module, std: float) -> None:
+    """A weight drawn from a normal truncated at +-2 std (zeros where the module is marked `zero_init`), a zero
+    bias: the initialisation of the family's linear, convolution and embedding layers (PeterRec Section 4.1)."""
+    if getattr(module, "zero_init", False):
+        init.zeros_(module.weight)
+    else:
+        init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+    if getattr(module, "bias", None) is not None:
+        init.zeros_(module.bias)
+
+
+def check_item_ids(input_ids: torch.Tensor | None, vocab_size: int) -> None:
+    """Raises when `input_ids` is missing or empty, or holds ids outside the vocabulary `[0, vocab_size)`."""
+    if input_ids is None or input_ids.numel() == 0 or input_ids.shape[-1] == 0:
+        raise ValueError("input_ids is empty; every sequence needs at least one item.")
+    if torch.compiler.is_compiling():
+        return
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(
+            f"input_ids holds ids from {low} to {high}, outside the vocabulary [0, {vocab_size}); encode items "
+            "with the model's ItemTokenizer."
+        )
+
+
+def item_prediction_loss(
+    config: PreTrainedConfig,
+    training: bool,
+    hidden: torch.Tensor,
+    output_layer: nn.Linear,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """Cross-entropy over all items (or, in training, the sampled softmax of `config.pretraining_loss`) of
+    (rows, hidden) states against (rows,) labels; rows labelled -100 (padding) do not count."""
+    if config.pretraining_loss == "sampled_softmax" and training:
+        return sampled_softmax_loss(
+            hidden, output_layer.weight, output_layer.bias, labels, config.num_sampled
+        )
+    return linear_cross_entropy(
+        hidden, output_layer.weight, output_layer.bias, labels, chunk_size=config.loss_chunk_size
+    )
+
+
+class ItemPredictionMixin:
+    """What the pretraining heads share: a softmax over all items through `output_layer`, a linear layer with its
+    own item embedding and bias, separate from the input embedding. Goes before the model's base class in the
+    bases; `shift_labels` says whether position t predicts item t+1 (next-item) or its own item (masked-item)."""
+
+    shift_labels = True
+    output_layer: nn.Linear
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.output_layer
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.output_layer = value
+
+    def _item_prediction(
+        self, hidden: torch.Tensor, labels: torch.Tensor | None, logits_to_keep: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(loss, logits) from (batch, length, hidden) states: with `labels`, the loss only, the full logits are
+        never materialised; without, the logits of the last `logits_to_keep` positions (0: all)."""
+        if labels is None:
+            return None, self.output_layer(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        if self.shift_labels:
+            hidden, labels = hidden[:, :-1], labels[:, 1:]
+        loss = item_prediction_loss(
+            self.config,
+            self.training,
+            hidden.reshape(-1, hidden.shape[-1]),
+            self.output_layer,
+            labels.reshape(-1),
+        )
+        return loss, None
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """Softmax cross-entropy of (batch, num_labels) class logits; raises on labels outside [0, num_labels)."""
+    if labels.min() < 0 or labels.max() >= num_labels:
+        raise ValueError(
+            f"labels must lie in [0, {num_labels}); got values from {int(labels.min())} to {int(labels.max())}. "
+            "Map them with config.label2id."
+        )
+    return F.cross_entropy(logits.float(), labels)
+
+
+__all__ = [
+    "FullAutoMapMixin",
+    "ItemPredictionMixin",
+    "check_item_ids",
+    "classification_loss",
+    "init_truncated_normal",
+    "item_prediction_loss",
+]
