@@ -61,7 +61,8 @@ class DataCommandArguments:
 def parse_arguments(dataclass_types: Sequence[type], argv: Sequence[str], prog: str) -> tuple:
     """The argument dataclasses of a command, read from `argv`'s flags, or from its one argument if that is a
     `.json` file (unknown keys are an error). Unknown flags are a usage error (exit 2), as in `argparse`."""
-    parser = HfArgumentParser(dataclass_types, prog=prog)
+    # A short usage line: argparse's own lists every `TrainingArguments` flag (over 100 lines) before each error.
+    parser = HfArgumentParser(dataclass_types, prog=prog, usage=f"{prog} [-h] [options | options.json]")
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(argv[0])
     # Unknown flags first: a misspelt flag often explains a missing value (`--bakbone x` is also "no --backbone").

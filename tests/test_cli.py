@@ -23,7 +23,7 @@ def exit_code_and_stderr(capsys, argv: list[str]) -> tuple[int, str]:
 def test_unknown_flag_is_a_usage_error_like_argparse(capsys):
     code, err = exit_code_and_stderr(capsys, ["finetune", "--no_such_option", "1"])
     assert code == 2
-    assert err.startswith("usage: peterrec finetune")
+    assert err.startswith("usage: peterrec finetune") and err.count("\n") == 2
     assert err.rstrip().endswith("peterrec finetune: error: unrecognized arguments: --no_such_option 1")
 
 
