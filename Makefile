@@ -14,6 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+	@echo "Installed in $(VENV)/: run '. $(BIN)/activate' to put peterrec on PATH, or call $(BIN)/peterrec."
 
 install: $(STAMP)
 

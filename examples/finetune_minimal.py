@@ -6,7 +6,7 @@ folder -> (optionally) the Hub.
 
     python examples/finetune_minimal.py --backbone runs/pretrain/backbone --task genest --output_dir runs/genest
     python examples/finetune_minimal.py --backbone runs/pretrain/backbone --data_dir my_tasks/gender \
-        --output_dir runs/gender --num_train_epochs 5 --eval_strategy epoch
+        --task gender --output_dir runs/gender --num_train_epochs 5 --eval_strategy epoch
     python examples/finetune_minimal.py config.json        # the same options, read from a JSON file
 
 The data is a MovieLens task (`--task genest|ageest|lifeest|lifestatus`, built on first use) or your own
@@ -64,8 +64,11 @@ class ModelArguments:
 class DataArguments:
     """Which task's data, and how much of each history the model reads."""
 
-    task: str = field(
-        default="genest", metadata={"help": "MovieLens task, or your task's name with --data_dir."}
+    task: str | None = field(
+        default=None,
+        metadata={
+            "help": "MovieLens task (default genest), or with --data_dir your task's name: the patch's name."
+        },
     )
     dataset: str = field(default="ml-1m", metadata={"help": "MovieLens release: ml-1m or ml-100k."})
     data_dir: str | None = field(default=None, metadata={"help": "A DatasetDict saved with save_to_disk."})
@@ -75,6 +78,14 @@ class DataArguments:
     max_length: int = field(
         default=100, metadata={"help": "The most recent items the model reads, with [TCL]."}
     )
+
+    def __post_init__(self) -> None:
+        # Your data has no default name: a patch named after a MovieLens task would be loaded as one.
+        if self.task is None and self.data_dir is not None:
+            raise ValueError(
+                "--task is required with --data_dir: your task's name, under which the patch is saved."
+            )
+        self.task = self.task or "genest"
 
 
 def main() -> None:

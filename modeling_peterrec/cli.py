@@ -13,31 +13,37 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from transformers import HfArgumentParser
 
-from .demo import DemoArguments, format_results_table, run_demo
-from .training import (
+from .training.arguments import (
     EvaluateArguments,
     FinetuneArguments,
     PeterRecTrainingArguments,
     PretrainArguments,
-    evaluate,
-    finetune,
-    pretrain,
 )
+
+# Only what parsing needs is imported above (`HfArgumentParser`, and `TrainingArguments`, which needs torch):
+# `datasets`, the Trainer pipelines and the demo are imported by the command that runs them, so a mistyped
+# option is reported before they load.
 
 MOVIELENS_RELEASES = {"movielens-1m": "ml-1m", "movielens-100k": "ml-100k"}
 
-PIPELINES: dict[str, tuple[type, Callable]] = {
-    "pretrain": (PretrainArguments, pretrain),
-    "finetune": (FinetuneArguments, finetune),
-    "evaluate": (EvaluateArguments, evaluate),
+PIPELINES: dict[str, tuple[type, str]] = {
+    "pretrain": (PretrainArguments, "pretrain"),
+    "finetune": (FinetuneArguments, "finetune"),
+    "evaluate": (EvaluateArguments, "evaluate"),
 }
-"""Commands that take a pipeline's arguments and `TrainingArguments`, and the function they run."""
+"""Commands that take a pipeline's arguments and `TrainingArguments`, and the `training` function they run."""
+
+DEBUG_FLAG = "--debug"
+DEBUG_VARIABLE = "PETERREC_DEBUG"
+"""`peterrec --debug COMMAND ...` or `PETERREC_DEBUG=1` shows the traceback of a user error instead of one line
+(`--debug` after the command is `TrainingArguments.debug`)."""
 
 
 @dataclass
@@ -54,11 +60,25 @@ class DataCommandArguments:
 
 def parse_arguments(dataclass_types: Sequence[type], argv: Sequence[str], prog: str) -> tuple:
     """The argument dataclasses of a command, read from `argv`'s flags, or from its one argument if that is a
-    `.json` file (unknown keys are an error)."""
-    parser = HfArgumentParser(dataclass_types, prog=prog)
+    `.json` file (unknown keys are an error). Unknown flags are a usage error (exit 2), as in `argparse`."""
+    # A short usage line: argparse's own lists every `TrainingArguments` flag (over 100 lines) before each error.
+    parser = HfArgumentParser(dataclass_types, prog=prog, usage=f"{prog} [-h] [options | options.json]")
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(argv[0])
+    # Unknown flags first: a misspelt flag often explains a missing value (`--bakbone x` is also "no --backbone").
+    _, unknown = parser.parse_known_args(args=list(argv))
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return parser.parse_args_into_dataclasses(args=list(argv))
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Errors that our validation and pipelines raise for bad input (a wrong option value, a missing folder, a
+    download that failed): the command line shows them as one line. Anything else is a bug and keeps its
+    traceback."""
+    from .data import MovieLensDownloadError
+
+    return isinstance(error, (ValueError, FileNotFoundError, MovieLensDownloadError))
 
 
 def _summary_without_history(summary: dict) -> str:
@@ -79,27 +99,51 @@ def _data(argv: Sequence[str]) -> None:
 
 
 def _demo(argv: Sequence[str]) -> None:
+    from .demo import DemoArguments, format_results_table, run_demo
+
     (args,) = parse_arguments([DemoArguments], argv, "peterrec demo")
     print(format_results_table(run_demo(**asdict(args))))
 
 
 def _pipeline(command: str, argv: Sequence[str]) -> None:
-    arguments_class, run = PIPELINES[command]
+    arguments_class, function_name = PIPELINES[command]
     args, training_args = parse_arguments(
         [arguments_class, PeterRecTrainingArguments], argv, f"peterrec {command}"
     )
-    summary = run(args, training_args)
+    from . import training
+
+    summary = getattr(training, function_name)(args, training_args)
     if training_args.process_index == 0:
         print(_summary_without_history(summary))
+
+
+def _run(command: str, argv: Sequence[str]) -> None:
+    if command == "data":
+        _data(argv)
+    elif command == "demo":
+        _demo(argv)
+    elif command == "reproduce":
+        from .reproduction import main as reproduce
+
+        reproduce(argv)
+    else:
+        _pipeline(command, argv)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `peterrec` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = argv[:1] == [DEBUG_FLAG] or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    if argv[:1] == [DEBUG_FLAG]:
+        argv = argv[1:]
     commands = ["data", *PIPELINES, "demo", "reproduce"]
     if not argv or argv[0] not in commands:
         print(
-            f"usage: peterrec {{{','.join(commands)}}} [options]\n"
+            f"usage: peterrec [{DEBUG_FLAG}] {{{','.join(commands)}}} [options]\n"
             "  data       fetch MovieLens (movielens-1m, movielens-100k) and build the task datasets\n"
             "  pretrain   pretrain a backbone (causal or masked)\n"
             "  finetune   fine-tune a backbone for one task with one method; writes the patch folder\n"
@@ -107,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "  demo       ML-1M end to end on a small backbone, with a results table\n"
             "  reproduce  the paper's research questions on ML-1M: tables, plots and JSON in results/\n"
             "Run `peterrec COMMAND --help` for a command's options; `peterrec COMMAND options.json` reads them\n"
-            "from a JSON file instead.",
+            f"from a JSON file instead. Errors in the input are one line; {DEBUG_FLAG} (or {DEBUG_VARIABLE}=1)\n"
+            "shows their traceback.",
             file=sys.stderr,
         )
         raise SystemExit(0 if argv[:1] in (["-h"], ["--help"]) else 2)
@@ -115,16 +160,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     for package in ("modeling_peterrec", "tokenization"):
         logging.getLogger(package).setLevel(logging.INFO)
     command, rest = argv[0], argv[1:]
-    if command == "data":
-        _data(rest)
-    elif command == "demo":
-        _demo(rest)
-    elif command == "reproduce":
-        from .reproduction import main as reproduce
-
-        reproduce(rest)
-    else:
-        _pipeline(command, rest)
+    try:
+        _run(command, rest)
+    except Exception as error:
+        if debug or not is_user_error(error):
+            raise
+        print(f"peterrec {command}: error: {_one_line(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from datasets import load_from_disk
 
 from modeling_peterrec import load_patch
 from modeling_peterrec.cli import DataCommandArguments, main, parse_arguments
@@ -295,6 +296,8 @@ def test_masked_pretraining_gives_a_non_causal_backbone_that_fine_tunes(pipeline
             str(tmp_path / "masked" / "backbone"),
             "--data_dir",
             data["classification"],
+            "--task",
+            "gender",
         ]
         + [
             "--max_length",
@@ -320,8 +323,6 @@ def test_held_out_item_rank_ignores_special_tokens_and_counts_ties_against_the_i
 
 def test_ranking_rows_put_the_true_item_first_and_never_sample_the_users_targets(tmp_path):
     data = synthetic_tasks(tmp_path)
-    from datasets import load_from_disk
-
     splits = load_from_disk(data["coldrec"])
     tokenizer = ItemTokenizer.from_sequences(splits["train"]["items"])
     _, validation, test = ranking_datasets(splits, tokenizer, num_eval_negatives=10, seed=3)
@@ -332,6 +333,13 @@ def test_ranking_rows_put_the_true_item_first_and_never_sample_the_users_targets
         assert not set(candidates[1:]) & set(row["positives"])
     _, _, again = ranking_datasets(splits, tokenizer, num_eval_negatives=10, seed=3)
     assert again["candidate_ids"] == test["candidate_ids"]
+
+
+def test_too_many_evaluation_negatives_names_the_flag(tmp_path):
+    splits = load_from_disk(synthetic_tasks(tmp_path)["coldrec"])
+    tokenizer = ItemTokenizer.from_sequences(splits["train"]["items"])
+    with pytest.raises(ValueError, match=r"--num_eval_negatives 39 is more than the 38 target items"):
+        ranking_datasets(splits, tokenizer, num_eval_negatives=39, seed=3)
 
 
 def test_ranking_evaluation_collator_scores_fixed_candidates():
@@ -446,12 +454,6 @@ def test_unknown_command_exits_with_usage(capsys):
         main(["train"])
     assert exit_info.value.code == 2
     assert "usage: peterrec" in capsys.readouterr().err
-
-
-def test_finetune_without_backbone_names_the_flag(tmp_path):
-    data = synthetic_tasks(tmp_path)
-    with pytest.raises(ValueError, match="--backbone is required"):
-        main(["finetune", "--data_dir", data["classification"], "--output_dir", str(tmp_path / "out")])
 
 
 @pytest.mark.slow

@@ -12,42 +12,43 @@ both run the same code, on one process or under `accelerate launch`. One job per
 - `pipelines`: `pretrain`, `finetune`, `evaluate`.
 """
 
-from ..saving import load_backbone, save_backbone
-from .arguments import (
-    PAPER_DILATIONS,
-    DataArguments,
-    EvaluateArguments,
-    FinetuneArguments,
-    PeterRecTrainingArguments,
-    PretrainArguments,
-)
-from .checkpoints import last_complete_checkpoint, resume_target
-from .datasets import RankingEvaluationCollator, load_splits, ranking_datasets, task_kind
-from .outputs import METRICS_FILE, plot_learning_curve
-from .pipelines import evaluate, finetune, pretrain
-from .trainers import PeterRecTrainer, PretrainingTrainer, held_out_item_ranks
+from __future__ import annotations
 
-__all__ = [
-    "METRICS_FILE",
-    "PAPER_DILATIONS",
-    "DataArguments",
-    "EvaluateArguments",
-    "FinetuneArguments",
-    "PeterRecTrainer",
-    "PeterRecTrainingArguments",
-    "PretrainArguments",
-    "PretrainingTrainer",
-    "RankingEvaluationCollator",
-    "evaluate",
-    "finetune",
-    "held_out_item_ranks",
-    "last_complete_checkpoint",
-    "load_backbone",
-    "load_splits",
-    "plot_learning_curve",
-    "pretrain",
-    "ranking_datasets",
-    "resume_target",
-    "save_backbone",
-    "task_kind",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "arguments": [
+        "PAPER_DILATIONS",
+        "DataArguments",
+        "EvaluateArguments",
+        "FinetuneArguments",
+        "PeterRecTrainingArguments",
+        "PretrainArguments",
+    ],
+    "..saving": ["load_backbone", "save_backbone"],
+    "checkpoints": ["last_complete_checkpoint", "resume_target"],
+    "datasets": ["RankingEvaluationCollator", "load_splits", "ranking_datasets", "task_kind"],
+    "outputs": ["METRICS_FILE", "plot_learning_curve"],
+    "pipelines": ["evaluate", "finetune", "pretrain"],
+    "trainers": ["PeterRecTrainer", "PretrainingTrainer", "held_out_item_ranks"],
+}
+"""The module of each public name. They are imported on first use, so that the command line reads its arguments
+(`arguments`) without first importing `datasets` and the Trainer (PEP 562)."""
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _HOME_OF[name]
+    return getattr(
+        importlib.import_module(module if module.startswith(".") else f".{module}", __name__), name
+    )
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME_OF])
+
+
+__all__ = sorted(_HOME_OF)

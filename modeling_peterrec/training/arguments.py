@@ -4,18 +4,29 @@ a `.json` file and Python code all fill the same fields), and the pipeline's `Tr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
 from transformers import TrainingArguments
 
-from ..registry import INSERTIONS, METHODS, READOUTS, TASK_KINDS
+from ..registry import INSERTIONS, METHODS, READOUTS, TASK_KINDS, choose
 
 PAPER_DILATIONS = [1, 2, 4, 8] * 4
 """Dilations of the paper's 16-layer backbone (Section 4.1, following NextItNet)."""
 
+DEFAULT_FINETUNING_TASK = "genest"
+"""The MovieLens task `finetune` trains without `--task`; a `--data_dir` task has no default (its name is the
+patch's name)."""
+
 AUTO_METRIC = "auto"
 """`metric_for_best_model` value that picks the task kind's own selection metric (`TaskKind.selection_metric`)."""
+
+
+def require_backbone(backbone: str | None) -> None:
+    """`--backbone` has no default, but a dataclass field after defaulted ones needs one: checked here instead."""
+    if backbone is None:
+        raise ValueError("--backbone is required: the folder written by `peterrec pretrain`.")
 
 
 @dataclass
@@ -31,7 +42,10 @@ class DataArguments:
     )
     dataset: str = field(default="ml-1m", metadata={"help": "MovieLens release: ml-1m or ml-100k."})
     data_dir: str | None = field(
-        default=None, metadata={"help": "A DatasetDict saved with save_to_disk; replaces --dataset/--task."}
+        default=None,
+        metadata={
+            "help": "A DatasetDict saved with save_to_disk, instead of --dataset (finetune: with --task)."
+        },
     )
     cache_dir: str | None = field(
         default=None, metadata={"help": "Data cache (default $PETERREC_CACHE or ~/.cache/peterrec)."}
@@ -84,7 +98,13 @@ class FinetuneArguments(DataArguments):
     """Task, method and patch of `finetune` (defaults: PeterRec with serial insertion (c), Section 4)."""
 
     backbone: str = field(default=None, metadata={"help": "Backbone folder written by `peterrec pretrain`."})
-    task: str = field(default="genest", metadata={"help": "genest, ageest, lifeest, lifestatus or coldrec."})
+    task: str | None = field(
+        default=None,
+        metadata={
+            "help": f"MovieLens task: {DEFAULT_FINETUNING_TASK} (default), ageest, lifeest, lifestatus or coldrec. With --data_dir: "
+            "required, the name the patch is saved and loaded under."
+        },
+    )
     method: str = field(default="peterrec", metadata={"help": f"One of {', '.join(METHODS)}."})
     insertion: str = field(
         default="serial_two",
@@ -118,6 +138,20 @@ class FinetuneArguments(DataArguments):
         default=None, metadata={"help": "Patch folder to write (default <output_dir>/patch)."}
     )
 
+    def __post_init__(self) -> None:
+        require_backbone(self.backbone)
+        choose(METHODS, self.method, "method")
+        choose(INSERTIONS, self.insertion, "insertion")
+        if self.readout is not None:
+            choose(READOUTS, self.readout, "readout")
+        if self.task is None:
+            if self.data_dir is not None:
+                raise ValueError(
+                    f"--task is required with --data_dir: the name of your task, under which the patch is "
+                    f"saved and loaded (e.g. --task {Path(self.data_dir).name})."
+                )
+            self.task = DEFAULT_FINETUNING_TASK
+
 
 @dataclass
 class EvaluateArguments(DataArguments):
@@ -128,7 +162,7 @@ class EvaluateArguments(DataArguments):
     task: str | None = field(
         default=None, metadata={"help": "MovieLens task (default: the patch's task, or pretrain)."}
     )
-    split: str = field(default="test", metadata={"help": "Split to evaluate."})
+    split: Literal["validation", "test"] = field(default="test", metadata={"help": "Split to evaluate."})
     num_eval_negatives: int = field(
         default=99, metadata={"help": "Sampled negatives per true item (ranking)."}
     )
@@ -139,6 +173,9 @@ class EvaluateArguments(DataArguments):
             "that the run's metrics are reproduced)."
         },
     )
+
+    def __post_init__(self) -> None:
+        require_backbone(self.backbone)
 
 
 def _auto_metric_help() -> str:
@@ -191,6 +228,7 @@ class PeterRecTrainingArguments(TrainingArguments):
 
 __all__ = [
     "AUTO_METRIC",
+    "DEFAULT_FINETUNING_TASK",
     "PAPER_DILATIONS",
     "DataArguments",
     "EvaluateArguments",

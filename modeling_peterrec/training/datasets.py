@@ -105,6 +105,23 @@ def classification_datasets(splits, tokenizer: ItemTokenizer):
     )
 
 
+def _check_negatives_available(splits, num_items: int, num_eval_negatives: int) -> None:
+    """Every evaluated user needs `num_eval_negatives` target items outside their own targets to sample from."""
+    fewest = min(
+        (
+            num_items - len(set(targets))
+            for name in ("validation", "test")
+            for targets in splits[name]["targets"]
+        ),
+        default=num_items,
+    )
+    if num_eval_negatives > fewest:
+        raise ValueError(
+            f"--num_eval_negatives {num_eval_negatives} is more than the {fewest} target items some evaluated "
+            f"users have left to sample from (the task has {num_items} target items); lower --num_eval_negatives."
+        )
+
+
 def ranking_datasets(splits, tokenizer: ItemTokenizer, num_eval_negatives: int, seed: int):
     """(train, validation, test) rows with one row per target item (`target`), as in the original code.
 
@@ -113,6 +130,7 @@ def ranking_datasets(splits, tokenizer: ItemTokenizer, num_eval_negatives: int, 
     once with a fixed seed (the paper's protocol, Section 4.1).
     """
     num_items = len(splits["train"].features["targets"].feature.names)
+    _check_negatives_available(splits, num_items, num_eval_negatives)
     rows = {}
     for name in SPLITS:
         dataset = tokenize_dataset(splits[name], tokenizer)

@@ -29,7 +29,7 @@ from ..data import MaskedItemCollator, NextItemCollator, align_labels
 from ..metrics import make_compute_metrics
 from ..modeling_peterrec import PeterRecForItemRanking
 from ..patch_config import PATCH_WEIGHTS_NAME
-from ..registry import METHODS, TASK_KINDS, choose, tcl_position
+from ..registry import TASK_KINDS, tcl_position
 from ..saving import load_backbone, load_patch, pretraining_model_class, save_backbone, save_patch
 from ..tokenization_peterrec import ItemTokenizer, UnknownItems
 from ..transfer import prepare_for_transfer
@@ -187,9 +187,6 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tunes a backbone for one task with one method (Section 3.3) and saves the patch folder; returns the
     summary in `metrics.json` (validation and test metrics, trainable and total parameters, patch size)."""
-    if args.backbone is None:
-        raise ValueError("--backbone is required: the folder written by `peterrec pretrain`.")
-    choose(METHODS, args.method, "method")
     splits = load_splits(args)
     backbone, tokenizer = load_backbone(args.backbone)
     unknown = check_unknown_items(tokenizer, splits, args)
@@ -303,8 +300,6 @@ def _evaluate_patch(args: EvaluateArguments, training_args: TrainingArguments, b
 def evaluate(args: EvaluateArguments, training_args: TrainingArguments) -> dict[str, Any]:
     """Test metrics of a backbone (held-out last item over the whole item pool) or of a backbone with a patch
     (the task's metrics; for ranking also the full ranking). Writes `metrics.json` into `output_dir`."""
-    if args.backbone is None:
-        raise ValueError("--backbone is required: the folder written by `peterrec pretrain`.")
     backbone, tokenizer = load_backbone(args.backbone)
     training_args = replace(training_args, load_best_model_at_end=False, eval_strategy="no")
     run = _evaluate_backbone if args.patch is None else _evaluate_patch
