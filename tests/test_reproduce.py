@@ -89,7 +89,9 @@ class FakePipeline:
 def fake_run(tmp_path):
     root = synthetic_root(tmp_path / "data")
     fake = FakePipeline(load_from_disk(str(root / "genest"))["test"]["user_id"])
-    preset = replace(PRESETS["smoke"], seeds=(0, 1, 2), learning_rates=(1e-2, 1e-3))
+    preset = replace(
+        PRESETS["smoke"], seeds=(0, 1, 2), tune={"learning_rate": (1e-2, 1e-3)}, selection="validation"
+    )
     runner = Reproduction(
         preset,
         tmp_path / "runs",
@@ -154,7 +156,12 @@ def test_learning_rate_is_chosen_on_validation_and_test_is_read_once_per_seed(fa
     assert sorted((call["seed"], call["rate"]) for call in final) == [(0, 1e-3), (1, 1e-3), (2, 1e-3)]
     result = report["configurations"]["causal-genest-peterrec-serial_two"]
     assert result["learning_rate"] == 1e-3
-    assert result["validation_by_learning_rate"] == {"0.01": 0.6, "0.001": 0.9}
+    selection = result["selection"]
+    assert selection["scheme"] == "validation" and selection["chosen"] == "lr0.001"
+    assert {label: c["mean"] for label, c in selection["candidates"].items()} == {
+        "lr0.01": 0.6,
+        "lr0.001": 0.9,
+    }
     aggregate = report["aggregates"]["causal-genest-peterrec-serial_two"]["accuracy"]
     assert aggregate["mean"] == pytest.approx(0.6) and aggregate["std"] == pytest.approx(0.1)
     assert result["trainable_share"] == 0.25

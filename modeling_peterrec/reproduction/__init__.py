@@ -3,7 +3,9 @@
 Every number in `results/` comes from one command. One job per module:
 
 - `plan`: presets, tasks, research questions and the configurations each one needs;
-- `runner`: pretraining, validation-only tuning, the runs (resumed from disk) and the report's data;
+- `runner`: pretraining, hyperparameter selection, the runs (resumed from disk) and the report's data;
+- `folds`: the cross-validation folds inside the training users (the models' selection, the baselines' own);
+- `selection`: the candidates of a preset's grid and the choice of the best mean held-out measure;
 - `baselines`: the rule and classical baselines on the models' own rows and candidates;
 - `report`: aggregation over seeds, markdown tables, learning curves and the JSON file;
 - `investigation`: the validation-only study of learning rates and PeterRec's options;
@@ -19,10 +21,12 @@ from .baselines import (
     popularity_metrics,
 )
 from .cli import ReproduceArguments, main
+from .folds import fold_indices, user_folds
 from .investigation import investigate
 from .plan import PRESETS, Configuration, Preset, research_plan
 from .report import Aggregate, render_report, write_plots
 from .runner import Reproduction, derived_task, reproduce, run_plan, validation_curve
+from .selection import Selection, candidates, choose_candidate
 
 __all__ = [
     "BASELINES",
@@ -32,8 +36,12 @@ __all__ = [
     "Preset",
     "ReproduceArguments",
     "Reproduction",
+    "Selection",
     "baseline_rows",
+    "candidates",
+    "choose_candidate",
     "derived_task",
+    "fold_indices",
     "investigate",
     "item_popularity",
     "main",
@@ -45,6 +53,7 @@ __all__ = [
     "reproduce",
     "research_plan",
     "run_plan",
+    "user_folds",
     "validation_curve",
     "write_plots",
 ]

@@ -26,6 +26,7 @@ from transformers.utils import logging as transformers_logging
 
 from ..metrics import classification_metrics, exclusion_mask, full_ranking_metrics, sampled_ranking_metrics
 from ..registry import TASK_KINDS, TaskKind
+from .folds import fold_indices
 
 logger = transformers_logging.get_logger(__name__)
 
@@ -80,9 +81,8 @@ def _sklearn():
         ) from error
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.model_selection import StratifiedKFold
 
-    return TfidfVectorizer, LogisticRegressionCV, StratifiedKFold
+    return TfidfVectorizer, LogisticRegressionCV
 
 
 def task_kind_of(splits) -> TaskKind:
@@ -115,14 +115,12 @@ def _items_as_tokens(items: Sequence[Any]) -> list[Any]:
 
 def stratified_folds(
     labels: Sequence[int], seed: int, n_splits: int = CV_FOLDS
-) -> list[tuple[np.ndarray, ...]]:
-    """(fit, held-out) index pairs over the training rows only, stratified by label (fewer folds when a class is
-    rarer than `n_splits`)."""
-    _, _, stratified_k_fold = _sklearn()
-    labels = np.asarray(labels)
-    smallest = int(np.bincount(labels)[np.bincount(labels) > 0].min())
-    folds = stratified_k_fold(n_splits=max(2, min(n_splits, smallest)), shuffle=True, random_state=seed)
-    return list(folds.split(np.zeros(len(labels)), labels))
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, held-out) index pairs over the training rows only, stratified by label (`folds.fold_indices`; fewer
+    folds when a class is rarer than `n_splits`, so every fit sees every class)."""
+    counts = np.bincount(np.asarray(labels))
+    smallest = int(counts[counts > 0].min())
+    return fold_indices(len(labels), max(2, min(n_splits, smallest)), seed, labels)
 
 
 def tfidf_logistic_regression(
@@ -134,7 +132,7 @@ def tfidf_logistic_regression(
 ) -> np.ndarray:
     """Predicted labels of `eval_histories` by a logistic regression on TF-IDF item bags, fitted on the training
     users only: the IDF, the `C` chosen by stratified cross-validation over them, and the final fit."""
-    tfidf_vectorizer, logistic_regression_cv, _ = _sklearn()
+    tfidf_vectorizer, logistic_regression_cv = _sklearn()
     vectorizer = tfidf_vectorizer(analyzer=_items_as_tokens)
     train = vectorizer.fit_transform(train_histories)
     model = logistic_regression_cv(
@@ -205,10 +203,8 @@ def choose_ease_l2(
 
     One eigendecomposition of each fold's `XᵀX = QΛQᵀ` gives the weights of every penalty,
     `Q diag(1 / (Λ + λ)) Qᵀ XᵀY`, so the grid costs one decomposition per fold."""
-    order = np.random.default_rng(seed).permutation(len(source))
     scores = dict.fromkeys(grid, 0.0)
-    for held_out in np.array_split(order, n_splits):
-        fitted = np.setdiff1d(order, held_out)
+    for fitted, held_out in fold_indices(len(source), n_splits, seed):
         eigenvalues, eigenvectors = np.linalg.eigh(source[fitted].T @ source[fitted])
         projected = eigenvectors.T @ (source[fitted].T @ targets[fitted])
         users, items = np.nonzero(targets[held_out])

@@ -17,7 +17,7 @@ from .._io import write_json
 from ..reporting import markdown_table
 from .baselines import BASELINES
 from .investigation import investigate
-from .plan import ALL_TASKS, PRESETS, RESEARCH_QUESTIONS, TASKS, Preset
+from .plan import ALL_TASKS, PRESETS, RESEARCH_QUESTIONS, SELECTION_SCHEMES, TASKS, Preset
 from .report import baselines_table
 from .runner import Reproduction, reproduce
 
@@ -38,8 +38,27 @@ class ReproduceArguments:
     )
     seeds: list[int] | None = field(default=None, metadata={"help": "Override the preset's seeds."})
     learning_rates: list[float] | None = field(
-        default=None, metadata={"help": "Override the preset's grid (validation)."}
+        default=None, metadata={"help": "Candidate learning rates (replace the preset's; several: selected)."}
     )
+    readouts: list[str] | None = field(
+        default=None, metadata={"help": "Candidate readouts (replace the preset's; several: selected)."}
+    )
+    bottleneck_sizes: list[int] | None = field(
+        default=None,
+        metadata={"help": "Candidate patch bottlenecks (replace the preset's; several: selected)."},
+    )
+    epoch_candidates: list[float] | None = field(
+        default=None,
+        metadata={"help": "Candidate fine-tuning epochs (replace the preset's; several: selected)."},
+    )
+    selection: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where candidates are scored: cv (folds of the training users) or validation.",
+            "choices": list(SELECTION_SCHEMES),
+        },
+    )
+    folds: int | None = field(default=None, metadata={"help": "Override the preset's number of folds (cv)."})
     pretrain_epochs: float | None = field(
         default=None, metadata={"help": "Override the preset's pretraining."}
     )
@@ -89,16 +108,24 @@ class ReproduceArguments:
 
     def preset_with_overrides(self) -> Preset:
         """The chosen preset with the options that override it."""
+        preset = PRESETS[self.preset]
+        grid = {
+            "learning_rate": self.learning_rates,
+            "readout": self.readouts,
+            "bottleneck_size": self.bottleneck_sizes,
+            "num_train_epochs": self.epoch_candidates,
+        }
+        tune = {**preset.tune, **{key: tuple(values) for key, values in grid.items() if values is not None}}
         overrides = {
             "seeds": None if self.seeds is None else tuple(self.seeds),
-            "learning_rates": None if self.learning_rates is None else tuple(self.learning_rates),
+            "tune": tune,
+            "selection": self.selection,
+            "folds": self.folds,
             "pretrain_epochs": self.pretrain_epochs,
             "finetune_epochs": self.finetune_epochs,
             "max_length": self.max_length,
         }
-        return replace(
-            PRESETS[self.preset], **{key: value for key, value in overrides.items() if value is not None}
-        )
+        return replace(preset, **{key: value for key, value in overrides.items() if value is not None})
 
     def runner(self, preset: Preset) -> Reproduction:
         """A runner of `preset` on the chosen data, with its runs in the work folder."""
@@ -160,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.getLogger("modeling_peterrec").setLevel(logging.INFO)
     output_dir = Path(args.output_dir)
     if args.investigate is not None:
-        report = investigate(args.runner(preset), args.investigate, preset.learning_rates, output_dir)
+        rates = preset.tune.get("learning_rate", (preset.learning_rate,))
+        report = investigate(args.runner(preset), args.investigate, rates, output_dir)
         print(output_dir / "investigation.md")
         return report
     if args.baselines_only:

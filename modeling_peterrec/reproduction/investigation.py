@@ -35,7 +35,7 @@ def investigate(
 
     def score(label: str, configuration: Configuration, rate: float) -> float:
         output_dir_of_run = runner.work_dir / "investigation" / configuration.name / f"lr{rate:g}"
-        summary = runner.run(configuration, seed, rate, output_dir_of_run, for_tuning=True)
+        summary = runner.run(configuration, seed, rate, output_dir_of_run, "validation")
         validation = summary["validation"]
         rows.append(
             {"variant": label, "configuration": configuration.name, "learning_rate": rate, **validation}

@@ -5,9 +5,10 @@ The runner pretrains one backbone per objective (causal NextItNet, masked GRec e
 (`pretrain_source`), fine-tunes every configuration of the plan with `training.finetune` (once per seed) and computes
 the baselines (`baselines.py`) on the same rows.
 
-Honest tuning: when a preset lists several learning rates, each configuration picks one by its validation metric,
-using the first seed on a copy of the task whose `test` split *is* the validation split; the real test split is
-read exactly once per (configuration, seed), by the final run. Runs whose `metrics.json` exists are skipped, so
+Honest tuning: when a preset's grid (`Preset.tune`) has several candidates, each configuration picks one by the mean
+of its selection metric over k folds of the training users (`folds.py`, `selection.py`) or, with the `validation`
+scheme, on a copy of the task whose `test` split *is* the validation split, using the first seed; the real test
+split is read exactly once per (configuration, seed), by the final run. Runs whose `metrics.json` exists are skipped, so
 an interrupted reproduction resumes where it stopped.
 """
 
@@ -17,9 +18,9 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers.utils import logging as transformers_logging
@@ -35,6 +36,7 @@ from ..training import (
     pretrain,
 )
 from .baselines import RULE_BASELINES, baseline_rows
+from .folds import user_folds
 from .plan import (
     ALL_TASKS,
     DATASET_TITLES,
@@ -47,8 +49,19 @@ from .plan import (
     unique_configurations,
 )
 from .report import aggregate_runs, write_report
+from .selection import (
+    TRAINING_KNOBS,
+    Selection,
+    candidate_label,
+    candidates,
+    choose_candidate,
+    split_candidate,
+)
 
 logger = transformers_logging.get_logger(__name__)
+
+HeldOut = int | Literal["validation"] | None
+"""What a run holds out (`Reproduction.run`): None, the real splits; `"validation"`; or a fold's index."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -57,28 +70,40 @@ logger = transformers_logging.get_logger(__name__)
 
 
 def derived_task(
-    splits, folder: Path, train_fraction: float = 1.0, seed: int = 0, for_tuning: bool = False
+    splits,
+    folder: Path,
+    train_fraction: float = 1.0,
+    seed: int = 0,
+    for_tuning: bool = False,
+    fold: tuple[int, int] | None = None,
 ) -> Path:
     """Saves (once) a variant of a task's `DatasetDict` and returns its folder.
 
     `train_fraction` keeps that share of the training rows (a seeded random subset, Figure 6); `for_tuning`
     replaces the test split by the validation split, so that a run made to choose hyperparameters cannot read
-    the test split.
+    the test split; `fold=(index, k)` keeps only the (subsampled) training users, split by `folds.user_folds`
+    with `seed`: the other folds train, fold `index` is both validation and test.
     """
     if (folder / "dataset_dict.json").is_file():
         return folder
     from datasets import DatasetDict
 
+    if for_tuning and fold is not None:
+        raise ValueError("A variant is either a tuning copy or a fold, not both.")
     train = splits["train"]
     if train_fraction < 1:
         train = train.shuffle(seed=seed).select(range(max(1, round(train_fraction * len(train)))))
-    variant = DatasetDict(
-        {
-            "train": train,
-            "validation": splits["validation"],
-            "test": splits["validation" if for_tuning else "test"],
-        }
-    )
+    if fold is not None:
+        index, k = fold
+        variant = user_folds({"train": train}, k, seed)[index]
+    else:
+        variant = DatasetDict(
+            {
+                "train": train,
+                "validation": splits["validation"],
+                "test": splits["validation" if for_tuning else "test"],
+            }
+        )
     temporary = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     variant.save_to_disk(str(temporary))
@@ -135,20 +160,27 @@ class Reproduction:
         return self._splits[task]
 
     def _data_arguments(
-        self, task: str, train_fraction: float, seed: int, for_tuning: bool
+        self, task: str, train_fraction: float, seed: int, held_out: HeldOut
     ) -> dict[str, Any]:
-        """Where `finetune` reads a configuration's task: the original task, or a derived variant."""
+        """Where `finetune` reads a configuration's task: the original task, or a derived variant (see
+        `Reproduction.run` for `held_out`)."""
         arguments = {"task": task, "max_length": self.preset.max_length, "cache_dir": self._cache()}
-        if train_fraction == 1 and not for_tuning:
+        if train_fraction == 1 and held_out is None:
             if self.data_dir is None:
                 return {**arguments, "dataset": self.dataset}
             return {**arguments, "data_dir": str(Path(self.data_dir) / task)}
         name = task
         if train_fraction < 1:
             name += f"-train{round(100 * train_fraction)}pct-seed{seed}"
-        if for_tuning:
+        fold = None
+        if held_out == "validation":
             name += "-tuning"
-        folder = derived_task(self.splits(task), self.derived_dir / name, train_fraction, seed, for_tuning)
+        elif held_out is not None:
+            fold = (held_out, self.preset.folds)
+            name += f"-fold{held_out}of{self.preset.folds}-seed{seed}"
+        folder = derived_task(
+            self.splits(task), self.derived_dir / name, train_fraction, seed, held_out == "validation", fold
+        )
         return {**arguments, "data_dir": str(folder)}
 
     def _cache(self) -> str | None:
@@ -240,9 +272,15 @@ class Reproduction:
         seed: int,
         learning_rate: float,
         output_dir: Path,
-        for_tuning: bool,
+        held_out: HeldOut = None,
+        epochs: float | None = None,
     ) -> dict[str, Any]:
-        """One `finetune` run of a configuration (skipped when its `metrics.json` exists)."""
+        """One `finetune` run of a configuration (skipped when its `metrics.json` exists).
+
+        `held_out` says what the run may read: None, the real splits (a final run, the only reads of the test
+        split); `"validation"`, a tuning copy whose test split is the validation split; a fold index, fold `i` of
+        `folds.user_folds` over the training users (validation and test are that fold). `epochs` overrides the
+        preset's."""
         if (output_dir / METRICS_FILE).is_file():
             return json.loads((output_dir / METRICS_FILE).read_text())
         if not self.run_missing:
@@ -257,9 +295,10 @@ class Reproduction:
             train_layer_norms=list(configuration.train_layer_norms),
             train_tcl_embedding=configuration.train_tcl_embedding,
             num_eval_negatives=preset.num_eval_negatives,
-            **self._data_arguments(configuration.task, configuration.train_fraction, seed, for_tuning),
+            **self._data_arguments(configuration.task, configuration.train_fraction, seed, held_out),
         )
-        epochs = preset.coldrec_epochs if configuration.task == "coldrec" else preset.finetune_epochs
+        if epochs is None:
+            epochs = preset.coldrec_epochs if configuration.task == "coldrec" else preset.finetune_epochs
         started = time.perf_counter()
         summary = self.finetune_fn(
             arguments,
@@ -269,41 +308,78 @@ class Reproduction:
         logger.info(f"{output_dir.relative_to(self.work_dir)}: {time.perf_counter() - started:.0f}s")
         return summary
 
-    def choose_learning_rate(self, configuration: Configuration) -> tuple[float, dict[str, float]]:
-        """The preset's learning rate with the best validation measure on the first seed, read from tuning runs
-        whose test split is the validation split; returns it and every candidate's validation measure."""
-        rates = self.preset.learning_rates
-        if len(rates) == 1:
-            return rates[0], {}
-        seed, scores = self.preset.seeds[0], {}
-        for rate in rates:
-            output_dir = self.work_dir / "tuning" / configuration.name / f"lr{rate:g}"
-            summary = self.run(configuration, seed, rate, output_dir, for_tuning=True)
-            scores[f"{rate:g}"] = summary["validation"][TASK_KINDS[summary["task_kind"]].selection_metric]
-        best = max(rates, key=lambda rate: scores[f"{rate:g}"])
-        return best, scores
+    # Selection -----------------------------------------------------------------------------------------------
+
+    def grid(self, configuration: Configuration) -> list[dict[str, Any]]:
+        """The preset's candidates for a configuration, without the values it ignores (a bottleneck for a method
+        without patches) and so without duplicates."""
+        grid = {}
+        for candidate in candidates(self.preset.tune):
+            tuned, _ = self.tuned(configuration, candidate)
+            kept = {
+                key: value
+                for key, value in candidate.items()
+                if key in TRAINING_KNOBS or getattr(tuned, key) == value
+            }
+            grid.setdefault(candidate_label(kept), kept)
+        return list(grid.values())
+
+    def tuned(
+        self, configuration: Configuration, candidate: dict[str, Any]
+    ) -> tuple[Configuration, dict[str, Any]]:
+        """The configuration with a candidate's fields, and the candidate's training arguments with the preset's
+        defaults (`learning_rate`, `epochs`: None for the preset's)."""
+        fields_of_configuration, training = split_candidate(candidate)
+        return replace(configuration, **fields_of_configuration), {
+            "learning_rate": training.get("learning_rate", self.preset.learning_rate),
+            "epochs": training.get("num_train_epochs"),
+        }
+
+    def select(self, configuration: Configuration, grid: list[dict[str, Any]]) -> Selection:
+        """Runs every candidate of `grid` on each held-out set of the preset's scheme (the folds of the training
+        users, or the validation split) with the first seed, and chooses the best mean of the task kind's selection
+        metric. Never reads the test split."""
+        seed, preset = self.preset.seeds[0], self.preset
+        held_out_sets: list[HeldOut] = (
+            ["validation"] if preset.selection == "validation" else list(range(preset.folds))
+        )
+        metric = task_kind(configuration.task).selection_metric
+
+        def score(candidate: dict[str, Any], held_out: HeldOut) -> float:
+            tuned, training = self.tuned(configuration, candidate)
+            where = "validation" if held_out == "validation" else f"fold{held_out}of{preset.folds}"
+            output_dir = self.work_dir / "tuning" / configuration.name / candidate_label(candidate) / where
+            summary = self.run(
+                tuned, seed, training["learning_rate"], output_dir, held_out, training["epochs"]
+            )
+            return summary["validation"][metric]
+
+        return choose_candidate(grid, held_out_sets, score, preset.selection, metric)
 
     def configuration_result(self, configuration: Configuration) -> dict[str, Any]:
-        """Chooses the learning rate on validation, runs every seed once (the only reads of the test split) and
-        aggregates the test measures."""
-        learning_rate, tuning = self.choose_learning_rate(configuration)
+        """Chooses the configuration's hyperparameters (`select`, when the preset's grid has several candidates),
+        runs every seed once with them (the only reads of the test split) and aggregates the test measures."""
+        grid = self.grid(configuration)
+        selection = self.select(configuration, grid) if len(grid) > 1 else None
+        chosen = grid[0] if selection is None else selection.values[selection.chosen]
+        tuned, training = self.tuned(configuration, chosen)
+        run_dir = self.work_dir / configuration.name
+        if selection is not None:
+            run_dir /= selection.chosen
         summaries = {
             seed: self.run(
-                configuration,
-                seed,
-                learning_rate,
-                self.work_dir / configuration.name / f"seed{seed}",
-                for_tuning=False,
+                tuned, seed, training["learning_rate"], run_dir / f"seed{seed}", None, training["epochs"]
             )
             for seed in self.preset.seeds
         }
         first = summaries[self.preset.seeds[0]]
         kind = first["task_kind"]
         return {
-            "configuration": asdict(configuration),
+            "configuration": asdict(tuned),
             "task_kind": kind,
-            "learning_rate": learning_rate,
-            "validation_by_learning_rate": tuning,
+            "learning_rate": training["learning_rate"],
+            "chosen": chosen,
+            "selection": None if selection is None else selection.as_dict(),
             "trainable_parameters": first["trainable_parameters"],
             "total_parameters": first["total_parameters"],
             "trainable_share": first["trainable_parameters"] / first["total_parameters"],
