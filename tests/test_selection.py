@@ -100,7 +100,7 @@ class StubPipeline:
 
     def finetune(self, args, training_args):
         tested = load_from_disk(args.data_dir)["test"]["user_id"]
-        readout = json.loads((Path(args.backbone) / "config.json").read_text())["readout"]
+        readout = args.readout or "tcl"
         rate = training_args.learning_rate
         if tested == self.real_test:
             where = "real_test"

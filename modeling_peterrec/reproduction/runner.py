@@ -222,19 +222,6 @@ class Reproduction:
         _remove_checkpoints(run_dir)
         return summary
 
-    def backbone_folder(self, objective: str, readout: str = "tcl") -> str:
-        """The backbone folder of an objective; for another readout (Figure 2d), a copy whose config says so (the
-        weights, hence the fingerprint that patches check, are the same)."""
-        folder = Path(self.backbone(objective)["backbone"])
-        if readout == "tcl":
-            return str(folder)
-        variant = self.work_dir / "backbones" / f"{objective}-readout_{readout}"
-        if not (variant / "config.json").is_file():
-            shutil.copytree(folder, variant, dirs_exist_ok=True)
-            config = json.loads((variant / "config.json").read_text())
-            (variant / "config.json").write_text(json.dumps({**config, "readout": readout}, indent=2))
-        return str(variant)
-
     # Fine-tuning ---------------------------------------------------------------------------------------------
 
     def _training_arguments(
@@ -286,9 +273,9 @@ class Reproduction:
         if not self.run_missing:
             raise MissingRunError(output_dir)
         preset = self.preset
-        backbone = self.backbone_folder(configuration.objective, configuration.readout)
         arguments = FinetuneArguments(
-            backbone=backbone,
+            backbone=self.backbone(configuration.objective)["backbone"],
+            readout=configuration.readout,
             method=configuration.method,
             insertion=configuration.insertion or "serial_two",
             bottleneck_size=configuration.bottleneck_size,
