@@ -1,4 +1,4 @@
-"""The `peterrec` command line: `data`, `pretrain`, `finetune`, `evaluate`, `demo` and `reproduce`.
+"""The `peterrec` command line: `data`, `pretrain`, `finetune`, `evaluate`, `push`, `predict`, `demo`, `reproduce`.
 
 Every command reads its options into argument dataclasses with `HfArgumentParser`, from flags or from one `.json`
 file (`peterrec finetune cfg.json`). `pretrain`, `finetune` and `evaluate` take their own options
@@ -58,6 +58,25 @@ class DataCommandArguments:
     seed: int = field(default=0, metadata={"help": "Seed of the 70/3/27 user splits."})
 
 
+@dataclass
+class PushArguments:
+    """Options of `peterrec push`: a backbone or patch folder as written, with its card, to a Hub repository
+    (`sharing.push_folder_to_hub`)."""
+
+    folder: str = field(metadata={"help": "Backbone folder (pretrain) or patch folder (finetune)."})
+    repo_id: str = field(
+        metadata={"help": "Hub repository to push to, 'namespace/name' (created if missing)."}
+    )
+    base_model_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "A patch's backbone repo id, when the patch was trained on a local backbone folder."
+        },
+    )
+    revision: str | None = field(default=None, metadata={"help": "Branch to commit to (default: main)."})
+    private: bool = field(default=False, metadata={"help": "Create the repository as private."})
+
+
 def parse_arguments(dataclass_types: Sequence[type], argv: Sequence[str], prog: str) -> tuple:
     """The argument dataclasses of a command, read from `argv`'s flags, or from its one argument if that is a
     `.json` file (unknown keys are an error). Unknown flags are a usage error (exit 2), as in `argparse`."""
@@ -105,6 +124,21 @@ def _demo(argv: Sequence[str]) -> None:
     print(format_results_table(run_demo(**asdict(args))))
 
 
+def _push(argv: Sequence[str]) -> None:
+    from .sharing import push_folder_to_hub
+
+    (args,) = parse_arguments([PushArguments], argv, "peterrec push")
+    commit = push_folder_to_hub(**asdict(args))
+    print(f"Pushed {args.folder} to {args.repo_id} (commit {commit}).")
+
+
+def _predict(argv: Sequence[str]) -> None:
+    from .predict_command import PredictArguments, run_predict
+
+    (args,) = parse_arguments([PredictArguments], argv, "peterrec predict")
+    print(json.dumps(run_predict(args), indent=2, default=str))
+
+
 def _pipeline(command: str, argv: Sequence[str]) -> None:
     arguments_class, function_name = PIPELINES[command]
     args, training_args = parse_arguments(
@@ -126,6 +160,10 @@ def _run(command: str, argv: Sequence[str]) -> None:
         from .reproduction import main as reproduce
 
         reproduce(argv)
+    elif command == "push":
+        _push(argv)
+    elif command == "predict":
+        _predict(argv)
     else:
         _pipeline(command, argv)
 
@@ -140,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     debug = argv[:1] == [DEBUG_FLAG] or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     if argv[:1] == [DEBUG_FLAG]:
         argv = argv[1:]
-    commands = ["data", *PIPELINES, "demo", "reproduce"]
+    commands = ["data", *PIPELINES, "push", "predict", "demo", "reproduce"]
     if not argv or argv[0] not in commands:
         print(
             f"usage: peterrec [{DEBUG_FLAG}] {{{','.join(commands)}}} [options]\n"
@@ -148,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "  pretrain   pretrain a backbone (causal or masked)\n"
             "  finetune   fine-tune a backbone for one task with one method; writes the patch folder\n"
             "  evaluate   test metrics of a backbone, or of a backbone with a patch\n"
+            "  push       a backbone or patch folder, as written, to a Hub repository with its card\n"
+            "  predict    recommendations or predictions for a file of users' histories\n"
             "  demo       ML-1M end to end on a small backbone, with a results table\n"
             "  reproduce  the paper's research questions on ML-1M: tables, plots and JSON in results/\n"
             "Run `peterrec COMMAND --help` for a command's options; `peterrec COMMAND options.json` reads them\n"

@@ -159,3 +159,42 @@ def test_push_patch_to_hub_without_dataset_writes_no_datasets(local_hub, backbon
     assert card.base_model_relation == "adapter"
     loaded = load_patch("team/gender", PeterRecModel.from_pretrained("team/backbone"))
     assert torch.equal(logits(loaded, backbone_folder), logits(model, backbone_folder))
+
+
+def repo_files(repo_id: str) -> set[str]:
+    return {sibling.rfilename for sibling in model_info(repo_id).siblings}
+
+
+def test_push_command_uploads_a_patch_folder_naming_its_backbone(local_hub, backbone_folder, tmp_path):
+    from modeling_peterrec.cli import main
+
+    folder = save_patch(trained_patch(PeterRecModel.from_pretrained(backbone_folder)), tmp_path / "gender")
+    main(["push", "--folder", str(folder), "--repo_id", "team/gender", "--base_model_id", "team/backbone"])
+    assert {PATCH_CONFIG_NAME, PATCH_WEIGHTS_NAME, "README.md"} <= repo_files("team/gender")
+    pushed = json.loads(Path(hf_hub_download("team/gender", PATCH_CONFIG_NAME)).read_text())
+    assert pushed["backbone_repo_id"] == "team/backbone"
+
+
+@pytest.mark.slow
+def test_finetune_push_to_hub_pushes_the_patch_folder_not_a_full_model(local_hub, tmp_path):
+    from modeling_peterrec.cli import main
+    from tests.test_training import QUICK_TRAINING, TINY_BACKBONE, synthetic_tasks
+
+    data = synthetic_tasks(tmp_path / "data")
+    main(
+        ["pretrain", "--data_dir", data["pretrain"], *TINY_BACKBONE, "--num_train_epochs", "1"]
+        + ["--output_dir", str(tmp_path / "pretrain"), *QUICK_TRAINING]
+    )
+    main(
+        ["finetune", "--backbone", str(tmp_path / "pretrain" / "backbone"), "--max_length", "12"]
+        + ["--data_dir", data["classification"], "--task", "gender", "--num_train_epochs", "1"]
+        + ["--output_dir", str(tmp_path / "gender"), "--push_to_hub", "--hub_model_id", "team/gender"]
+        + ["--base_model_id", "team/backbone", *QUICK_TRAINING]
+    )
+    files = repo_files("team/gender")
+    assert {PATCH_CONFIG_NAME, PATCH_WEIGHTS_NAME, "README.md"} <= files
+    assert not any(
+        name.endswith(("model.safetensors", "config.json")) and name != PATCH_CONFIG_NAME for name in files
+    )
+    card = ModelCard.load("team/gender")
+    assert card.data.base_model == "team/backbone"

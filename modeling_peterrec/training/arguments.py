@@ -127,6 +127,13 @@ class FinetuneArguments(DataArguments):
     num_eval_negatives: int = field(
         default=99, metadata={"help": "Sampled negatives per true item in evaluation (the paper: 99)."}
     )
+    base_model_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "The backbone's Hub repo id, named by the patch pushed with --push_to_hub when --backbone is a "
+            "local folder."
+        },
+    )
     readout: str | None = field(
         default=None,
         metadata={

@@ -86,6 +86,33 @@ def check_unknown_items(tokenizer: ItemTokenizer, splits, args) -> UnknownItems:
     return tokenizer.check_unknown_items(items, allow_unknown_items=args.allow_unknown_items)
 
 
+def without_hub_pushes(training_args: TrainingArguments) -> TrainingArguments:
+    """The Trainer's own `--push_to_hub` uploads a full model at every save, with no code files, card or patch, which
+    nothing can load: the pipelines push their finished folder instead (`push_finished_folder`)."""
+    return replace(training_args, push_to_hub=False) if training_args.push_to_hub else training_args
+
+
+def push_finished_folder(
+    training_args: TrainingArguments, folder: Path, base_model_id: str | None = None
+) -> str | None:
+    """With `--push_to_hub`, uploads the backbone or patch folder a pipeline wrote to `--hub_model_id` (default: the
+    folder's name), with its card (`sharing.push_folder_to_hub`); returns the repo id."""
+    if not training_args.push_to_hub:
+        return None
+    from ..sharing import push_folder_to_hub
+
+    repo_id = training_args.hub_model_id or folder.name
+    push_folder_to_hub(
+        folder,
+        repo_id,
+        base_model_id=base_model_id,
+        private=bool(training_args.hub_private_repo),
+        token=training_args.hub_token,
+    )
+    logger.info(f"Pushed {folder} to {repo_id}")
+    return repo_id
+
+
 def _without_loss(metrics: dict[str, float]) -> dict[str, float]:
     return {key: value for key, value in metrics.items() if key != "loss"}
 
@@ -139,7 +166,7 @@ def pretrain(
     metric = TASK_KINDS["pretraining"].selection_metric
     trainer = PretrainingTrainer(
         model=model,
-        args=with_metric_for_best(training_args, metric),
+        args=with_metric_for_best(without_hub_pushes(training_args), metric),
         data_collator=train_collator,
         eval_data_collator=eval_collator,
         train_dataset=train,
@@ -177,6 +204,8 @@ def pretrain(
             ),
         )
     summary["backbone"] = str(save_dir)
+    if trainer.is_world_process_zero():
+        summary["hub_repo_id"] = push_finished_folder(training_args, save_dir)
     return finish_run(trainer, summary, metric, log_history)
 
 
@@ -211,7 +240,7 @@ def finetune(
     metric = TASK_KINDS[kind].selection_metric
     trainer = PeterRecTrainer(
         model=model,
-        args=with_metric_for_best(training_args, metric),
+        args=with_metric_for_best(without_hub_pushes(training_args), metric),
         data_collator=train_collator,
         eval_data_collator=eval_collator,
         train_dataset=train,
@@ -247,6 +276,7 @@ def finetune(
             dataset=summary["dataset"],
         )
         summary["patch_size_bytes"] = (save_dir / PATCH_WEIGHTS_NAME).stat().st_size
+        summary["hub_repo_id"] = push_finished_folder(training_args, save_dir, args.base_model_id)
     summary["patch"] = str(save_dir)
     return finish_run(trainer, summary, metric, log_history)
 
