@@ -148,8 +148,18 @@ def test_missing_tokenizer_file_is_an_error(tokenizer, tmp_path):
         ItemTokenizer()
 
 
+EVERY_MODULE_BESIDE_A_DECOY = """
+import importlib, pkgutil
+import modeling_peterrec, tokenization
+for module in pkgutil.walk_packages(modeling_peterrec.__path__, "modeling_peterrec."):
+    if not module.name.endswith("__main__"):
+        importlib.import_module(module.name)
+print(modeling_peterrec.ItemTokenizer.__module__, tokenization.__file__)
+"""
+
+
 def test_package_imports_beside_an_unrelated_tokenization_module(tmp_path):
-    """BERT-era code ships a top-level `tokenization.py`; the package must not pick it up."""
+    """BERT-era code ships a top-level `tokenization.py`; no module of the package may pick it up."""
     import os
     import subprocess
     import sys
@@ -164,7 +174,7 @@ def test_package_imports_beside_an_unrelated_tokenization_module(tmp_path):
         [
             sys.executable,
             "-c",
-            "import modeling_peterrec, tokenization; print(modeling_peterrec.ItemTokenizer.__module__, tokenization.__file__)",
+            EVERY_MODULE_BESIDE_A_DECOY,
         ],
         cwd=tmp_path,
         env=environment,
@@ -175,3 +185,14 @@ def test_package_imports_beside_an_unrelated_tokenization_module(tmp_path):
     module, decoy = result.stdout.split()
     assert module == "modeling_peterrec.tokenization_peterrec"
     assert Path(decoy) == tmp_path / "tokenization.py"
+
+
+def test_no_module_of_the_package_imports_the_top_level_tokenization():
+    """Also the imports inside functions, which importing every module does not run."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "modeling_peterrec"
+    pattern = re.compile(r"^\s*(from\s+tokenization\b|import\s+tokenization\b)", re.MULTILINE)
+    offenders = [str(path) for path in package.rglob("*.py") if pattern.search(path.read_text())]
+    assert offenders == []

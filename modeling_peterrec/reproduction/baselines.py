@@ -251,7 +251,7 @@ def ranking_baselines(
     """Each ColdRec baseline's measures on the evaluation rows of `split` built as for the models (`ranking_datasets`:
     one row per target, the same seeded candidates), scored from the `max_length` most recent source items."""
     # Imported here so that the training code (the demo's table) can import this module without a cycle.
-    from tokenization import ItemTokenizer
+    from ..tokenization_peterrec import ItemTokenizer
 
     from ..training import ranking_datasets
 
