@@ -22,6 +22,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
 
 
+def replace_block(path: str | Path, name: str, text: str) -> None:
+    """Rewrites the block of a markdown file between `<!-- name:begin -->` and `<!-- name:end -->` with `text`, so
+    that documented tables come from the run that makes them, never from a hand copy."""
+    from ._io import write_bytes
+
+    path = Path(path)
+    content = path.read_text()
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if content.count(begin) != 1 or content.count(end) != 1 or content.index(begin) > content.index(end):
+        raise ValueError(f"{path} needs exactly one {begin} ... {end} block to rewrite.")
+    head, rest = content.split(begin)
+    _, tail = rest.split(end)
+    write_bytes(path, f"{head}{begin}\n{text.strip()}\n{end}{tail}".encode())
+
+
 def mean_curve(curves: Sequence[Curve]) -> list[tuple[float, float]]:
     """Point-wise mean of curves evaluated at the same epochs (the shortest curve sets the length)."""
     curves = [curve for curve in curves if curve]

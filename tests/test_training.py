@@ -428,15 +428,23 @@ def test_results_table_lists_metric_parameters_and_patch_size():
     rows = [
         {
             "task": "genest",
-            "method": "peterrec",
+            "model": "peterrec",
             "metric": "accuracy",
             "value": 0.71234,
             "trainable_parameters": 12345,
             "patch_size_bytes": 51200,
         },
         {
+            "task": "genest",
+            "model": "LabelCS",
+            "metric": "accuracy",
+            "value": 0.7,
+            "trainable_parameters": None,
+            "patch_size_bytes": None,
+        },
+        {
             "task": "pretraining",
-            "method": "causal",
+            "model": "causal",
             "metric": "MRR@5",
             "value": 0.05,
             "trainable_parameters": 500000,
@@ -444,9 +452,22 @@ def test_results_table_lists_metric_parameters_and_patch_size():
         },
     ]
     lines = format_results_table(rows).splitlines()
-    assert lines[0].split() == ["task", "method", "metric", "value", "trainable", "params", "patch", "size"]
+    assert lines[0].split() == ["task", "model", "metric", "value", "trainable", "params", "patch", "size"]
     assert lines[2].split() == ["genest", "peterrec", "accuracy", "0.7123", "12,345", "50", "KiB"]
-    assert lines[3].split() == ["pretraining", "causal", "MRR@5", "0.0500", "500,000", "-"]
+    assert lines[3].split() == ["genest", "LabelCS", "accuracy", "0.7000", "-", "-"]
+    assert lines[4].split() == ["pretraining", "causal", "MRR@5", "0.0500", "500,000", "-"]
+
+
+def test_docs_block_is_rewritten_from_a_run(tmp_path):
+    from modeling_peterrec.reporting import replace_block
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- demo:begin -->\nold table\n<!-- demo:end -->\noutro\n")
+    replace_block(readme, "demo", "new table")
+    assert readme.read_text() == "intro\n<!-- demo:begin -->\nnew table\n<!-- demo:end -->\noutro\n"
+    readme.write_text("no block here\n")
+    with pytest.raises(ValueError, match="demo:begin"):
+        replace_block(readme, "demo", "new table")
 
 
 def test_unknown_command_exits_with_usage(capsys):

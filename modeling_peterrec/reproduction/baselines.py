@@ -252,7 +252,6 @@ def ranking_baselines(
     one row per target, the same seeded candidates), scored from the `max_length` most recent source items."""
     # Imported here so that the training code (the demo's table) can import this module without a cycle.
     from ..tokenization_peterrec import ItemTokenizer
-
     from ..training import ranking_datasets
 
     tokenizer = ItemTokenizer.from_sequences(splits["train"]["items"])
