@@ -506,3 +506,19 @@ def test_movielens_100k_end_to_end(tmp_path):
     finetuned = read_metrics(tmp_path / "gen")
     assert_unit_interval(finetuned["test"], ["accuracy", "macro_f1"])
     assert (tmp_path / "gen" / "patch" / PATCH_WEIGHTS_NAME).is_file()
+
+
+def test_trainer_shows_progress_bars_without_raw_log_dicts(tmp_path, capsys):
+    from transformers import ProgressCallback
+
+    from modeling_peterrec import PeterRecConfig, PeterRecForNextItemPrediction
+    from modeling_peterrec.training.trainers import PeterRecTrainer, ProgressBars
+
+    model = PeterRecForNextItemPrediction(PeterRecConfig(vocab_size=10, hidden_size=8, dilations=[1, 2]))
+    trainer = PeterRecTrainer(
+        model=model, args=PeterRecTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    )
+    kinds = [type(callback) for callback in trainer.callback_handler.callbacks]
+    assert ProgressBars in kinds and ProgressCallback not in kinds
+    trainer.log({"loss": 1.234})
+    assert "1.234" not in capsys.readouterr().out

@@ -8,13 +8,28 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 from torch.utils.data import SequentialSampler
-from transformers import EarlyStoppingCallback, EvalPrediction, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    EarlyStoppingCallback,
+    EvalPrediction,
+    ProgressCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from ..metrics import exclusion_mask, full_rank_of_positive, full_ranking_metrics, ranking_metrics
 from .arguments import AUTO_METRIC
 
 RANKING_CUTOFFS = (5, 10)
 """The k of HR@k, MRR@k and NDCG@k (Section 4.1)."""
+
+
+class ProgressBars(ProgressCallback):
+    """Trainer's progress bars without the raw log dictionaries it prints under them: the same numbers go to
+    `metrics.json` and the learning curve, and a person reads the bars and the final table."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return None
 
 
 class PeterRecTrainer(Trainer):
@@ -24,6 +39,8 @@ class PeterRecTrainer(Trainer):
     def __init__(self, *args, eval_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_data_collator = eval_data_collator
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(ProgressBars)
 
     def _with_eval_collator(self, make_loader, *args):
         if self.eval_data_collator is None:
