@@ -515,9 +515,10 @@ def test_trainer_shows_progress_bars_without_raw_log_dicts(tmp_path, capsys):
     from modeling_peterrec.training.trainers import PeterRecTrainer, ProgressBars
 
     model = PeterRecForNextItemPrediction(PeterRecConfig(vocab_size=10, hidden_size=8, dilations=[1, 2]))
-    trainer = PeterRecTrainer(
-        model=model, args=PeterRecTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    arguments = PeterRecTrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, eval_strategy="no", load_best_model_at_end=False
     )
+    trainer = PeterRecTrainer(model=model, args=arguments)
     kinds = [type(callback) for callback in trainer.callback_handler.callbacks]
     assert ProgressBars in kinds and ProgressCallback not in kinds
     trainer.log({"loss": 1.234})
