@@ -118,10 +118,13 @@ def _data(argv: Sequence[str]) -> None:
 
 
 def _demo(argv: Sequence[str]) -> None:
-    from .demo import DemoArguments, format_results_table, run_demo
+    from .demo import DemoArguments, format_results_table, run_demo, where_and_how
 
     (args,) = parse_arguments([DemoArguments], argv, "peterrec demo")
-    print(format_results_table(run_demo(**asdict(args))))
+    rows = run_demo(**asdict(args))
+    print(format_results_table(rows))
+    print()
+    print(where_and_how(rows, args.output_dir))
 
 
 def _push(argv: Sequence[str]) -> None:

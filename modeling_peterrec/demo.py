@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from transformers.utils import logging
 from ._io import write_json
 from .data import load_task, prepare_movielens
 from .registry import TASK_KINDS
-from .reporting import replace_block
+from .reporting import plot_comparison, replace_block
 from .training.arguments import FinetuneArguments, PeterRecTrainingArguments, PretrainArguments
 from .training.pipelines import finetune, pretrain
 
@@ -56,6 +57,7 @@ DEMO_RUNS = (
 )
 """PeterRec (the paper's [TCL] readout, and the whole-history mean) beside FineAll, for GenEst and ColdRec."""
 RESULTS_FILE = "demo_results.json"
+COMPARISON_FILE = "comparison.png"
 DOCS_BLOCK = "demo"
 """The block of README.md that `--update_docs` rewrites from the run (`reporting.replace_block`)."""
 
@@ -184,16 +186,62 @@ def run_demo(
                     "value": result["test"][kind.selection_metric],
                     "trainable_parameters": result["trainable_parameters"],
                     "patch_size_bytes": result.get("patch_size_bytes"),
+                    "kind": result["task_kind"],
                     "patch": result["patch"],
                 }
             )
     total = time.perf_counter() - started
     write_json(output_dir / RESULTS_FILE, {"rows": rows, "wall_time_s": total})
+    _plot(rows, output_dir / COMPARISON_FILE)
     logger.info(f"Demo finished in {total:.0f}s; runs, patches and {RESULTS_FILE} are in {output_dir}")
     if update_docs is not None:
         text = f"```\n{format_results_table(rows)}\n```\n\nWall time of this run: {total / 60:.1f} minutes."
         replace_block(update_docs, DOCS_BLOCK, text)
     return rows
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Each task's methods beside its baselines as bars (`reporting.plot_comparison`); skipped with a warning
+    without the optional matplotlib."""
+    tasks = [row for row in rows if row["task"] != "pretraining"]
+    panels = {row["task"]: {} for row in tasks}
+    for row in tasks:
+        panels[row["task"]][row["model"]] = row["value"]
+    try:
+        plot_comparison(panels, path, {row["task"]: row["metric"] for row in tasks})
+    except ImportError as error:
+        logger.warning(f"No comparison plot: {error}")
+
+
+EXAMPLE_HISTORY = ("Heat (1995)", "Fargo (1996)", "Casino (1995)")
+"""A history of source-domain movies (in the demo backbone's vocabulary) for the printed example."""
+
+
+def where_and_how(
+    rows: list[dict[str, Any]], output_dir: str | os.PathLike, history: Sequence[str] = EXAMPLE_HISTORY
+) -> str:
+    """Where the demo's files went, and three lines that load its first ranking and classification patches and call
+    the recommend / predict API on `history`."""
+    output_dir = Path(output_dir)
+    backbone = output_dir / "pretrain" / "backbone"
+    patches: dict[str, str] = {}
+    for row in rows:
+        if row.get("patch"):
+            patches.setdefault(row["kind"], row["patch"])
+    users = [list(history)]
+    return "\n".join(
+        [
+            f"Backbone: {backbone}; patches: {output_dir}/<task>-<method>-<readout>/patch; table: "
+            f"{output_dir / RESULTS_FILE}; plot: {output_dir / COMPARISON_FILE}.",
+            "Recommendations and predictions from them:",
+            "",
+            "from modeling_peterrec import ItemTokenizer, PeterRecModel, load_patch, predict, recommend",
+            f'tokenizer, backbone = ItemTokenizer.from_pretrained("{backbone}"), '
+            f'PeterRecModel.from_pretrained("{backbone}")',
+            f'print(recommend(load_patch("{patches["ranking"]}", backbone), tokenizer, {users!r}, k=5))',
+            f'print(predict(load_patch("{patches["classification"]}", backbone), tokenizer, {users!r}))',
+        ]
+    )
 
 
 def format_results_table(rows: list[dict[str, Any]]) -> str:
@@ -219,4 +267,4 @@ def format_results_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([render(header), render(["-" * width for width in widths]), *map(render, lines)])
 
 
-__all__ = ["DemoArguments", "format_results_table", "run_demo"]
+__all__ = ["DemoArguments", "format_results_table", "run_demo", "where_and_how"]

@@ -86,4 +86,32 @@ def plot_curves(panels: dict[str, dict[str, Sequence[Curve]]], path: Path, ylabe
     figure.savefig(path, dpi=100)
 
 
-__all__ = ["markdown_table", "mean_curve", "plot_curves"]
+def plot_comparison(panels: dict[str, dict[str, float]], path: Path, ylabels: dict[str, str]) -> None:
+    """Writes a PNG with one panel per title and one horizontal bar per label (a method or a baseline), so that each
+    method is read beside its baselines.
+
+    Args:
+        panels: title -> label -> value.
+        path: the PNG file.
+        ylabels: title -> the measure's name (the bars' axis).
+    """
+    figure_class, canvas_class = _figure_class()
+    figure = figure_class(figsize=(6 * len(panels), 0.45 * max(len(bars) for bars in panels.values()) + 1.5))
+    canvas_class(figure)
+    axes = figure.subplots(1, len(panels), squeeze=False)
+    for axis, (title, bars) in zip(axes[0], panels.items(), strict=True):
+        labels, values = list(bars), list(bars.values())
+        axis.barh(range(len(bars)), values, color="tab:blue")
+        axis.set_yticks(range(len(bars)), labels, fontsize=8)
+        axis.invert_yaxis()
+        axis.set_xlim(min(values) * 0.9, max(values) * 1.05)
+        for position, value in enumerate(values):
+            axis.text(value, position, f" {value:.3f}", va="center", fontsize=8)
+        axis.set_title(title)
+        axis.set_xlabel(ylabels[title])
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+
+
+__all__ = ["markdown_table", "mean_curve", "plot_comparison", "plot_curves", "replace_block"]

@@ -523,3 +523,22 @@ def test_trainer_shows_progress_bars_without_raw_log_dicts(tmp_path, capsys):
     assert ProgressBars in kinds and ProgressCallback not in kinds
     trainer.log({"loss": 1.234})
     assert "1.234" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_prints_an_example_that_runs(pipeline, capsys):
+    """The three lines the demo prints load its patches and call recommend / predict."""
+    from modeling_peterrec.demo import where_and_how
+
+    root, _ = pipeline
+    rows = [
+        {"kind": "classification", "patch": str(root / "classification" / "patch")},
+        {"kind": "ranking", "patch": str(root / "ranking" / "patch")},
+    ]
+    text = where_and_how(rows, root, history=["i1", "i2", "i3"])
+    code = text.split("\n\n", 1)[1].replace(
+        str(root / "pretrain" / "backbone"), str(root / "pretrain" / "backbone")
+    )
+    exec(compile(code, "demo-example", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("[Recommendations(") and printed[1].startswith("[Prediction(")
