@@ -536,9 +536,7 @@ def test_demo_prints_an_example_that_runs(pipeline, capsys):
         {"kind": "ranking", "patch": str(root / "ranking" / "patch")},
     ]
     text = where_and_how(rows, root, history=["i1", "i2", "i3"])
-    code = text.split("\n\n", 1)[1].replace(
-        str(root / "pretrain" / "backbone"), str(root / "pretrain" / "backbone")
-    )
+    code = text.split("\n\n", 1)[1]
     exec(compile(code, "demo-example", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("[Recommendations(") and printed[1].startswith("[Prediction(")
