@@ -35,6 +35,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceCl
 from .configuration_cmnrec import CmnRecConfig
 from .modeling_peterrec import ItemPredictionOutput
 from .modeling_utils import (
+    PRETRAINING_HEAD_KEYS,
     FullAutoMapMixin,
     ItemPredictionMixin,
     check_item_ids,
@@ -325,6 +326,7 @@ class CmnRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
     main_input_name = "input_ids"
     # forward takes no **kwargs; Trainer must not rescale the loss by the number of processes.
     accepts_loss_kwargs = False
+    _keys_to_ignore_on_load_unexpected = PRETRAINING_HEAD_KEYS
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -24,6 +24,7 @@ from transformers.modeling_outputs import BaseModelOutput, ModelOutput, Sequence
 
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
 from .modeling_utils import (
+    PRETRAINING_HEAD_KEYS,
     FullAutoMapMixin,
     ItemPredictionMixin,
     check_item_ids,
@@ -279,6 +280,7 @@ class PeterRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
     # forward takes no **kwargs; Trainer must not rescale the loss by the number of processes.
     accepts_loss_kwargs = False
     _no_split_modules = ["DilatedResidualBlock"]
+    _keys_to_ignore_on_load_unexpected = PRETRAINING_HEAD_KEYS
     patch_config = None
 
     @property

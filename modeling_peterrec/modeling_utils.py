@@ -18,6 +18,10 @@ from transformers import initialization as init
 
 from .loss_peterrec import linear_cross_entropy, sampled_softmax_loss
 
+PRETRAINING_HEAD_KEYS = [r"^output_layer\."]
+"""A backbone folder holds its pretraining head's output layer: the backbone and the task heads load from it and
+leave that layer out on purpose, which is no cause for a load report (`_keys_to_ignore_on_load_unexpected`)."""
+
 
 class FullAutoMapMixin:
     """`save_pretrained` with an `auto_map` that names every Auto class of the model file's `AUTO_CLASSES`, so that

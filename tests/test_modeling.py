@@ -345,3 +345,10 @@ def test_empty_input_is_rejected():
 def test_next_item_prediction_needs_a_causal_backbone():
     with pytest.raises(ValueError, match="causal backbone"):
         PeterRecForNextItemPrediction(tester.config(is_causal=False))
+
+
+def test_backbone_loads_from_a_pretraining_folder_without_a_load_report(tmp_path):
+    """The pretraining head's output layer stays behind on purpose: no unexpected keys to alarm a user."""
+    PeterRecForNextItemPrediction(tester.config()).save_pretrained(tmp_path)
+    _, info = PeterRecModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert set(info["unexpected_keys"]) == set() and set(info["missing_keys"]) == set()
