@@ -28,18 +28,7 @@ BACKBONE_TEMPLATE = Path(__file__).with_name("backbone_card.md")
 PATCH_TEMPLATE = Path(__file__).with_name("patch_card.md")
 
 _TAGS = ["peterrec", "sequential-recommendation"]
-_INSERTIONS = {
-    "serial_one": "serial, one patch per residual block, on the conv output before its LayerNorm (Figure 3b)",
-    "serial_two": "serial, one patch after each of the two convs of a residual block (Figure 3c)",
-    "parallel_before_ln": "parallel, `conv(x) + patch(x)` added before the LayerNorm (Figure 3d)",
-    "parallel_after_act": "parallel, added after the activation (Figure 3e)",
-    None: "none: this method adds no model patch",
-}
 _PRETRAINING_LOSSES = {"full_softmax": "softmax over all items", "sampled_softmax": "sampled softmax"}
-_TASK_KINDS = {
-    "classification": ("user-profile-classification", "user-profile classification"),
-    "ranking": ("cold-start-recommendation", "cold-start item recommendation"),
-}
 _METRIC_NAMES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "hr": "HR", "mrr": "MRR", "ndcg": "NDCG"}
 # What `model-index` (which needs a dataset) names when the evaluation data is not known; no `datasets` is written.
 _UNKNOWN_DATASET = "unspecified"
@@ -213,6 +202,7 @@ def render_patch_card(
     full_ranking_metrics: Mapping[str, float] | None = None,
     label_names: Sequence[str] | None = None,
     bottleneck_size: int | None = None,
+    readout: str = "tcl",
     base_model_revision: str | None = None,
     dataset_split: str = "test",
     license: str | None = "apache-2.0",
@@ -235,13 +225,16 @@ def render_patch_card(
         full_ranking_metrics: for ranking, the same measures over the full ranking of all target items.
         label_names: class names of a classification task.
         bottleneck_size: the patch's inner width.
+        readout: how the task reads a user vector from the backbone (`registry.READOUTS`).
         base_model_revision: backbone revision (commit sha) the patch was trained on.
         license: license identifier for the metadata.
     """
-    if task_kind not in _TASK_KINDS:
-        raise ValueError(f"Unknown task_kind {task_kind!r}; use 'classification' or 'ranking'.")
-    if insertion not in _INSERTIONS:
-        raise ValueError(f"Unknown insertion {insertion!r}; use one of {list(_INSERTIONS)}.")
+    # Imported here: the package imports this module while it initialises (saving.py renders cards).
+    from modeling_peterrec.registry import INSERTIONS, READOUTS, TASK_KINDS, choose
+
+    kind = choose({name: kind for name, kind in TASK_KINDS.items() if kind.head}, task_kind, "task_kind")
+    mode = None if insertion is None else choose(INSERTIONS, insertion, "insertion")
+    user_readout = choose(READOUTS, readout, "readout")
     if task_kind == "classification" and not label_names:
         raise ValueError(
             "A classification patch card needs `label_names` (the class names, in label-id order)."
@@ -251,7 +244,7 @@ def render_patch_card(
     trainable = _check_count(trainable_parameters, "trainable_parameters")
     backbone = _check_count(backbone_parameters, "backbone_parameters")
     dataset_name = dataset_name or dataset or _UNKNOWN_DATASET
-    task_type, task_description = _TASK_KINDS[task_kind]
+    task_type, task_description = kind.card_tag, kind.title
     common = {
         "task_type": task_type,
         "task_name": f"{task} ({task_description})",
@@ -297,8 +290,14 @@ def render_patch_card(
         label_names=list(label_names or []),
         dataset_description=dataset_name,
         method=method,
-        insertion_description=_INSERTIONS[insertion],
+        insertion_description=(
+            "none: this method adds no model patch"
+            if mode is None
+            else f"{mode.description} (Figure {mode.figure})"
+        ),
         bottleneck_size=bottleneck_size,
+        readout_description=user_readout.description
+        + (f" (Figure {user_readout.figure})" if user_readout.figure else ""),
         trainable_parameters=f"{trainable:,}",
         backbone_parameters=f"{backbone:,}",
         trainable_share=f"{100 * trainable / backbone:.2f}%",

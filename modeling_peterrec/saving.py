@@ -90,6 +90,7 @@ def save_patch(
             insertion=spec.insertion,
             bottleneck_size=spec.bottleneck_size
             or (model.config.patch_bottleneck_size if spec.insertion else None),
+            readout=model.config.readout,
             trainable_parameters=report.trainable_parameters,
             backbone_parameters=report.total_parameters,
             dataset=dataset,

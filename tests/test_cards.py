@@ -100,7 +100,8 @@ def test_patch_card_text_states_labels_method_and_share():
     assert text.lstrip().startswith(f"# {PATCH_ID}\n")
     assert "- **Labels:** F, M" in text
     assert "| Fine-tuning method | PeterRec |" in text
-    assert "Figure 3c" in text
+    assert "Figure 3(c)" in text
+    assert "| User readout | the [TCL] position" in text
     assert "| Trainable parameters | 50,000 |" in text
     assert "| Trainable share of the backbone | 1.25% |" in text
     assert f'model = load_patch("{PATCH_ID}", backbone)' in text
