@@ -540,3 +540,27 @@ def test_demo_prints_an_example_that_runs(pipeline, capsys):
     exec(compile(code, "demo-example", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("[Recommendations(") and printed[1].startswith("[Prediction(")
+
+
+def test_pipeline_trainer_applies_the_pipelines_policies(tmp_path):
+    """Selection metric for `auto`, early stopping when asked, and no Trainer pushes of a full model."""
+    from transformers import EarlyStoppingCallback
+
+    from modeling_peterrec import PeterRecConfig, PeterRecForNextItemPrediction
+    from modeling_peterrec.training.trainers import PeterRecTrainer, pipeline_trainer
+
+    model = PeterRecForNextItemPrediction(PeterRecConfig(vocab_size=10, hidden_size=8, dilations=[1, 2]))
+    arguments = PeterRecTrainingArguments(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        eval_strategy="no",
+        load_best_model_at_end=False,
+        early_stopping_patience=2,
+        push_to_hub=True,
+        hub_model_id="team/x",
+    )
+    trainer = pipeline_trainer(PeterRecTrainer, arguments, "accuracy", model=model)
+    assert trainer.args.metric_for_best_model == "accuracy" and trainer.args.greater_is_better
+    assert not trainer.args.push_to_hub and arguments.push_to_hub
+    stops = [c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)]
+    assert len(stops) == 1 and stops[0].early_stopping_patience == 2

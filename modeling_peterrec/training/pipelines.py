@@ -52,8 +52,7 @@ from .trainers import (
     PretrainingTrainer,
     compute_pretraining_metrics,
     full_ranking_test_metrics,
-    training_callbacks,
-    with_metric_for_best,
+    pipeline_trainer,
 )
 
 logger = logging.get_logger(__name__)
@@ -84,12 +83,6 @@ def check_unknown_items(tokenizer: ItemTokenizer, splits, args) -> UnknownItems:
     warning past 5%, an error past half (the data and the backbone do not match) unless `--allow_unknown_items`."""
     items = [row for split in ("train", "validation", "test") for row in splits[split]["items"]]
     return tokenizer.check_unknown_items(items, allow_unknown_items=args.allow_unknown_items)
-
-
-def without_hub_pushes(training_args: TrainingArguments) -> TrainingArguments:
-    """The Trainer's own `--push_to_hub` uploads a full model at every save, with no code files, card or patch, which
-    nothing can load: the pipelines push their finished folder instead (`push_finished_folder`)."""
-    return replace(training_args, push_to_hub=False) if training_args.push_to_hub else training_args
 
 
 def push_finished_folder(
@@ -164,16 +157,18 @@ def pretrain(
         else MaskedItemCollator(tokenizer, args.max_length, mask_probability=args.mask_probability)
     )
     metric = TASK_KINDS["pretraining"].selection_metric
-    trainer = PretrainingTrainer(
+    trainer = pipeline_trainer(
+        PretrainingTrainer,
+        training_args,
+        metric,
+        callbacks,
         model=model,
-        args=with_metric_for_best(without_hub_pushes(training_args), metric),
         data_collator=train_collator,
         eval_data_collator=eval_collator,
         train_dataset=train,
         eval_dataset=validation,
         processing_class=tokenizer,
         compute_metrics=compute_pretraining_metrics,
-        callbacks=training_callbacks(training_args, callbacks),
     )
     train_output, log_history, results = train_and_test(trainer, test, training_args)
     summary = {
@@ -238,16 +233,18 @@ def finetune(
     logger.info(str(report))
     train_collator, eval_collator = task_collators(tokenizer, model, args.max_length, kind)
     metric = TASK_KINDS[kind].selection_metric
-    trainer = PeterRecTrainer(
+    trainer = pipeline_trainer(
+        PeterRecTrainer,
+        training_args,
+        metric,
+        callbacks,
         model=model,
-        args=with_metric_for_best(without_hub_pushes(training_args), metric),
         data_collator=train_collator,
         eval_data_collator=eval_collator,
         train_dataset=train,
         eval_dataset=validation,
         processing_class=tokenizer,
         compute_metrics=make_compute_metrics(kind, RANKING_CUTOFFS),
-        callbacks=training_callbacks(training_args, callbacks),
     )
     _, log_history, results = train_and_test(trainer, test, training_args)
     full_metrics = full_ranking_test_metrics(trainer, test) if kind == "ranking" else None

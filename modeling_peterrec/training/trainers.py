@@ -118,24 +118,28 @@ def full_ranking_test_metrics(trainer: PeterRecTrainer, test) -> dict[str, float
     return full_ranking_metrics(scores, test["target"], mask, RANKING_CUTOFFS)
 
 
-def training_callbacks(
-    training_args: TrainingArguments, callbacks: list[TrainerCallback] | None
-) -> list[TrainerCallback]:
-    """The caller's callbacks, and early stopping on the validation metric when
-    `training_args.early_stopping_patience` asks for it (backbones and patches trained to convergence)."""
+def pipeline_trainer(
+    trainer_class: type[PeterRecTrainer],
+    training_args: TrainingArguments,
+    metric: str,
+    callbacks: list[TrainerCallback] | None = None,
+    **trainer_kwargs,
+) -> PeterRecTrainer:
+    """The Trainer of a pipeline, with the pipelines' policies in one place:
+
+    - `metric_for_best_model="auto"` becomes the task kind's own selection `metric` (all of them: higher is better);
+    - early stopping on it when `training_args.early_stopping_patience` asks for it (trained to convergence);
+    - no Trainer pushes: `--push_to_hub` would upload a full model at every save, with no code files, card or
+      patch, which nothing can load; the pipelines push their finished folder instead (`push_finished_folder`).
+    """
+    changes = {"push_to_hub": False}
+    if training_args.metric_for_best_model == AUTO_METRIC:
+        changes.update(metric_for_best_model=metric, greater_is_better=True)
     callbacks = list(callbacks or [])
     patience = getattr(training_args, "early_stopping_patience", 0)
     if patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
-    return callbacks
-
-
-def with_metric_for_best(training_args: TrainingArguments, metric: str) -> TrainingArguments:
-    """`training_args` with the task's own best-checkpoint metric in place of `auto` (all of them: higher is
-    better)."""
-    if training_args.metric_for_best_model != AUTO_METRIC:
-        return training_args
-    return replace(training_args, metric_for_best_model=metric, greater_is_better=True)
+    return trainer_class(args=replace(training_args, **changes), callbacks=callbacks, **trainer_kwargs)
 
 
 __all__ = [
@@ -145,6 +149,5 @@ __all__ = [
     "compute_pretraining_metrics",
     "full_ranking_test_metrics",
     "held_out_item_ranks",
-    "training_callbacks",
-    "with_metric_for_best",
+    "pipeline_trainer",
 ]
