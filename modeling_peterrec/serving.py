@@ -79,9 +79,10 @@ class MultiTaskPeterRec(nn.Module):
             attention_mask = input_ids.ne(self.backbone.config.pad_token_id)
         per_row = [task] * input_ids.shape[0] if isinstance(task, str) else list(task)
         self._check(per_row)
-        rows_of: dict[str, list[int]] = {}
-        for row, name in enumerate(per_row):
-            rows_of.setdefault(name, []).append(row)
+        rows_of: dict[str, list[int] | slice] = {task: slice(None)} if isinstance(task, str) else {}
+        if not isinstance(task, str):
+            for row, name in enumerate(per_row):
+                rows_of.setdefault(name, []).append(row)
         for name, rows in rows_of.items():
             self.backbone.check_readout_input(input_ids[rows], self.tasks[name].readout.name)
         patch = (
