@@ -203,6 +203,7 @@ def render_patch_card(
     label_names: Sequence[str] | None = None,
     bottleneck_size: int | None = None,
     readout: str = "tcl",
+    head_terms: str = "deep",
     base_model_revision: str | None = None,
     dataset_split: str = "test",
     license: str | None = "apache-2.0",
@@ -226,15 +227,18 @@ def render_patch_card(
         label_names: class names of a classification task.
         bottleneck_size: the patch's inner width.
         readout: how the task reads a user vector from the backbone (`registry.READOUTS`).
+        head_terms: what the head adds up (`registry.HEAD_TERMS`): the deep term, a wide term over the item bag,
+            or both.
         base_model_revision: backbone revision (commit sha) the patch was trained on.
         license: license identifier for the metadata.
     """
     # Imported here: the package imports this module while it initialises (saving.py renders cards).
-    from modeling_peterrec.registry import INSERTIONS, READOUTS, TASK_KINDS, choose
+    from modeling_peterrec.registry import HEAD_TERMS, INSERTIONS, READOUTS, TASK_KINDS, choose
 
     kind = choose({name: kind for name, kind in TASK_KINDS.items() if kind.head}, task_kind, "task_kind")
     mode = None if insertion is None else choose(INSERTIONS, insertion, "insertion")
     user_readout = choose(READOUTS, readout, "readout")
+    terms = choose(HEAD_TERMS, head_terms, "head terms")
     if task_kind == "classification" and not label_names:
         raise ValueError(
             "A classification patch card needs `label_names` (the class names, in label-id order)."
@@ -298,6 +302,7 @@ def render_patch_card(
         bottleneck_size=bottleneck_size,
         readout_description=user_readout.description
         + (f" (Figure {user_readout.figure})" if user_readout.figure else ""),
+        head_terms_description=f"{terms.name}: {terms.description}",
         trainable_parameters=f"{trainable:,}",
         backbone_parameters=f"{backbone:,}",
         trainable_share=f"{100 * trainable / backbone:.2f}%",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from transformers import PreTrainedConfig
 
 from .configuration_utils import FieldChecks
-from .registry import INSERTIONS, READOUTS
+from .registry import HEAD_TERMS, INSERTIONS, READOUTS
 
 INSERTION_MODES = tuple(INSERTIONS)
 """Names of the model-patch insertions of Figure 3 (`registry.INSERTIONS` holds what each one is)."""
@@ -50,6 +50,10 @@ class PeterRecConfig(FieldChecks, PreTrainedConfig):
             for the non-causal one, Figure 2(c)); `"sum"` sums all non-pad positions (Figure 2(d)); `"mean"`
             averages them; `"attention"` pools them with learned weights of the task head. A task chooses its own
             readout at transfer (`prepare_for_transfer(..., readout=...)`); this field is the default.
+        head_terms (`str`, defaults to `"deep"`):
+            What a task head adds up (`registry.HEAD_TERMS`): `"deep"`, the user vector through the output layer
+            (the paper's); `"wide_deep"`, that plus a linear term over the bag of the user's items (wide & deep);
+            `"wide"`, the linear term alone (an ablation that reads no backbone). Chosen per task at transfer.
         patch_insertion (`str` or `None`, defaults to `None`):
             Where model patches are inserted (Figure 3): one of `"serial_one"` (b), `"serial_two"` (c),
             `"parallel_before_ln"` (d), `"parallel_after_act"` (e), or `None` for no patch.
@@ -108,6 +112,7 @@ class PeterRecConfig(FieldChecks, PreTrainedConfig):
         mask_token_id: int = 2,
         tcl_token_id: int = 3,
         readout: str = "tcl",
+        head_terms: str = "deep",
         patch_insertion: str | None = None,
         patch_bottleneck_size: int | None = None,
         patch_activation: str = "gelu",
@@ -131,6 +136,7 @@ class PeterRecConfig(FieldChecks, PreTrainedConfig):
         self.mask_token_id = mask_token_id
         self.tcl_token_id = tcl_token_id
         self.readout = readout
+        self.head_terms = head_terms
         self.patch_insertion = patch_insertion
         self.patch_bottleneck_size = patch_bottleneck_size or max(1, hidden_size // 8)
         self.patch_activation = patch_activation
@@ -183,6 +189,7 @@ class PeterRecConfig(FieldChecks, PreTrainedConfig):
         self._check_choice("patch_insertion", self.patch_insertion, (None, *INSERTION_MODES))
         self._check_choice("patch_activation", self.patch_activation, PATCH_ACTIVATIONS)
         self._check_choice("readout", self.readout, tuple(READOUTS))
+        self._check_choice("head_terms", self.head_terms, tuple(HEAD_TERMS))
         self._check_choice("ranking_loss", self.ranking_loss, RANKING_LOSSES)
         self._check_choice("pretraining_loss", self.pretraining_loss, PRETRAINING_LOSSES)
         self._check_special_token_ids()

@@ -31,7 +31,7 @@ from .modeling_utils import (
     classification_loss,
     init_truncated_normal,
 )
-from .registry import INSERTIONS, READOUTS, require_implemented, tcl_position
+from .registry import HEAD_TERMS, INSERTIONS, READOUTS, require_implemented, tcl_position
 
 AUTO_CLASSES = {
     "AutoModel": "PeterRecModel",
@@ -266,6 +266,33 @@ class UserReadout(nn.Module):
         return READOUT_FUNCTIONS[self.name](self, hidden_states, attention_mask)
 
 
+class ItemBagTerm(nn.Module):
+    """The wide term of a wide & deep head (`registry.HEAD_TERMS`; Cheng et al., DLRS 2016): a linear function of
+    the bag of the user's items, `b + sum_i w_i / sqrt(n)` over the n item positions of the input, one weight per
+    item and output.
+
+    The 1/sqrt(n) weights make the bag a unit vector (for distinct items), so long and short histories give terms
+    of one scale, as the TF-IDF regression baseline's normalised bag does. Special tokens never count. The weights
+    start at zero: a wide & deep head starts as its deep head. They belong to the task head (the patch stores them
+    as `wide.*`).
+    """
+
+    def __init__(self, config: PeterRecConfig, num_outputs: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(config.vocab_size, num_outputs))
+        self.bias = nn.Parameter(torch.zeros(num_outputs))
+        # The tokenizer gives the special tokens the ids below the first item.
+        self.first_item_id = 1 + max(
+            config.pad_token_id, config.unk_token_id, config.mask_token_id, config.tcl_token_id
+        )
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        is_item = input_ids.ge(self.first_item_id)
+        count = is_item.sum(1, keepdim=True).clamp(min=1)
+        weights = is_item.to(self.weight.dtype) / count.to(self.weight.dtype).sqrt()
+        return F.embedding_bag(input_ids, self.weight, per_sample_weights=weights, mode="sum") + self.bias
+
+
 class PeterRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
     """Base class: configuration, weight initialisation (truncated normal, Section 4.1) and loading.
 
@@ -297,6 +324,9 @@ class PeterRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
             init_truncated_normal(module, self.config.initializer_range)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, ItemBagTerm):
+            init.zeros_(module.weight)
             init.zeros_(module.bias)
 
 
@@ -554,22 +584,27 @@ class PeterRecForMaskedItemPrediction(_PeterRecForItemPrediction):
 
 class PeterRecForUserTask(PeterRecPreTrainedModel):
     """What the two fine-tuning heads share (Section 3.3): the backbone, the task's readout (`config.readout`, the
-    [TCL] readout of Figure 2 by default), and the contract a server relies on to run many tasks on one backbone:
-    `user_vectors` reads (batch, hidden) user vectors, `logits_from_user_vectors` turns them into task outputs.
+    [TCL] readout of Figure 2 by default), the task's head terms (`config.head_terms`: the deep term, a wide term
+    over the item bag, or both), and the contract a server relies on to run many tasks on one backbone:
+    `task_logits` takes the backbone's hidden states when the caller has already run it.
 
     For the `[TCL]` readouts `input_ids` already carry `[TCL]` (appended for the causal backbone, at both ends for
     the non-causal one; see `ItemTokenizer(tcl_position=...)`).
     """
 
-    def __init__(self, config: PeterRecConfig):
+    def __init__(self, config: PeterRecConfig, num_outputs: int):
         super().__init__(config)
+        terms = HEAD_TERMS[config.head_terms]
         self.peterrec = PeterRecModel(config)
-        self.readout = UserReadout(config)
+        self.readout = UserReadout(config) if terms.deep else None
+        self.wide = ItemBagTerm(config, num_outputs) if terms.wide else None
 
     def user_vectors(
         self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """(batch, hidden) user representations through the task's patch and readout."""
+        if self.readout is None:
+            raise ValueError(f"head_terms={self.config.head_terms!r} reads no user vector from the backbone.")
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         hidden = self.peterrec(
@@ -578,18 +613,63 @@ class PeterRecForUserTask(PeterRecPreTrainedModel):
         return self.readout(hidden, attention_mask)
 
     def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        """The task's outputs for (batch, hidden) user vectors; each head defines them."""
+        """The deep term: the task's outputs for (batch, hidden) user vectors; each head defines it."""
         raise NotImplementedError(f"{type(self).__name__} must define logits_from_user_vectors.")
+
+    def task_logits(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        hidden_states: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The task's outputs for every class or target item: the deep term, the wide term, or their sum.
+
+        `hidden_states`: the backbone's last hidden states for these rows when the caller has run it (a server
+        running many tasks in one batch); otherwise the backbone runs here if the deep term needs it."""
+        if attention_mask is None:
+            attention_mask = input_ids.ne(self.config.pad_token_id)
+        users = self._user_vectors_from(input_ids, attention_mask, hidden_states)
+        return self._candidate_scores(users, self._wide_scores(input_ids), None)
+
+    def _user_vectors_from(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, hidden_states: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        if self.readout is None:
+            return None
+        if hidden_states is None:
+            return self.user_vectors(input_ids, attention_mask)
+        return self.readout(hidden_states, attention_mask)
+
+    def _wide_scores(self, input_ids: torch.Tensor) -> torch.Tensor | None:
+        return self.wide(input_ids) if self.wide is not None else None
+
+    def _candidate_scores(
+        self, users: torch.Tensor | None, wide: torch.Tensor | None, candidates: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Outputs for the (batch, n) `candidates`, or for every class or target item when None, summed over the
+        head's terms: the deep term of the `users` vectors and the `wide` scores of every output (each None when
+        the head does not have it)."""
+        terms = []
+        if users is not None:
+            terms.append(self._deep_scores(users, candidates))
+        if wide is not None:
+            terms.append(wide if candidates is None else wide.gather(1, candidates))
+        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+    def _deep_scores(self, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
+        return self.logits_from_user_vectors(users)
 
 
 class PeterRecForSequenceClassification(PeterRecForUserTask):
-    """User-profile prediction (GenEst, AgeEst, LifeEst): the task's user vector and a linear layer, trained with
-    softmax cross-entropy."""
+    """User-profile prediction (GenEst, AgeEst, LifeEst): the task's user vector and a linear layer (and/or the
+    wide term, `config.head_terms`), trained with softmax cross-entropy."""
 
     def __init__(self, config: PeterRecConfig):
-        super().__init__(config)
+        super().__init__(config, config.num_labels)
         self.num_labels = config.num_labels
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = (
+            nn.Linear(config.hidden_size, config.num_labels) if self.readout is not None else None
+        )
         self.post_init()
 
     def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
@@ -607,36 +687,43 @@ class PeterRecForSequenceClassification(PeterRecForUserTask):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
-        outputs = self.peterrec(
-            input_ids,
-            attention_mask=attention_mask,
-            patch=self.patch_name,
-            output_hidden_states=output_hidden_states,
-        )
-        logits = self.logits_from_user_vectors(self.readout(outputs.last_hidden_state, attention_mask))
+        outputs = None
+        if self.readout is not None:
+            outputs = self.peterrec(
+                input_ids,
+                attention_mask=attention_mask,
+                patch=self.patch_name,
+                output_hidden_states=output_hidden_states,
+            )
+        hidden_states = outputs.last_hidden_state if outputs is not None else None
+        logits = self.task_logits(input_ids, attention_mask, hidden_states)
+        all_hidden_states = outputs.hidden_states if outputs is not None else None
         loss = None
         if labels is not None:
             loss = classification_loss(logits, labels, self.num_labels)
         if not return_dict:
-            return tuple(v for v in (loss, logits, outputs.hidden_states) if v is not None)
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+            return tuple(v for v in (loss, logits, all_hidden_states) if v is not None)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=all_hidden_states)
 
 
 class PeterRecForItemRanking(PeterRecForUserTask):
     """Cold-start item recommendation (ColdRec, Section 3.3): a new target-item embedding table scored by dot
-    product with the task's user representation (`config.readout`, the [TCL] readout of Figure 2 by default).
+    product with the task's user representation (`config.readout`, the [TCL] readout of Figure 2 by default), plus
+    or instead of the wide term's item-to-target weights (`config.head_terms`).
 
     Losses (`config.ranking_loss`): BPR against uniformly sampled negatives (the paper), binary logistic loss with
     sampled negatives (the original code), or a full softmax over all target items.
     """
 
     def __init__(self, config: PeterRecConfig):
-        super().__init__(config)
         if config.num_target_items < 2:
             raise ValueError(
                 f"PeterRecForItemRanking needs config.num_target_items >= 2, got {config.num_target_items}."
             )
-        self.target_embeddings = nn.Embedding(config.num_target_items, config.hidden_size)
+        super().__init__(config, config.num_target_items)
+        self.target_embeddings = (
+            nn.Embedding(config.num_target_items, config.hidden_size) if self.readout is not None else None
+        )
         self.post_init()
 
     def score(
@@ -646,16 +733,25 @@ class PeterRecForItemRanking(PeterRecForUserTask):
         candidates: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scores of `candidates` (batch, n) target items, or of every target item when None."""
-        return self._scores(self.user_vectors(input_ids, attention_mask), candidates)
+        if attention_mask is None:
+            attention_mask = input_ids.ne(self.config.pad_token_id)
+        users = self._user_vectors_from(input_ids, attention_mask, None)
+        return self._candidate_scores(users, self._wide_scores(input_ids), candidates)
 
     def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
         """Scores of every target item for (batch, hidden) user representations."""
         return users @ self.target_embeddings.weight.T
 
-    def _scores(self, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
+    def _candidate_scores(
+        self, users: torch.Tensor | None, wide: torch.Tensor | None, candidates: torch.Tensor | None
+    ) -> torch.Tensor:
+        if candidates is not None:
+            self._check_targets(candidates, "candidates")
+        return super()._candidate_scores(users, wide, candidates)
+
+    def _deep_scores(self, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
         if candidates is None:
             return self.logits_from_user_vectors(users)
-        self._check_targets(candidates, "candidates")
         return torch.einsum("bh,bnh->bn", users, self.target_embeddings(candidates))
 
     def _check_targets(self, ids: torch.Tensor, name: str) -> None:
@@ -689,26 +785,33 @@ class PeterRecForItemRanking(PeterRecForUserTask):
                 the paper's evaluation protocol); every target item when omitted.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        users = self.user_vectors(input_ids, attention_mask)
-        logits = self._scores(users, candidate_ids)
+        if attention_mask is None:
+            attention_mask = input_ids.ne(self.config.pad_token_id)
+        users = self._user_vectors_from(input_ids, attention_mask, None)
+        wide = self._wide_scores(input_ids)
+        logits = self._candidate_scores(users, wide, candidate_ids)
         loss = None
         if labels is not None:
             self._check_targets(labels, "labels")
-            loss = self._ranking_loss(users, labels, negative_ids)
+            loss = self._ranking_loss(users, wide, labels, negative_ids)
         if not return_dict:
             return tuple(v for v in (loss, logits) if v is not None)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def _ranking_loss(
-        self, users: torch.Tensor, labels: torch.Tensor, negative_ids: torch.Tensor | None
+        self,
+        users: torch.Tensor | None,
+        wide: torch.Tensor | None,
+        labels: torch.Tensor,
+        negative_ids: torch.Tensor | None,
     ) -> torch.Tensor:
         if self.config.ranking_loss == "full_softmax":
-            return F.cross_entropy(self.logits_from_user_vectors(users).float(), labels)
+            return F.cross_entropy(self._candidate_scores(users, wide, None).float(), labels)
         if negative_ids is None:
             negative_ids = self.sample_negatives(labels, self.config.num_negatives)
         self._check_targets(negative_ids, "negative_ids")
-        positive = (users * self.target_embeddings(labels)).sum(-1, keepdim=True).float()
-        negative = self._scores(users, negative_ids).float()
+        positive = self._candidate_scores(users, wide, labels.unsqueeze(1)).float()
+        negative = self._candidate_scores(users, wide, negative_ids).float()
         if self.config.ranking_loss == "bpr":
             return -F.logsigmoid(positive - negative).mean()
         return -(F.logsigmoid(positive).mean() + F.logsigmoid(-negative).mean())
@@ -844,6 +947,7 @@ __all__ = [
     "DilatedResidualBlock",
     "AttentionPooler",
     "UserReadout",
+    "ItemBagTerm",
     "PeterRecPreTrainedModel",
     "PeterRecModel",
     "PeterRecForNextItemPrediction",

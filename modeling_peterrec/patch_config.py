@@ -8,6 +8,8 @@ names relative to the task, as PEFT drops the adapter name) and a model card. Fo
   any task name; `weights_sha256` checks the weights file. Version-1 folders still load.
 - 3: records the task's `readout` (`registry.READOUTS`); a learned readout's weights are stored with the head
   (`readout.pooler.*`). Older folders have no readout and load with the backbone config's, as before.
+- 4: records the task's `head_terms` (`registry.HEAD_TERMS`); a wide term's weights are stored with the head
+  (`wide.*`). Older folders have the paper's deep head.
 
 A reader ignores keys it does not know (a newer writer's additions) with a warning and refuses only a newer format
 version, whose tensors it could misread.
@@ -20,13 +22,22 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from .registry import INSERTIONS, METHODS, READOUTS, TASK_KINDS, FineTuningMethod, TaskKind, choose
+from .registry import (
+    HEAD_TERMS,
+    INSERTIONS,
+    METHODS,
+    READOUTS,
+    TASK_KINDS,
+    FineTuningMethod,
+    TaskKind,
+    choose,
+)
 
 logger = logging.getLogger(__name__)
 
 PATCH_CONFIG_NAME = "patch_config.json"
 PATCH_WEIGHTS_NAME = "patch.safetensors"
-PATCH_FORMAT_VERSION = 3
+PATCH_FORMAT_VERSION = 4
 
 
 @dataclass
@@ -41,6 +52,8 @@ class PatchConfig:
         train_layer_norms, train_tcl_embedding: task-owned copies of block LayerNorms / the `[TCL]` embedding.
         readout: how the task reads a user vector (`registry.READOUTS`); None (formats 1 and 2): the backbone
             config's `readout`.
+        head_terms: what the head adds up (`registry.HEAD_TERMS`): the deep term, a wide term over the item bag,
+            or both.
         label_names: class names in label-id order (classification).
         num_target_items, target_names, ranking_loss, num_negatives: the ranking head.
         backbone_fingerprint: SHA-256 of the frozen backbone's own weights.
@@ -60,6 +73,7 @@ class PatchConfig:
     train_layer_norms: list[str] = field(default_factory=list)
     train_tcl_embedding: bool = False
     readout: str | None = None
+    head_terms: str = "deep"
     label_names: list[str] | None = None
     num_target_items: int | None = None
     target_names: list[str] | None = None
@@ -92,6 +106,12 @@ class PatchConfig:
             choose(INSERTIONS, self.insertion, f"insertion mode (method {self.method!r} adds patches)")
         if self.readout is not None:
             choose(READOUTS, self.readout, "readout")
+        reads_backbone = method.adds_patches or not method.shares_backbone
+        if not choose(HEAD_TERMS, self.head_terms, "head terms").deep and reads_backbone:
+            raise ValueError(
+                f"head_terms={self.head_terms!r} reads no backbone, so method {self.method!r} would "
+                "prepare backbone weights that never run; use method 'fine_cls' (the head alone)."
+            )
         if not self.task or "." in self.task:
             raise ValueError(f"Task name {self.task!r} must be non-empty and contain no '.'.")
         if self.head == "classification" and not self.label_names:

@@ -1,5 +1,5 @@
-"""One record per concept of the papers: fine-tuning methods, patch insertions, task kinds, readouts, model types
-and CmnRec's chunk rules.
+"""One record per concept of the papers: fine-tuning methods, patch insertions, task kinds, readouts, head terms,
+model types and CmnRec's chunk rules.
 
 Every other module reads these records (tables, command-line help, cards, the model, the transfer code); none of
 them keeps its own list. Adding a method, an insertion, a task kind or a readout is one new record here plus its own
@@ -230,6 +230,45 @@ history, whatever its length."""
 
 
 @dataclass(frozen=True)
+class HeadTerms:
+    """What a task head adds up into its outputs: the deep term (the user vector of the backbone through the task's
+    readout and output layer, Section 3.3) and/or a wide term over the bag of the user's items (wide & deep, Cheng
+    et al., DLRS 2016: one weight per item and output, in the task's patch).
+
+    The wide term alone is a linear model of the item bag (a logistic regression for a profile task): it reads no
+    backbone, so it measures what the deep term, hence pretraining, adds (the ablation of docs/transfer.md).
+
+    Attributes:
+        name: the identifier (`config.head_terms`).
+        description: one line for docs and help texts.
+        deep: the head reads the backbone's user vector.
+        wide: the head adds the linear term over the item bag.
+    """
+
+    name: str
+    description: str
+    deep: bool
+    wide: bool
+
+
+HEAD_TERMS: dict[str, HeadTerms] = {
+    terms.name: terms
+    for terms in (
+        HeadTerms(
+            "deep", "the user vector through the task's readout and output layer (the paper's)", True, False
+        ),
+        HeadTerms(
+            "wide", "a linear term over the bag of the user's items only, no backbone (ablation)", False, True
+        ),
+        HeadTerms(
+            "wide_deep", "the deep term plus the wide term over the item bag (wide & deep)", True, True
+        ),
+    )
+}
+"""Head terms by name; `deep` is the paper's head."""
+
+
+@dataclass(frozen=True)
 class ModelType:
     """A model type of the family: what `--model_type` selects, and where its code lives.
 
@@ -323,6 +362,7 @@ def require_implemented(registry: Mapping[str, object], implemented: Iterable[st
 
 __all__ = [
     "CHUNK_RULES",
+    "HEAD_TERMS",
     "MODEL_TYPES",
     "ChunkRule",
     "ModelType",
@@ -331,6 +371,7 @@ __all__ = [
     "READOUTS",
     "TASK_KINDS",
     "FineTuningMethod",
+    "HeadTerms",
     "InsertionMode",
     "Readout",
     "TaskKind",

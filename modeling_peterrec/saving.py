@@ -91,6 +91,7 @@ def save_patch(
             bottleneck_size=spec.bottleneck_size
             or (model.config.patch_bottleneck_size if spec.insertion else None),
             readout=model.config.readout,
+            head_terms=spec.head_terms,
             trainable_parameters=report.trainable_parameters,
             backbone_parameters=report.total_parameters,
             dataset=dataset,

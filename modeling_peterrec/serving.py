@@ -84,7 +84,8 @@ class MultiTaskPeterRec(nn.Module):
             for row, name in enumerate(per_row):
                 rows_of.setdefault(name, []).append(row)
         for name, rows in rows_of.items():
-            self.backbone.check_readout_input(input_ids[rows], self.tasks[name].readout.name)
+            if self.tasks[name].readout is not None:
+                self.backbone.check_readout_input(input_ids[rows], self.tasks[name].readout.name)
         patch = (
             self.tasks[task].patch_name
             if isinstance(task, str)
@@ -92,18 +93,15 @@ class MultiTaskPeterRec(nn.Module):
         )
         hidden = self.backbone(input_ids, attention_mask=attention_mask, patch=patch).last_hidden_state
         if isinstance(task, str):
-            return self._task_outputs(task, hidden, attention_mask)
+            return self.tasks[task].task_logits(input_ids, attention_mask, hidden)
         outputs: list[torch.Tensor | None] = [None] * len(per_row)
         for name, rows in rows_of.items():
-            logits = self._task_outputs(name, hidden[rows], attention_mask[rows])
+            # Each task's own head on its rows: its readout (Figure 2, or its attention pooler), output layer and
+            # wide term.
+            logits = self.tasks[name].task_logits(input_ids[rows], attention_mask[rows], hidden[rows])
             for row, vector in zip(rows, logits.unbind(0), strict=True):
                 outputs[row] = vector
         return outputs
-
-    def _task_outputs(self, task: str, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The task's head on its rows: its own readout (Figure 2, or its attention pooler), then its output layer."""
-        model = self.tasks[task]
-        return model.logits_from_user_vectors(model.readout(hidden, attention_mask))
 
 
 __all__ = ["MultiTaskPeterRec"]

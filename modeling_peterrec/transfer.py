@@ -89,6 +89,7 @@ def _build_head_model(backbone: PeterRecModel, spec: PatchConfig) -> PeterRecPre
     """The task model around an existing backbone: the new head is initialised, the backbone is shared as it is."""
     fields = {key: value for key, value in backbone.config.to_dict().items() if key not in _NOT_ARCHITECTURE}
     fields["readout"] = spec.readout
+    fields["head_terms"] = spec.head_terms
     if spec.head == "classification":
         fields.update(
             id2label=dict(enumerate(spec.label_names)),
@@ -142,6 +143,7 @@ def prepare_for_transfer(
     train_layer_norms: Sequence[str] = (),
     train_tcl_embedding: bool = False,
     readout: str | None = None,
+    head_terms: str = "deep",
     ranking_loss: str = "bpr",
     num_negatives: int = 1,
     seed: int = 0,
@@ -165,6 +167,9 @@ def prepare_for_transfer(
         readout: how this task reads a user vector (`registry.READOUTS`: `"tcl"`, `"sum"`, `"mean"`,
             `"attention"`); defaults to the backbone config's (`"tcl"`, the paper's). The attention pooler's
             weights belong to the task head, so every method trains them and the patch file stores them.
+        head_terms: what the head adds up (`registry.HEAD_TERMS`): `"deep"` (the paper's), `"wide_deep"` (plus a
+            linear term over the item bag, one weight per item and output, trained and stored with the head), or
+            `"wide"` (that term alone, with `method="fine_cls"`: an ablation that reads no backbone).
         ranking_loss, num_negatives: the ranking head's loss (`"bpr"`, `"binary"`, `"full_softmax"`).
         seed: seeds the new head and, for the from-scratch methods, the random backbone.
 
@@ -183,6 +188,7 @@ def prepare_for_transfer(
         train_layer_norms=list(train_layer_norms) if patched else [],
         train_tcl_embedding=train_tcl_embedding and patched,
         readout=readout,
+        head_terms=head_terms,
         label_names=list(label_names) if label_names is not None else None,
         num_target_items=num_target_items if head == "ranking" else None,
         target_names=list(target_names) if target_names is not None else None,

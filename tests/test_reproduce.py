@@ -257,3 +257,47 @@ def test_smoke_preset_runs_the_real_pipeline_on_synthetic_data(tmp_path):
     assert 0.0 <= coldrec["mrr@5"] <= coldrec["hr@5"] <= 1.0 and "full_mrr@5" in coldrec
     assert report["baselines"]["coldrec"]["0"]["hr@5"] <= 1.0
     assert "## RQ3" in (tmp_path / "results" / "reproduction.md").read_text()
+
+
+def test_transfer_plan_compares_methods_with_one_head_and_ablates_the_head_terms():
+    plan = research_plan([5], ["genest", "coldrec"])
+    assert list(plan) == ["rq5_transfer", "rq5_head_terms", "rq5_few_labels"]
+    assert {c.readout for group in plan.values() for c in group} == {"attention"}
+    assert [(c.task, c.method) for c in plan["rq5_transfer"]] == [
+        (task, method)
+        for task in ("genest", "coldrec")
+        for method in ("peterrec", "peter_zero", "fine_all", "fine_cls")
+    ]
+    assert [(c.method, c.head_terms) for c in plan["rq5_head_terms"]][:3] == [
+        ("peterrec", "wide_deep"),
+        ("peter_zero", "wide_deep"),
+        ("fine_cls", "wide"),
+    ]
+    assert {c.task for c in plan["rq5_few_labels"]} == {"genest"}
+    assert sorted({c.train_fraction for c in plan["rq5_few_labels"]}) == [0.1, 1.0]
+
+
+def test_transfer_report_shows_methods_beside_baselines_and_the_ablation(tmp_path):
+    root = synthetic_root(tmp_path / "data")
+    fake = FakePipeline(load_from_disk(str(root / "genest"))["test"]["user_id"])
+    runner = Reproduction(
+        replace(PRESETS["smoke"], seeds=(0, 1)),
+        tmp_path / "runs",
+        data_dir=root,
+        cache_dir=tmp_path / "cache",
+        finetune_fn=fake.finetune,
+        pretrain_fn=fake.pretrain,
+    )
+    report = run_plan(runner, research_plan([5], ["genest"]), ["genest"], tmp_path / "results", "x")
+    assert all(call["reads_test"] for call in fake.calls)  # one candidate: no tuning runs
+    assert len(report["configurations"]) == 4 + 3 + 3  # the 100% runs of the few-label table are RQ5's own
+    markdown = (tmp_path / "results" / "reproduction.md").read_text()
+    transfer = markdown.split("## RQ5: transfer")[1].split("## ")[0]
+    assert (
+        "| Task | LabelCS |" in transfer and "| PeterRec | PeterZero | FineAll | FineCLS |" in transfer
+    )
+    assert (
+        "| GenEst Acc | 0.5500 ± 0.0707 | 0.5500 ± 0.0707 | 0.5500 ± 0.0707 |"
+        in markdown.split("## RQ5: what the deep part adds")[1]
+    )
+    assert "## RQ5: 10% of the training users" in markdown

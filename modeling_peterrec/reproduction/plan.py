@@ -7,6 +7,9 @@
   ColdRec, beside classical baselines (`baselines.py`).
 - RQ4 (Tables 6, 7, Figure 6): causal vs non-causal pretraining, insertions (b)-(e), and PeterRec vs FineAll
   with 10% and 30% of the training users.
+- RQ5 (not in the paper; docs/transfer.md): transfer with a whole-history readout (the attention pooling):
+  PeterRec against PeterZero, FineAll and FineCLS with the same head, the head-terms ablation (deep only, wide
+  only, wide & deep; `registry.HEAD_TERMS`), and 10% of the training users, beside the classical baselines.
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ class Preset:
     mean held-out measure wins (`selection.py`); what `tune` leaves out keeps `learning_rate`, the preset's
     epochs and the configuration's own fields. `selection` is where the candidates are scored: `cv`, on `folds` folds of the
     training users (the default: the 3% validation split is too small to tell candidates apart, see
-    docs/reproduction.md), or `validation`, on the validation split. One candidate: no selection runs."""
+    docs/reproduction.md), or `validation`, on the validation split. One candidate: no selection runs.
+
+    Pretraining evaluates once per epoch and keeps the best epoch by the validation next-item measure; it slides
+    windows of `max_length` items by `window_stride` (default `max_length`: disjoint windows), with
+    `pretrain_learning_rate` on the `pretrain_lr_scheduler_type` schedule after `pretrain_warmup_steps`.
+    Fine-tuning (linear decay) stops after `early_stopping_patience` evaluations without improvement (0: never)."""
 
     name: str
     hidden_size: int
@@ -45,6 +53,11 @@ class Preset:
     seeds: tuple[int, ...] = (0, 1, 2)
     evaluations_per_run: int = 6
     num_eval_negatives: int = 99
+    pretrain_learning_rate: float = 1e-3
+    pretrain_lr_scheduler_type: str = "linear"
+    pretrain_warmup_steps: int = 0
+    window_stride: int | None = None
+    early_stopping_patience: int = 0
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTION_SCHEMES:
@@ -71,13 +84,33 @@ PRESETS = {
         evaluations_per_run=2,
         num_eval_negatives=5,
     ),
-    "cpu": Preset("cpu", 64, (1, 2, 4, 8) * 2, 50, 1, 2, 1, 64, 64),
+    "cpu": Preset(
+        "cpu",
+        64,
+        (1, 2, 4, 8) * 3,
+        200,
+        8,
+        15,
+        10,
+        64,
+        64,
+        learning_rate=2e-3,
+        selection="validation",
+        evaluations_per_run=15,
+        pretrain_learning_rate=2e-3,
+        pretrain_lr_scheduler_type="cosine",
+        pretrain_warmup_steps=100,
+        window_stride=100,
+        early_stopping_patience=4,
+    ),
     "paper": Preset(
         "paper", 256, (1, 2, 4, 8) * 4, 100, 10, 20, 10, 32, 64, tune={"learning_rate": (1e-3, 1e-4)}
     ),
 }
-"""`cpu`: 8 conv layers of width 64 over the 50 most recent items, sized to run on two CPU cores (see
-docs/reproduction.md for its wall time). `paper`: the paper's backbone (hidden 256, dilations [1, 2, 4, 8] x 4,
+"""`cpu`: 12 conv layers of width 64 (receptive field 91) over the 200 most recent items (whole histories for 74% of
+the users; 400 would cover 90%, at about twice the fine-tuning time, not measured yet), pretrained 8 epochs with a cosine schedule, fine-tuned up to 15 epochs (ColdRec 10) with early
+stopping, sized for two CPU cores; its learning rate and epochs were chosen on the validation split
+(docs/transfer.md). `paper`: the paper's backbone (hidden 256, dilations [1, 2, 4, 8] x 4,
 Section 4.1) and its learning-rate range 1e-3 to 1e-4 (chosen by 3-fold cross-validation), for a GPU.
 `smoke`: a seconds-long check of the plumbing."""
 
@@ -102,8 +135,16 @@ FEW_LABEL_TASK = "lifestatus"
 FEW_LABEL_FRACTIONS = (0.1, 0.3)
 """Figure 6: LifeEst with a fraction of the training users."""
 RQ1_METHODS = ("peterrec", "peter_zero", "fine_all", "fine_zero")
+TRANSFER_READOUT = "attention"
+"""RQ5's readout: the learned pooling over the whole history, the best on validation (docs/transfer.md)."""
+RQ5_METHODS = ("peterrec", "peter_zero", "fine_all", "fine_cls")
+RQ5_HEAD_TERMS = (("peterrec", "wide_deep"), ("peter_zero", "wide_deep"), ("fine_cls", "wide"))
+"""The head-terms ablation: what the deep part adds (PeterRec and PeterZero with a wide & deep head) over the wide
+part alone (a linear model of the item bag trained in the same pipeline)."""
+RQ5_FEW_LABEL_METHODS = ("peterrec", "peter_zero", "fine_all")
+RQ5_FEW_LABEL_FRACTION = 0.1
 RQ2_METHODS = ("fine_cls", "fine_last1", "fine_last2", "fine_all")
-RESEARCH_QUESTIONS = (1, 2, 3, 4)
+RESEARCH_QUESTIONS = (1, 2, 3, 4, 5)
 
 
 def task_kind(task: str) -> TaskKind:
@@ -131,6 +172,7 @@ class Configuration:
     train_layer_norms: tuple[str, ...] = ()
     train_tcl_embedding: bool = False
     readout: str = "tcl"
+    head_terms: str = "deep"
 
     def __post_init__(self) -> None:
         if not choose(METHODS, self.method, "fine-tuning method").adds_patches:
@@ -156,6 +198,8 @@ class Configuration:
             parts.append(f"train{round(100 * self.train_fraction)}pct")
         if self.readout != "tcl":
             parts.append(f"readout_{self.readout}")
+        if self.head_terms != "deep":
+            parts.append(f"head_{self.head_terms}")
         return "-".join(parts)
 
 
@@ -200,6 +244,22 @@ def research_plan(rqs: Iterable[int], tasks: Sequence[str]) -> dict[str, list[Co
             for fraction in (*FEW_LABEL_FRACTIONS, 1.0)
             for method in ("peterrec", "fine_all")
             if FEW_LABEL_TASK in chosen
+        ]
+    if 5 in rqs:
+        plan["rq5_transfer"] = [
+            Configuration(task, method, readout=TRANSFER_READOUT) for task in chosen for method in RQ5_METHODS
+        ]
+        plan["rq5_head_terms"] = [
+            Configuration(task, method, readout=TRANSFER_READOUT, head_terms=terms)
+            for task in chosen
+            for method, terms in RQ5_HEAD_TERMS
+        ]
+        plan["rq5_few_labels"] = [
+            Configuration(task, method, train_fraction=fraction, readout=TRANSFER_READOUT)
+            for task in chosen
+            if task not in RANKING_TASKS
+            for fraction in (RQ5_FEW_LABEL_FRACTION, 1.0)
+            for method in RQ5_FEW_LABEL_METHODS
         ]
     return {key: configurations for key, configurations in plan.items() if configurations}
 

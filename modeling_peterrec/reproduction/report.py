@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import write_json
-from ..registry import INSERTIONS, METHODS
+from ..registry import HEAD_TERMS, INSERTIONS, METHODS
 from ..reporting import markdown_table, plot_curves
 from .baselines import BASELINES
 from .plan import (
@@ -18,10 +18,16 @@ from .plan import (
     FEW_LABEL_FRACTIONS,
     FEW_LABEL_TASK,
     INSERTION_TASK,
+    RANKING_TASKS,
     RQ1_METHODS,
     RQ2_METHODS,
     RQ2_TASKS,
+    RQ5_FEW_LABEL_FRACTION,
+    RQ5_FEW_LABEL_METHODS,
+    RQ5_HEAD_TERMS,
+    RQ5_METHODS,
     TASK_TITLES,
+    TRANSFER_READOUT,
     Configuration,
     insertion_title,
     task_kind,
@@ -141,20 +147,23 @@ def render_report(report: dict[str, Any]) -> str:
         "## Backbones (pretrained on the ColdRec source domain)",
         "",
         markdown_table(
-            ["Objective", "Parameters", "MRR@5", "HR@5", "Pretraining time"],
+            ["Objective", "Parameters", "HR@10", "NDCG@10", "MRR@5", "HR@5", "Pretraining time"],
             [
                 [
                     objective,
                     f"{summary['num_parameters']:,}",
-                    f"{summary['test']['mrr@5']:.4f}",
-                    f"{summary['test']['hr@5']:.4f}",
+                    *(
+                        f"{summary['test'][metric]:.4f}" if metric in summary["test"] else "–"
+                        for metric in ("hr@10", "ndcg@10", "mrr@5", "hr@5")
+                    ),
                     f"{summary['train_runtime_s'] / 60:.1f} min",
                 ]
                 for objective, summary in report["backbones"].items()
             ],
         ),
         "",
-        "MRR@5 / HR@5: the held-out last item of each user ranked over the whole item pool (test split).",
+        "The held-out last item of each user ranked over the whole item pool (test split; the field's common ML-1M "
+        "protocol, SPEC §5).",
     ]
     tasks = [task for task in ALL_TASKS if task in report["tasks"]]
 
@@ -264,6 +273,8 @@ def render_report(report: dict[str, Any]) -> str:
             markdown_table(["Training data", "PeterRec", "FineAll"], rows),
             "Each seed draws its own subset of training users. Learning curves: `rq4_few_labels.png`.",
         )
+    if "rq5_transfer" in plan:
+        _transfer_sections(section, results, report.get("classical_baselines", {}), tasks)
     selected = {name: result["selection"] for name, result in results.items() if result.get("selection")}
     if selected:
         section(
@@ -273,6 +284,65 @@ def render_report(report: dict[str, Any]) -> str:
             "training users (`cv`) or the validation split (`validation`); the chosen candidate is in bold.",
         )
     return "\n".join(lines) + "\n"
+
+
+def _transfer_sections(
+    section: Any,
+    results: dict[str, dict[str, Any]],
+    classical: dict[str, Any],
+    tasks: Sequence[str],
+) -> None:
+    """RQ5's tables: methods with one head beside the classical baselines, the head-terms ablation, few labels."""
+
+    def transfer(method: str, **fields: Any) -> Configuration:
+        return Configuration("{task}", method, readout=TRANSFER_READOUT, **fields)
+
+    methods = {
+        METHODS[method].title: {
+            task: results[replace(transfer(method), task=task).name]["test"]
+            for task in tasks
+            if replace(transfer(method), task=task).name in results
+        }
+        for method in RQ5_METHODS
+    }
+    section(
+        f"RQ5: transfer with a whole-history readout ({TRANSFER_READOUT} pooling), beside the classical baselines",
+        baselines_table(classical, tasks, methods)
+        + "\n\nTrainable parameters (share of the task model):\n\n"
+        + markdown_table(
+            ["Method", *(TASK_TITLES[task] for task in tasks)],
+            [
+                [METHODS[method].title]
+                + [_share(results.get(replace(transfer(method), task=task).name)) for task in tasks]
+                for method in RQ5_METHODS
+            ],
+        ),
+        "Every method reads users with the same task-owned attention pooling, so PeterRec against PeterZero "
+        "measures what pretraining adds, and PeterRec against FineAll what freezing the backbone costs.",
+    )
+    columns = [(METHODS[method].title, transfer(method)) for method in ("peterrec", "peter_zero")] + [
+        (f"{METHODS[method].title}, {terms}", transfer(method, head_terms=terms))
+        for method, terms in RQ5_HEAD_TERMS
+    ]
+    section(
+        "RQ5: what the deep part adds (head terms: deep only, wide only, wide & deep)",
+        _methods_by_task_table(results, columns, tasks),
+        "; ".join(f"`{terms.name}`: {terms.description}" for terms in HEAD_TERMS.values())
+        + ". The wide part alone reads no backbone: it is a linear model of the item bag trained in the same "
+        "pipeline, so the wide & deep columns against it show what the deep part, hence the backbone, adds.",
+    )
+    few = [task for task in tasks if task not in RANKING_TASKS]
+    if few:
+        columns = [
+            (f"{METHODS[method].title}, {round(100 * fraction)}%", transfer(method, train_fraction=fraction))
+            for fraction in (RQ5_FEW_LABEL_FRACTION, 1.0)
+            for method in RQ5_FEW_LABEL_METHODS
+        ]
+        section(
+            f"RQ5: {round(100 * RQ5_FEW_LABEL_FRACTION)}% of the training users",
+            _methods_by_task_table(results, columns, few),
+            "Each seed draws its own subset of training users; validation and test users are unchanged.",
+        )
 
 
 def _tuning_sentence(preset: dict[str, Any]) -> str:

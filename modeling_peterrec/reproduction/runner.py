@@ -211,12 +211,19 @@ class Reproduction:
                 hidden_size=preset.hidden_size,
                 dilations=list(preset.dilations),
                 max_length=preset.max_length,
-                window_stride=preset.max_length,
+                window_stride=preset.window_stride or preset.max_length,
                 cache_dir=self._cache(),
                 **data,
             ),
             self._training_arguments(
-                run_dir, preset.pretrain_epochs, preset.pretrain_batch_size, 1e-3, 0, evaluations=2
+                run_dir,
+                preset.pretrain_epochs,
+                preset.pretrain_batch_size,
+                preset.pretrain_learning_rate,
+                0,
+                evaluations=max(1, round(preset.pretrain_epochs)),
+                lr_scheduler_type=preset.pretrain_lr_scheduler_type,
+                warmup_steps=preset.pretrain_warmup_steps,
             ),
         )
         _remove_checkpoints(run_dir)
@@ -232,6 +239,7 @@ class Reproduction:
         learning_rate: float,
         seed: int,
         evaluations: int | None = None,
+        **schedule: Any,
     ) -> PeterRecTrainingArguments:
         # Evaluating (and checkpointing) a fixed number of times per run gives the learning curves their points
         # (Figures 4-6); the best validation checkpoint is kept either way.
@@ -251,6 +259,8 @@ class Reproduction:
             seed=seed,
             disable_tqdm=True,
             use_cpu=not torch.cuda.is_available(),
+            early_stopping_patience=self.preset.early_stopping_patience,
+            **schedule,
         )
 
     def run(
@@ -276,6 +286,7 @@ class Reproduction:
         arguments = FinetuneArguments(
             backbone=self.backbone(configuration.objective)["backbone"],
             readout=configuration.readout,
+            head_terms=configuration.head_terms,
             method=configuration.method,
             insertion=configuration.insertion or "serial_two",
             bottleneck_size=configuration.bottleneck_size,
@@ -477,7 +488,7 @@ def run_plan(
         except MissingRunError as missing:
             logger.warning(f"Left out of the report, not run yet: {missing}")
     baselines, classical = {}, {}
-    if "rq3" in plan:
+    if "rq3" in plan or "rq5_transfer" in plan:
         for task in tasks:
             classical[task] = runner.baselines(task)
             baselines[task] = classical[task][RULE_BASELINES[task_kind(task).name]]

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from transformers import TrainingArguments
 
-from ..registry import INSERTIONS, METHODS, READOUTS, TASK_KINDS, choose
+from ..registry import HEAD_TERMS, INSERTIONS, METHODS, READOUTS, TASK_KINDS, choose
 
 PAPER_DILATIONS = [1, 2, 4, 8] * 4
 """Dilations of the paper's 16-layer backbone (Section 4.1, following NextItNet)."""
@@ -141,6 +141,14 @@ class FinetuneArguments(DataArguments):
             "paper's [TCL])."
         },
     )
+    head_terms: str = field(
+        default="deep",
+        metadata={
+            "help": "What the task head adds up: "
+            + "; ".join(f"{terms.name}: {terms.description}" for terms in HEAD_TERMS.values())
+            + "."
+        },
+    )
     save_dir: str | None = field(
         default=None, metadata={"help": "Patch folder to write (default <output_dir>/patch)."}
     )
@@ -151,6 +159,7 @@ class FinetuneArguments(DataArguments):
         choose(INSERTIONS, self.insertion, "insertion")
         if self.readout is not None:
             choose(READOUTS, self.readout, "readout")
+        choose(HEAD_TERMS, self.head_terms, "head terms")
         if self.task is None:
             if self.data_dir is not None:
                 raise ValueError(

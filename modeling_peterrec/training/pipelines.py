@@ -227,6 +227,7 @@ def finetune(
         train_layer_norms=args.train_layer_norms,
         train_tcl_embedding=args.train_tcl_embedding,
         readout=args.readout,
+        head_terms=args.head_terms,
         seed=training_args.seed,
         **head_arguments(splits, kind, args),
     )
