@@ -234,13 +234,15 @@ def test_two_processes_stream_disjoint_shards_that_cover_the_log(tmp_path):
     # Every user's items are its own (`<user>_<k>`), so a window names its user; equal shards and one epoch.
     write_log(tmp_path / "log", num_users=32, num_shards=4, item_of=lambda user, k: f"u{user}_{k % 5}")
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tests.streaming_launch",
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", "examples/accelerate/ddp_cpu_2proc.yaml",
+        "-m", "tests.streaming_launch",
         "--train_files", str(tmp_path / "log"), "--hidden_size", "8", "--dilations", "1", "2", "--max_length", "8",
         "--window_stride", "3", "--num_train_epochs", "1", "--per_device_train_batch_size", "1000",
-        "--shuffle_buffer_size", "8", "--eval_users", "8", "--disable_tqdm", "true", "--output_dir", str(tmp_path / "out"),
+        "--shuffle_buffer_size", "8", "--eval_users", "8", "--disable_tqdm", "true", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true",
     ]  # fmt: skip
-    environment = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The config file's `use_cpu: true` with `--use_cpu true` (TrainingArguments), no ACCELERATE_USE_CPU needed.
+    environment.pop("ACCELERATE_USE_CPU", None)
     result = subprocess.run(
         command, env=environment, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1]
     )
