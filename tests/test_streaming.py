@@ -259,3 +259,10 @@ def test_two_processes_stream_disjoint_shards_that_cover_the_log(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     windows = count_log(log, 8, 3).windows
     assert metrics["processes"] == 2 and metrics["train_windows"] == sum(windows)
+
+
+def test_train_files_and_data_dir_are_exclusive():
+    from modeling_peterrec.training import PretrainArguments
+
+    with pytest.raises(ValueError, match="not both"):
+        PretrainArguments(train_files=["logs"], data_dir="saved")

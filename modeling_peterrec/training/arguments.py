@@ -117,6 +117,12 @@ class PretrainArguments(DataArguments):
         },
     )
 
+    def __post_init__(self) -> None:
+        if self.train_files and self.data_dir is not None:
+            raise ValueError(
+                "Give --train_files (a streamed log) or --data_dir (a saved DatasetDict), not both."
+            )
+
 
 @dataclass
 class FinetuneArguments(DataArguments):
