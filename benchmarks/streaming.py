@@ -166,7 +166,10 @@ def main() -> None:
 
     from benchmarks.synthetic_log import write_log
 
-    rows = []
+    output = Path(args.output)
+    # Sizes measured by an earlier run are kept unless measured again, so sizes can be run one at a time.
+    earlier = json.loads(output.read_text())["rows"] if output.exists() else []
+    rows = [row for row in earlier if row["target_events"] not in args.events]
     for events in args.events:
         folder = Path(args.work_dir) / f"log-{events}"
         tokenizer_dir = Path(args.work_dir) / f"tokenizer-{events}"
@@ -191,9 +194,8 @@ def main() -> None:
         rows.append(row)
         shutil.rmtree(folder)
         shutil.rmtree(tokenizer_dir)
-        Path(args.output).write_text(
-            json.dumps({"model": MODEL, "window": WINDOW, "rows": rows}, indent=2) + "\n"
-        )
+        rows.sort(key=lambda measured: measured["target_events"])
+        output.write_text(json.dumps({"model": MODEL, "window": WINDOW, "rows": rows}, indent=2) + "\n")
         print(format_table([row], list(row)), flush=True)
     columns = [
         "events", "users", "items", "shards", "vocabulary_peak_rss_mib", "vocabulary_events_per_s",
