@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer, models, processors
@@ -120,13 +120,28 @@ class ItemTokenizer(PreTrainedTokenizerFast):
 
     @classmethod
     def from_sequences(
-        cls, sequences: Iterable[Sequence[Item]], min_count: int = 1, **kwargs
+        cls,
+        sequences: Iterable[Sequence[Item]],
+        min_count: int = 1,
+        max_items: int | None = None,
+        **kwargs,
     ) -> ItemTokenizer:
         """Builds the vocabulary from training sequences: items seen at least `min_count` times, most frequent first
-        (ties by item id), so that the vocabulary is the same for the same data."""
+        (ties by item id), at most `max_items` of them (the most frequent), so that the vocabulary is the same for
+        the same data. `from_counts` builds it from counts made elsewhere (e.g. `data.count_items` streaming a
+        log)."""
+        counts = Counter(str(item) for sequence in sequences for item in sequence)
+        return cls.from_counts(counts, min_count, max_items, **kwargs)
+
+    @classmethod
+    def from_counts(
+        cls, counts: Mapping[str, int], min_count: int = 1, max_items: int | None = None, **kwargs
+    ) -> ItemTokenizer:
+        """The vocabulary of `from_sequences` from item occurrence counts (item id as a string -> count)."""
         if min_count < 1:
             raise ValueError(f"min_count must be >= 1, got {min_count}.")
-        counts = Counter(str(item) for sequence in sequences for item in sequence)
+        if max_items is not None and max_items < 1:
+            raise ValueError(f"max_items must be >= 1 or None, got {max_items}.")
         clash = sorted(set(counts) & set(SPECIAL_TOKENS))
         if clash:
             raise ValueError(
@@ -134,7 +149,7 @@ class ItemTokenizer(PreTrainedTokenizerFast):
             )
         kept = sorted(
             (item for item, n in counts.items() if n >= min_count), key=lambda item: (-counts[item], item)
-        )
+        )[:max_items]
         if not kept:
             raise ValueError(
                 f"No item occurs at least min_count={min_count} times; lower min_count or add data."

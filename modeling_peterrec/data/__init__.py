@@ -8,6 +8,8 @@
   seeded 70% / 3% / 27% split by user.
 - `importers.py`: users' own files (interaction logs, label tables, the original code's fine-tuning format), and
   a sorted interaction log streamed a batch of users at a time (`iter_histories`).
+- `streaming.py`: a log of sorted shard files that does not fit in memory, as a stream of pretraining windows
+  (`pretraining_stream`) and counted in one pass for the vocabulary (`count_log`).
 - `processing.py`: transforms of built data sets (one row per target, labels aligned to a class order by name,
   tokenizing, sliding windows).
 - `collators.py`: the Trainer collators (next-item, masked-item, classification with [TCL], item ranking).
@@ -32,12 +34,28 @@ from .movielens import (
     parse_recbole_table,
     read_movielens,
 )
-from .processing import align_labels, expand_windows, one_row_per_target, sliding_windows, tokenize_dataset
-from .schemas import classification_dataset, coldrec_dataset, pretraining_dataset, split_by_user
+from .processing import (
+    MIN_WINDOW_LENGTH,
+    align_labels,
+    expand_windows,
+    one_row_per_target,
+    sliding_windows,
+    tokenize_dataset,
+)
+from .schemas import (
+    classification_dataset,
+    coldrec_dataset,
+    leave_one_out,
+    pretraining_dataset,
+    split_by_user,
+)
+from .streaming import InteractionLog, count_log, files_of_process, first_histories, pretraining_stream
 from .tasks import MOVIELENS_TASKS, build_movielens_tasks, coldrec_split, load_task, prepare_movielens
 
 __all__ = [
+    "MIN_WINDOW_LENGTH",
     "MOVIELENS_TASKS",
+    "InteractionLog",
     "ItemRankingCollator",
     "MaskedItemCollator",
     "MovieLens",
@@ -49,9 +67,13 @@ __all__ = [
     "classification_dataset",
     "coldrec_dataset",
     "coldrec_split",
+    "count_log",
     "default_cache_dir",
     "expand_windows",
+    "files_of_process",
+    "first_histories",
     "iter_histories",
+    "leave_one_out",
     "load_interactions",
     "load_labels",
     "load_original_format",
@@ -61,6 +83,7 @@ __all__ = [
     "parse_recbole_table",
     "prepare_movielens",
     "pretraining_dataset",
+    "pretraining_stream",
     "read_movielens",
     "sliding_windows",
     "split_by_user",

@@ -100,28 +100,43 @@ def tokenize_dataset(dataset, tokenizer, column: str = "items"):
     )
 
 
+MIN_WINDOW_LENGTH = 2
+"""Shortest pretraining window: one item has no next item to predict."""
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start positions of the `sliding_windows` of a `length`-long sequence (so windows can be counted without
+    being cut)."""
+    if not 1 <= stride <= window:
+        raise ValueError(f"Need 1 <= stride <= window, got stride={stride}, window={window}.")
+    if length == 0:
+        raise ValueError("Cannot cut windows out of an empty sequence.")
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
 def sliding_windows(ids: Sequence, window: int, stride: int) -> list[list]:
     """Every `window`-long slice of `ids`, starting at 0, `stride`, `2 stride`, ..., plus one ending at the last
     item when the stride skips past it, so the whole history is covered (a history no longer than `window` is one
     slice). With `stride < window` consecutive windows overlap, so every item but the first is a next-item target
     in some window.
     """
-    if not 1 <= stride <= window:
-        raise ValueError(f"Need 1 <= stride <= window, got stride={stride}, window={window}.")
-    if len(ids) == 0:
-        raise ValueError("Cannot cut windows out of an empty sequence.")
-    if len(ids) <= window:
-        return [list(ids)]
-    starts = list(range(0, len(ids) - window + 1, stride))
-    if starts[-1] + window < len(ids):
-        starts.append(len(ids) - window)
-    return [list(ids[start : start + window]) for start in starts]
+    return [list(ids[start : start + window]) for start in window_starts(len(ids), window, stride)]
+
+
+def default_stride(window: int) -> int:
+    """The pretraining windows' default stride: half a window, so consecutive windows overlap by half."""
+    return max(window // 2, 1)
 
 
 def expand_windows(dataset, window: int, stride: int | None = None, column: str = "items"):
     """One row per `sliding_windows` slice of `column` (default stride `window // 2`), other columns repeated:
     pretraining on every part of a long history, not only its most recent `window` items."""
-    stride = stride or max(window // 2, 1)
+    stride = stride or default_stride(window)
 
     def expand(batch: dict[str, list]) -> dict[str, list]:
         expanded: dict[str, list] = {name: [] for name in batch}
@@ -135,9 +150,12 @@ def expand_windows(dataset, window: int, stride: int | None = None, column: str 
 
 
 __all__ = [
+    "MIN_WINDOW_LENGTH",
     "align_labels",
+    "default_stride",
     "expand_windows",
     "one_row_per_target",
     "sliding_windows",
     "tokenize_dataset",
+    "window_starts",
 ]

@@ -82,6 +82,18 @@ def _split_dataset(columns: dict[str, list], features, splits: dict[str, np.ndar
     )
 
 
+MIN_HELD_OUT_LENGTH = 3
+"""Shortest history that spares its last two items for validation and test (leave-one-out)."""
+
+
+def leave_one_out(history: list) -> dict[str, list]:
+    """One history's pretraining rows per split: `train` is the history minus its last two items, `validation` minus
+    its last item, `test` the whole history; a history shorter than `MIN_HELD_OUT_LENGTH` is `train` only."""
+    if len(history) < MIN_HELD_OUT_LENGTH:
+        return {"train": history}
+    return {"train": history[:-2], "validation": history[:-1], "test": history}
+
+
 def pretraining_dataset(
     user_ids: Sequence[str], histories: Sequence[Sequence[str]], split_names: Sequence[str] | None = None
 ):
@@ -100,15 +112,11 @@ def pretraining_dataset(
     rows: dict[str, dict[str, list]] = {split: {"user_id": [], "items": []} for split in SPLIT_FRACTIONS}
     short = 0
     for user, history in zip(user_ids, histories, strict=True):
-        history = list(history)
-        if len(history) < 3:
-            short += 1
-            rows["train"]["user_id"].append(user)
-            rows["train"]["items"].append(history)
-            continue
-        for split, cut in (("train", -2), ("validation", -1), ("test", None)):
+        held_out = leave_one_out(list(history))
+        short += len(held_out) == 1
+        for split, items in held_out.items():
             rows[split]["user_id"].append(user)
-            rows[split]["items"].append(history[:cut])
+            rows[split]["items"].append(items)
     if short:
         logger.warning(f"{short} user(s) have fewer than 3 items: their whole history is in `train` only.")
     return DatasetDict(
@@ -182,6 +190,7 @@ __all__ = [
     "classification_dataset",
     "coldrec_dataset",
     "fixed_splits",
+    "leave_one_out",
     "pretraining_dataset",
     "split_by_user",
 ]

@@ -76,6 +76,9 @@ class PretrainArguments(DataArguments):
     )
     kernel_size: int = field(default=3, metadata={"help": "Width of every dilated convolution."})
     min_count: int = field(default=1, metadata={"help": "Keep items seen at least this often in training."})
+    max_items: int | None = field(
+        default=None, metadata={"help": "Keep at most this many items, the most frequent (default: all)."}
+    )
     window_stride: int | None = field(
         default=None,
         metadata={"help": "Stride of the pretraining windows over long histories (default half)."},
@@ -91,6 +94,34 @@ class PretrainArguments(DataArguments):
     save_dir: str | None = field(
         default=None, metadata={"help": "Backbone folder to write (default <output_dir>/backbone)."}
     )
+    train_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Pretrain from an interaction log streamed from these Parquet/CSV shard files, folders or globs "
+            "(each sorted by user, each user in one file; docs/scale.md) instead of --task/--data_dir."
+        },
+    )
+    user_column: str = field(default="user", metadata={"help": "User column of --train_files."})
+    item_column: str = field(default="item", metadata={"help": "Item column of --train_files."})
+    time_column: str | None = field(
+        default="timestamp", metadata={"help": "Timestamp column of --train_files (none: file order)."}
+    )
+    shuffle_buffer_size: int = field(
+        default=10_000,
+        metadata={"help": "Windows of --train_files shuffled in a buffer of this size (0: none)."},
+    )
+    eval_users: int = field(
+        default=10_000,
+        metadata={
+            "help": "With --train_files: validation and test on the held-out items of the first N users."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.train_files and self.data_dir is not None:
+            raise ValueError(
+                "Give --train_files (a streamed log) or --data_dir (a saved DatasetDict), not both."
+            )
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..data import (
+    MIN_WINDOW_LENGTH,
     ItemRankingCollator,
     SequenceClassificationCollator,
     align_labels,
@@ -23,7 +24,7 @@ from ..metrics import build_ranking_candidates
 from ..modeling_peterrec import PeterRecPreTrainedModel
 from ..registry import TASK_KINDS, tcl_position
 from ..tokenization_peterrec import ItemTokenizer
-from .arguments import DataArguments, FinetuneArguments
+from .arguments import DataArguments, FinetuneArguments, PretrainArguments
 
 SPLITS = ("train", "validation", "test")
 
@@ -95,7 +96,28 @@ def pretraining_windows(train, tokenizer: ItemTokenizer, window: int, stride: in
     used whole, keeping windows of two items or more (one item has no next item to predict)."""
     encoded = _keep_columns(tokenize_dataset(train, tokenizer), ["input_ids"])
     windows = expand_windows(encoded, window, stride, column="input_ids")
-    return windows.filter(lambda row: len(row["input_ids"]) >= 2)
+    return windows.filter(lambda row: len(row["input_ids"]) >= MIN_WINDOW_LENGTH)
+
+
+def in_memory_pretraining_data(args: PretrainArguments):
+    """(tokenizer, train windows, validation, test) of a pretraining task held in memory (`--task`/`--data_dir`):
+    the vocabulary of the training split (`--min_count`, `--max_items`), its `pretraining_windows` and the
+    held-out rows."""
+    splits = load_splits(args)
+    if task_kind(splits["train"]) != "pretraining":
+        raise ValueError(
+            f"Task {args.task!r} holds labelled rows; pretrain on a pretraining task (pretrain, pretrain_source) "
+            "or on the output of data.load_interactions."
+        )
+    tokenizer = ItemTokenizer.from_sequences(
+        splits["train"]["items"],
+        min_count=args.min_count,
+        max_items=args.max_items,
+        tcl_position=tcl_position(args.objective == "causal"),
+        model_max_length=args.max_length,
+    )
+    train = pretraining_windows(splits["train"], tokenizer, args.max_length, args.window_stride)
+    return (tokenizer, train, *held_out_datasets(splits, tokenizer))
 
 
 def classification_datasets(splits, tokenizer: ItemTokenizer):
@@ -215,6 +237,7 @@ __all__ = [
     "dataset_name",
     "head_arguments",
     "held_out_datasets",
+    "in_memory_pretraining_data",
     "load_splits",
     "pretraining_windows",
     "ranking_datasets",

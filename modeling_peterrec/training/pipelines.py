@@ -29,7 +29,7 @@ from ..data import MaskedItemCollator, NextItemCollator, align_labels
 from ..metrics import make_compute_metrics
 from ..modeling_peterrec import PeterRecForItemRanking
 from ..patch_config import PATCH_WEIGHTS_NAME
-from ..registry import TASK_KINDS, tcl_position
+from ..registry import TASK_KINDS
 from ..saving import load_backbone, load_patch, pretraining_model_class, save_backbone, save_patch
 from ..tokenization_peterrec import ItemTokenizer, UnknownItems
 from ..transfer import prepare_for_transfer
@@ -39,13 +39,13 @@ from .datasets import (
     dataset_name,
     head_arguments,
     held_out_datasets,
+    in_memory_pretraining_data,
     load_splits,
-    pretraining_windows,
     task_collators,
     task_datasets,
-    task_kind,
 )
 from .outputs import METRICS_FILE, finish_run, strip_prefix
+from .streaming import streamed_pretraining_data
 from .trainers import (
     RANKING_CUTOFFS,
     PeterRecTrainer,
@@ -120,21 +120,20 @@ def pretrain(
     Resumes from `training_args.resume_from_checkpoint` (a checkpoint folder, or `last` for the newest complete
     one in `output_dir`).
     """
-    splits = load_splits(args)
-    if task_kind(splits["train"]) != "pretraining":
-        raise ValueError(
-            f"Task {args.task!r} holds labelled rows; pretrain on a pretraining task (pretrain, pretrain_source) "
-            "or on the output of data.load_interactions."
-        )
     is_causal = args.objective == "causal"
-    tokenizer = ItemTokenizer.from_sequences(
-        splits["train"]["items"],
-        min_count=args.min_count,
-        tcl_position=tcl_position(is_causal),
-        model_max_length=args.max_length,
-    )
-    train = pretraining_windows(splits["train"], tokenizer, args.max_length, args.window_stride)
-    validation, test = held_out_datasets(splits, tokenizer)
+    if args.train_files:
+        streamed = streamed_pretraining_data(args, training_args)
+        tokenizer, train, validation, test = (
+            streamed.tokenizer,
+            streamed.train,
+            streamed.validation,
+            streamed.test,
+        )
+        training_args, num_windows = streamed.training_args, sum(streamed.counts.windows)
+        dataset = " ".join(args.train_files)
+    else:
+        tokenizer, train, validation, test = in_memory_pretraining_data(args)
+        num_windows, dataset = len(train), dataset_name(args, args.task)
     config = PeterRecConfig(
         vocab_size=len(tokenizer),
         hidden_size=args.hidden_size,
@@ -148,7 +147,7 @@ def pretrain(
     model = pretraining_model_class(is_causal)(config)
     logger.info(
         f"Pretraining a {args.objective} backbone ({model.num_parameters():,} parameters, {len(tokenizer):,} "
-        f"tokens) on {len(train):,} windows of at most {args.max_length} items"
+        f"tokens) on {num_windows:,} windows of at most {args.max_length} items"
     )
     eval_collator = NextItemCollator(tokenizer, args.max_length)
     train_collator = (
@@ -173,10 +172,10 @@ def pretrain(
     train_output, log_history, results = train_and_test(trainer, test, training_args)
     summary = {
         "objective": args.objective,
-        "dataset": dataset_name(args, args.task),
+        "dataset": dataset,
         "num_parameters": model.num_parameters(),
         "vocab_size": len(tokenizer),
-        "train_windows": len(train),
+        "train_windows": num_windows,
         **results,
         "config": {
             "hidden_size": config.hidden_size,
