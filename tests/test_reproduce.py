@@ -293,9 +293,7 @@ def test_transfer_report_shows_methods_beside_baselines_and_the_ablation(tmp_pat
     assert len(report["configurations"]) == 4 + 3 + 3  # the 100% runs of the few-label table are RQ5's own
     markdown = (tmp_path / "results" / "reproduction.md").read_text()
     transfer = markdown.split("## RQ5: transfer")[1].split("## ")[0]
-    assert (
-        "| Task | LabelCS |" in transfer and "| PeterRec | PeterZero | FineAll | FineCLS |" in transfer
-    )
+    assert "| Task | LabelCS |" in transfer and "| PeterRec | PeterZero | FineAll | FineCLS |" in transfer
     assert (
         "| GenEst Acc | 0.5500 ± 0.0707 | 0.5500 ± 0.0707 | 0.5500 ± 0.0707 |"
         in markdown.split("## RQ5: what the deep part adds")[1]
