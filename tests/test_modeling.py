@@ -273,6 +273,28 @@ def test_next_item_loss_ignores_pad_positions():
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("is_causal", [True, False])
+@pytest.mark.parametrize("dilation", [1, 4, 16])
+def test_cpu_channels_last_convolution_equals_conv1d(is_causal, dilation):
+    # On CPU the dilated convolution runs as one matmul over (batch, length, channels); it must equal nn.Conv1d on
+    # the transposed, padded input, outputs and gradients, to fp32 rounding (lengths shorter than the dilation too).
+    from modeling_peterrec.modeling_peterrec import DilatedConv1d
+
+    torch.manual_seed(0)
+    layer = DilatedConv1d(8, 3, dilation, is_causal)
+    for length in (5, 40):
+        hidden = torch.randn(3, length, 8, requires_grad=True)
+        output = layer(hidden)
+        grads = torch.autograd.grad(output.square().sum(), (hidden, layer.conv.weight, layer.conv.bias))
+        expected = layer.conv(torch.nn.functional.pad(hidden.transpose(1, 2), layer.padding)).transpose(1, 2)
+        expected_grads = torch.autograd.grad(
+            expected.square().sum(), (hidden, layer.conv.weight, layer.conv.bias)
+        )
+        torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+        for grad, expected_grad in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-4)
+
+
 def full_logits_loss_and_grads(model, ids, labels, bf16=False):
     """The plain computation: the backbone, every position's logits, `F.cross_entropy`."""
     model.zero_grad()
