@@ -451,7 +451,8 @@ def linear_cross_entropy(
         labels (`torch.LongTensor` of shape `(num_tokens,)`): target item ids.
         ignore_index (`int`, defaults to -100): label value of rows that do not count.
         chunk_size (`int`, defaults to 4096): rows of logits computed at once; memory grows as
-            about `chunk_size * vocab_size * 8` bytes in bf16 (4 in fp32). Unused by the Triton backend.
+            about `chunk_size * vocab_size * 8` bytes in bf16 (4 in fp32). On CPU, fewer rows where their
+            logits would outgrow the cache (`chunk_rows`). Unused by the Triton backend.
         reduction (`str`, defaults to `"mean"`): `"mean"` over the counted rows, or `"sum"`.
         backend (`str`, defaults to `"auto"`): `"torch"` (chunked, any device), `"triton"` (fused
             kernels that keep each tile of logits in registers; CUDA, bf16/fp16 compute, hidden size a
