@@ -337,6 +337,23 @@ def test_next_item_training_step_matches_full_logits_cross_entropy(bf16):
         assert error < 2e-2, (name, float(error))
 
 
+@pytest.mark.slow
+def test_compiled_backbone_matches_eager_on_cpu():
+    # `torch.compile` of the backbone (benchmarks/cpu_pretraining.py --compile) against the eager model: the same
+    # training loss and gradients, to fp32 rounding.
+    torch.manual_seed(0)
+    model = PeterRecForNextItemPrediction(tester.config(vocab_size=300)).train()
+    ids = torch.randint(4, 300, (4, 20), generator=torch.Generator().manual_seed(1))
+    labels = ids.masked_fill(ids.eq(0), -100)
+    expected_loss, expected_grads = model_loss_and_grads(model, ids, labels)
+    model.peterrec = torch.compile(model.peterrec)
+    loss, grads = model_loss_and_grads(model, ids, labels)
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-6)
+    for name, expected in expected_grads.items():
+        compiled_name = name.replace("peterrec.", "peterrec._orig_mod.", 1)
+        torch.testing.assert_close(grads[compiled_name], expected, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_item_ranking_bpr_loss_by_hand():
     model = PeterRecForItemRanking(tester.config()).eval()
     ids = tester.input_ids()
