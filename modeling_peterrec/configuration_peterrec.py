@@ -79,7 +79,8 @@ class PeterRecConfig(FieldChecks, PreTrainedConfig):
         num_sampled (`int`, defaults to 8192):
             Negatives drawn per step by the sampled softmax.
         loss_chunk_size (`int`, defaults to 4096):
-            Tokens per chunk of the fused output projection and cross-entropy.
+            Tokens per chunk of the fused output projection and cross-entropy (on CPU at most as many as keep a
+            chunk's logits in cache, see `loss_peterrec.chunk_rows`).
 
     Receptive field: one output sees `receptive_field = 1 + (kernel_size - 1) * sum(dilations)` positions, the
     causal encoder's output at position t the positions `t - receptive_field + 1 ... t`, the non-causal one's a

@@ -286,6 +286,20 @@ def _triton_loss_and_grads(
     return total, grad_hidden, grad_weight, grad_bias
 
 
+CPU_CHUNK_ELEMENTS = 1 << 19
+"""Logits per chunk on CPU (2 MiB in fp32, about one core's L2 cache): each chunk makes five passes over its
+logits, which run several times faster from cache than from memory (docs/performance.md, CPU section)."""
+CPU_MIN_CHUNK_ROWS = 32
+"""Fewest rows per chunk on CPU, so that the matrix products stay efficient over very large vocabularies."""
+
+
+def chunk_rows(chunk_size: int, vocab_size: int, device: torch.device) -> int:
+    """Rows of logits per chunk: `chunk_size`, and on CPU no more than fit `CPU_CHUNK_ELEMENTS`."""
+    if device.type != "cpu":
+        return chunk_size
+    return min(chunk_size, max(CPU_MIN_CHUNK_ROWS, CPU_CHUNK_ELEMENTS // vocab_size))
+
+
 def _chunked_loss_and_grads(
     hidden: Tensor,
     weight: Tensor,
@@ -298,37 +312,53 @@ def _chunked_loss_and_grads(
     need_bias: bool,
     acc_dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """Pure-PyTorch path: summed loss and the scaled gradients, `chunk_size` rows of logits at a time."""
+    """Pure-PyTorch path: summed loss and the scaled gradients, at most `chunk_size` rows of logits at a time.
+
+    As in the Triton path, each chunk only exponentiates its logits once: the unnormalised softmax
+    `exp(logits - max)` feeds the matrix products, whose (rows, hidden) results are divided by the row sums
+    instead of the (rows, items) chunk, and the one-hot part of `softmax - one_hot(label)` is applied once at the
+    end as row gathers and scatters. Fewer passes over the logits than `F.cross_entropy`'s backward.
+    """
     num_tokens, hidden_size = hidden.shape
     device = hidden.device
+    rows = chunk_rows(chunk_size, weight.shape[0], device)
     total = torch.zeros((), dtype=acc_dtype, device=device)
     grad_hidden = (
         torch.empty(num_tokens, hidden_size, dtype=acc_dtype, device=device) if need_hidden else None
     )
     grad_weight = torch.zeros(weight.shape, dtype=acc_dtype, device=device) if need_weight else None
     grad_bias = torch.zeros(weight.shape[0], dtype=acc_dtype, device=device) if need_bias else None
-    for start in range(0, num_tokens, chunk_size):
-        end = min(start + chunk_size, num_tokens)
+    for start in range(0, num_tokens, rows):
+        end = min(start + rows, num_tokens)
         h, y = hidden[start:end], labels[start:end]
-        # The matmul accumulates in fp32; logsumexp and the softmax run in fp32 (or fp64).
+        # The matmul accumulates in fp32; the softmax and its sums run in fp32 (or fp64).
         logits = (h @ weight.T).to(acc_dtype)
         if bias is not None:
             logits += bias
-        lse = torch.logsumexp(logits, dim=-1)
-        total += (lse - logits.gather(1, y.unsqueeze(1)).squeeze(1)).sum()
+        row_max = logits.amax(1, keepdim=True)
+        target = logits.gather(1, y.unsqueeze(1))
+        exp = logits.sub_(row_max).exp_()
+        row_sum = exp.sum(1, keepdim=True)
+        total += (row_max + row_sum.log() - target).sum()
         if not (need_hidden or need_weight or need_bias):
             continue
-        # d loss / d logits = softmax - one_hot(label), computed in place over the logits.
-        grad_logits = logits.sub_(lse.unsqueeze(1)).exp_()
-        grad_logits[torch.arange(end - start, device=device), y] -= 1.0
-        grad_logits.mul_(scale)
+        inverse_sum = row_sum.reciprocal()
         if need_bias:
-            grad_bias += grad_logits.sum(0)
-        grad_logits = grad_logits.to(hidden.dtype)
+            grad_bias.addmv_(exp.T, inverse_sum.squeeze(1))
+        exp = exp.to(hidden.dtype)
         if need_hidden:
-            grad_hidden[start:end] = grad_logits @ weight
+            grad_hidden[start:end] = (exp @ weight).to(acc_dtype).mul_(inverse_sum)
         if need_weight:
-            grad_weight += grad_logits.T @ h
+            normalized_h = (h.to(acc_dtype) * inverse_sum).to(hidden.dtype)
+            grad_weight += exp.T @ normalized_h
+    # The one-hot part of d loss / d logits, then the reduction's scale, on the (tokens or items, hidden) results.
+    if need_hidden:
+        grad_hidden.sub_(weight.index_select(0, labels)).mul_(scale)
+    if need_weight:
+        grad_weight.index_add_(0, labels, hidden.to(acc_dtype), alpha=-1.0).mul_(scale)
+    if need_bias:
+        ones = torch.ones(num_tokens, dtype=acc_dtype, device=device)
+        grad_bias.index_add_(0, labels, ones, alpha=-1.0).mul_(scale)
     return total, grad_hidden, grad_weight, grad_bias
 
 
@@ -421,7 +451,8 @@ def linear_cross_entropy(
         labels (`torch.LongTensor` of shape `(num_tokens,)`): target item ids.
         ignore_index (`int`, defaults to -100): label value of rows that do not count.
         chunk_size (`int`, defaults to 4096): rows of logits computed at once; memory grows as
-            about `chunk_size * vocab_size * 8` bytes in bf16 (4 in fp32). Unused by the Triton backend.
+            about `chunk_size * vocab_size * 8` bytes in bf16 (4 in fp32). On CPU, fewer rows where their
+            logits would outgrow the cache (`chunk_rows`). Unused by the Triton backend.
         reduction (`str`, defaults to `"mean"`): `"mean"` over the counted rows, or `"sum"`.
         backend (`str`, defaults to `"auto"`): `"torch"` (chunked, any device), `"triton"` (fused
             kernels that keep each tile of logits in registers; CUDA, bf16/fp16 compute, hidden size a

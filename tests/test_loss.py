@@ -4,9 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from modeling_peterrec import loss_peterrec
 from modeling_peterrec.loss_peterrec import (
     _log_uniform_log_prob,
     _sample_candidates,
+    chunk_rows,
     linear_cross_entropy,
     sampled_softmax_loss,
 )
@@ -69,6 +71,31 @@ def test_loss_and_all_gradients_equal_plain_cross_entropy(dtype, tol):
 @pytest.mark.parametrize("chunk_size", [1, 5, 36, 37, 38])
 def test_chunk_boundaries_do_not_change_the_result(chunk_size):
     assert_matches_plain(make_inputs(num_tokens=37, dtype=torch.float64), FP64_TOL, chunk_size=chunk_size)
+
+
+def test_cpu_chunks_are_capped_to_the_cache_budget_and_keep_at_least_the_minimum_rows():
+    cpu = torch.device("cpu")
+    assert chunk_rows(4096, 3710, cpu) == loss_peterrec.CPU_CHUNK_ELEMENTS // 3710
+    assert chunk_rows(64, 3710, cpu) == 64
+    assert chunk_rows(4096, 10**8, cpu) == loss_peterrec.CPU_MIN_CHUNK_ROWS
+    assert chunk_rows(4096, 3710, torch.device("meta")) == 4096
+
+
+def test_cpu_chunk_cap_does_not_change_the_result(monkeypatch):
+    # 23 items: a budget of 69 logits leaves 3 rows per chunk, so 37 tokens make 13 chunks, the last one short.
+    monkeypatch.setattr(loss_peterrec, "CPU_CHUNK_ELEMENTS", 69)
+    monkeypatch.setattr(loss_peterrec, "CPU_MIN_CHUNK_ROWS", 1)
+    assert chunk_rows(4096, 23, torch.device("cpu")) == 3
+    assert_matches_plain(make_inputs(num_tokens=37, dtype=torch.float64), FP64_TOL)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, FP64_TOL), (torch.float32, FP32_TOL)])
+def test_logits_far_apart_keep_the_loss_and_gradients_exact(dtype, tol):
+    # Logits spread over hundreds of units, as a trained model's are: the softmax underflows for most items.
+    hidden, weight, bias, labels = make_inputs(dtype=dtype)
+    with torch.no_grad():
+        hidden.mul_(30.0)
+    assert_matches_plain((hidden, weight, bias, labels), tol, chunk_size=10)
 
 
 def test_sum_reduction_equals_plain_sum():

@@ -273,6 +273,87 @@ def test_next_item_loss_ignores_pad_positions():
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("is_causal", [True, False])
+@pytest.mark.parametrize("dilation", [1, 4, 16])
+def test_cpu_channels_last_convolution_equals_conv1d(is_causal, dilation):
+    # On CPU the dilated convolution runs as one matmul over (batch, length, channels); it must equal nn.Conv1d on
+    # the transposed, padded input, outputs and gradients, to fp32 rounding (lengths shorter than the dilation too).
+    from modeling_peterrec.modeling_peterrec import DilatedConv1d
+
+    torch.manual_seed(0)
+    layer = DilatedConv1d(8, 3, dilation, is_causal)
+    for length in (5, 40):
+        hidden = torch.randn(3, length, 8, requires_grad=True)
+        output = layer(hidden)
+        grads = torch.autograd.grad(output.square().sum(), (hidden, layer.conv.weight, layer.conv.bias))
+        expected = layer.conv(torch.nn.functional.pad(hidden.transpose(1, 2), layer.padding)).transpose(1, 2)
+        expected_grads = torch.autograd.grad(
+            expected.square().sum(), (hidden, layer.conv.weight, layer.conv.bias)
+        )
+        torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+        for grad, expected_grad in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-4)
+
+
+def full_logits_loss_and_grads(model, ids, labels, bf16=False):
+    """The plain computation: the backbone, every position's logits, `F.cross_entropy`."""
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        hidden = model.peterrec(ids).last_hidden_state[:, :-1]
+        logits = model.output_layer(hidden).float()
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def model_loss_and_grads(model, ids, labels, bf16=False):
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(ids, labels=labels).loss
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_next_item_training_step_matches_full_logits_cross_entropy(bf16):
+    # The fused output layer against the logits of every position and `F.cross_entropy`, both in fp32 or both
+    # under the CPU's bf16 autocast: the loss and the gradient of every parameter, to 1e-5 in fp32 and to 2% of
+    # each gradient's norm in bf16 (the plain path rounds its logits to bf16, the fused one keeps them in fp32).
+    torch.manual_seed(0)
+    model = PeterRecForNextItemPrediction(tester.config(vocab_size=300)).train()
+    ids = torch.randint(4, 300, (4, 20), generator=torch.Generator().manual_seed(1))
+    ids[0, :5] = 0
+    labels = ids.masked_fill(ids.eq(0), -100)
+    expected_loss, expected_grads = full_logits_loss_and_grads(model, ids, labels, bf16=bf16)
+    loss, grads = model_loss_and_grads(model, ids, labels, bf16=bf16)
+    if not bf16:
+        torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-6)
+        for name, expected in expected_grads.items():
+            torch.testing.assert_close(grads[name], expected, rtol=1e-4, atol=1e-6, msg=name)
+        return
+    torch.testing.assert_close(loss, expected_loss, rtol=2e-2, atol=2e-2)
+    for name, expected in expected_grads.items():
+        error = (grads[name] - expected).norm() / expected.norm().clamp(min=1e-12)
+        assert error < 2e-2, (name, float(error))
+
+
+@pytest.mark.slow
+def test_compiled_backbone_matches_eager_on_cpu():
+    # `torch.compile` of the backbone (benchmarks/cpu_pretraining.py --compile) against the eager model: the same
+    # training loss and gradients, to fp32 rounding.
+    torch.manual_seed(0)
+    model = PeterRecForNextItemPrediction(tester.config(vocab_size=300)).train()
+    ids = torch.randint(4, 300, (4, 20), generator=torch.Generator().manual_seed(1))
+    labels = ids.masked_fill(ids.eq(0), -100)
+    expected_loss, expected_grads = model_loss_and_grads(model, ids, labels)
+    model.peterrec = torch.compile(model.peterrec)
+    loss, grads = model_loss_and_grads(model, ids, labels)
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-6)
+    for name, expected in expected_grads.items():
+        compiled_name = name.replace("peterrec.", "peterrec._orig_mod.", 1)
+        torch.testing.assert_close(grads[compiled_name], expected, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_item_ranking_bpr_loss_by_hand():
     model = PeterRecForItemRanking(tester.config()).eval()
     ids = tester.input_ids()
