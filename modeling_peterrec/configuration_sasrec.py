@@ -36,8 +36,10 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
             Activation of the feed-forward network, `"relu"` (the paper) or `"gelu"`.
         hidden_dropout_prob (`float`, defaults to 0.2):
             Dropout on the embeddings and on each sub-layer's output (Section III-C; 0.2 on ML-1M).
-        attention_probs_dropout_prob (`float`, defaults to 0.2):
-            Dropout on the attention weights (the authors' code uses the same rate).
+        attention_probs_dropout_prob (`float`, defaults to 0.0):
+            Dropout on the attention weights. The paper drops the embeddings and the sub-layers' outputs only
+            (Section III-C); the authors' code also drops attention weights, which takes `scaled_dot_product_attention`
+            off its fused kernels (on CPU about ten times slower).
         max_position_embeddings (`int`, defaults to 200):
             Number `n` of learned position embeddings (Section III-A; n = 200 on ML-1M): the longest input,
             `[TCL]` included. Positions count from a user's first item, so left padding never shifts them.
@@ -74,7 +76,7 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
         intermediate_size: int | None = None,
         hidden_act: str = "relu",
         hidden_dropout_prob: float = 0.2,
-        attention_probs_dropout_prob: float = 0.2,
+        attention_probs_dropout_prob: float = 0.0,
         max_position_embeddings: int = 200,
         is_causal: bool = True,
         layer_norm_eps: float = 1e-8,
