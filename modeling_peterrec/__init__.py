@@ -5,6 +5,7 @@ Where each concept lives (one job per file):
 - `registry.py`: one record per fine-tuning method, patch insertion, task kind and readout.
 - `configuration_peterrec.py`, `modeling_peterrec.py`, `loss_peterrec.py`: the model family (the paper).
 - `configuration_cmnrec.py`, `modeling_cmnrec.py`: CmnRec, the family's chunk-accelerated memory network.
+- `configuration_sasrec.py`, `modeling_sasrec.py`: SASRec, a causal self-attention (Transformer) user model.
 - `tokenization_peterrec.py`: the item tokenizer (`[PAD]` `[UNK]` `[MASK]` `[TCL]`), re-exported by `tokenization/`.
 - `patch_config.py`: the one description of a task patch (`patch_config.json`) and its format versions.
 - `transfer.py`: `prepare_for_transfer` (Section 3.3): heads, patches, frozen weights, trainable counts.
@@ -24,6 +25,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from .configuration_cmnrec import CmnRecConfig
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
+from .configuration_sasrec import SASRecConfig
 from .inference import Prediction, Recommendations, predict, recommend
 from .modeling_cmnrec import (
     CmnRecForNextItemPrediction,
@@ -39,6 +41,12 @@ from .modeling_peterrec import (
     PeterRecForSequenceClassification,
     PeterRecModel,
     PeterRecPreTrainedModel,
+)
+from .modeling_sasrec import (
+    SASRecForNextItemPrediction,
+    SASRecForSequenceClassification,
+    SASRecModel,
+    SASRecPreTrainedModel,
 )
 from .patch_config import PatchConfig
 from .registry import CHUNK_RULES, INSERTIONS, METHODS, MODEL_TYPES, READOUTS, TASK_KINDS
@@ -102,4 +110,9 @@ __all__ = [
     "PeterRecForSequenceClassification",
     "PeterRecModel",
     "PeterRecPreTrainedModel",
+    "SASRecConfig",
+    "SASRecForNextItemPrediction",
+    "SASRecForSequenceClassification",
+    "SASRecModel",
+    "SASRecPreTrainedModel",
 ]

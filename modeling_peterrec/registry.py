@@ -304,6 +304,13 @@ MODEL_TYPES: dict[str, ModelType] = {
             "CmnRecForNextItemPrediction",
             "CmnRec: a chunk-accelerated memory network (Qu, Yuan et al., TKDE 2022)",
         ),
+        ModelType(
+            "sasrec",
+            "SASRecConfig",
+            "modeling_sasrec",
+            "SASRecForNextItemPrediction",
+            "SASRec: causal self-attention over the item sequence (Kang and McAuley, ICDM 2018)",
+        ),
     )
 }
 """The model types of the family, by `model_type`."""

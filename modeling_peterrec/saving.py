@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 from torch import nn
+from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
 
 from hub_cards.cards import render_backbone_card, render_patch_card
 
@@ -28,7 +30,6 @@ from ._io import atomic_folder, sha256_file
 from .configuration_peterrec import PeterRecConfig
 from .modeling_peterrec import (
     PeterRecForMaskedItemPrediction,
-    PeterRecForNextItemPrediction,
     PeterRecModel,
     PeterRecPreTrainedModel,
 )
@@ -39,6 +40,7 @@ from .patch_config import (
     PatchConfig,
     relative_name,
 )
+from .registry import MODEL_TYPES
 from .tokenization_peterrec import ItemTokenizer
 from .transfer import attach, backbone_fingerprint, backbone_of, base_weight_names, transfer_report
 
@@ -253,54 +255,64 @@ def load_patch(
     return attach_patch(spec, tensors, _package_backbone(backbone))
 
 
-def pretraining_model_class(is_causal: bool) -> type[PeterRecPreTrainedModel]:
-    """Next-item prediction for the causal backbone (NextItNet), masked-item prediction otherwise (GRec)."""
-    return PeterRecForNextItemPrediction if is_causal else PeterRecForMaskedItemPrediction
+def pretraining_model_class(config: PreTrainedConfig) -> type[PreTrainedModel]:
+    """The pretraining model of a configuration: its model type's next-item prediction model
+    (`ModelType.pretraining_class`: NextItNet for the causal PeterRec backbone), or masked-item prediction for the
+    non-causal PeterRec backbone (GRec), the one non-causal objective."""
+    if not getattr(config, "is_causal", True):
+        if not isinstance(config, PeterRecConfig):
+            raise ValueError(
+                f"A non-causal {config.model_type} model has no pretraining objective here; masked-item "
+                "pretraining is the PeterRec backbone's (GRec). Pretrain it causally (--objective causal)."
+            )
+        return PeterRecForMaskedItemPrediction
+    record = MODEL_TYPES[config.model_type]
+    return getattr(importlib.import_module(f".{record.modeling_file}", __package__), record.pretraining_class)
 
 
 def save_backbone(
-    model: PeterRecPreTrainedModel,
+    model: PreTrainedModel,
     tokenizer: ItemTokenizer,
     folder: str | os.PathLike,
     metrics: dict[str, float],
     dataset: str,
     training_summary: str,
 ) -> Path:
-    """Writes a backbone folder: weights and config, tokenizer, and the model card with the pretraining metrics.
+    """Writes a backbone folder: weights and config, tokenizer, and for a PeterRec backbone the model card with the
+    pretraining metrics (the card describes the dilated-convolution backbone; other model types have none yet).
     The folder appears complete or not at all."""
     folder = Path(folder)
     with atomic_folder(folder) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         config = model.config
-        card = render_backbone_card(
-            folder.name,
-            is_causal=config.is_causal,
-            hidden_size=config.hidden_size,
-            dilations=config.dilations,
-            vocab_size=config.vocab_size,
-            num_parameters=model.num_parameters(),
-            dataset=dataset,
-            metrics=metrics,
-            kernel_size=config.kernel_size,
-            pretraining_loss=config.pretraining_loss,
-            training_summary=training_summary,
-        )
-        card.save(staging / "README.md")
+        if isinstance(config, PeterRecConfig):
+            card = render_backbone_card(
+                folder.name,
+                is_causal=config.is_causal,
+                hidden_size=config.hidden_size,
+                dilations=config.dilations,
+                vocab_size=config.vocab_size,
+                num_parameters=model.num_parameters(),
+                dataset=dataset,
+                metrics=metrics,
+                kernel_size=config.kernel_size,
+                pretraining_loss=config.pretraining_loss,
+                training_summary=training_summary,
+            )
+            card.save(staging / "README.md")
     return folder
 
 
-def load_backbone(folder: str | os.PathLike) -> tuple[PeterRecPreTrainedModel, ItemTokenizer]:
+def load_backbone(folder: str | os.PathLike) -> tuple[PreTrainedModel, ItemTokenizer]:
     """The pretraining model and tokenizer of a backbone folder written by `pretrain`."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"{folder} is not a backbone folder (no config.json); pass the folder written by `peterrec pretrain`."
         )
-    config = PeterRecConfig.from_pretrained(folder)
-    return pretraining_model_class(config.is_causal).from_pretrained(folder), ItemTokenizer.from_pretrained(
-        folder
-    )
+    config = AutoConfig.from_pretrained(folder)
+    return pretraining_model_class(config).from_pretrained(folder), ItemTokenizer.from_pretrained(folder)
 
 
 __all__ = [

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from transformers import TrainingArguments
 
-from ..registry import HEAD_TERMS, INSERTIONS, METHODS, READOUTS, TASK_KINDS, choose
+from ..registry import HEAD_TERMS, INSERTIONS, METHODS, MODEL_TYPES, READOUTS, TASK_KINDS, choose
 
 PAPER_DILATIONS = [1, 2, 4, 8] * 4
 """Dilations of the paper's 16-layer backbone (Section 4.1, following NextItNet)."""
@@ -67,6 +67,21 @@ class DataArguments:
 class PretrainArguments(DataArguments):
     """Backbone and objective of `pretrain` (defaults: the paper's causal backbone, Section 4.1)."""
 
+    model_type: str = field(
+        default="peterrec",
+        metadata={
+            "help": "The user model: "
+            + "; ".join(f"{record.name} ({record.title})" for record in MODEL_TYPES.values())
+            + "."
+        },
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Further fields of the model type's configuration, `name=value` separated by commas (as "
+            "transformers' run_clm.py), e.g. `num_hidden_layers=2,num_attention_heads=2` for sasrec."
+        },
+    )
     objective: Literal["causal", "masked"] = field(
         default="causal", metadata={"help": "causal next-item prediction (NextItNet) or masked items (GRec)."}
     )
@@ -118,6 +133,7 @@ class PretrainArguments(DataArguments):
     )
 
     def __post_init__(self) -> None:
+        choose(MODEL_TYPES, self.model_type, "model type")
         if self.train_files and self.data_dir is not None:
             raise ValueError(
                 "Give --train_files (a streamed log) or --data_dir (a saved DatasetDict), not both."

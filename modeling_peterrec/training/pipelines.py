@@ -1,7 +1,7 @@
 """The three pipelines of the command line and of `examples/`: `pretrain`, `finetune` and `evaluate`.
 
-- `pretrain` (Section 3.2): builds the item vocabulary from the training split and a backbone (the paper's size by
-  default: hidden 256, dilations [1, 2, 4, 8] x 4), trains it by causal next-item prediction (NextItNet) or by
+- `pretrain` (Section 3.2): builds the item vocabulary from the training split and a backbone of `--model_type`
+  (PeterRec at the paper's size by default: hidden 256, dilations [1, 2, 4, 8] x 4; or SASRec), trains it by causal next-item prediction (NextItNet) or by
   masked-item prediction (GRec encoder) on every window of each user's history, selects the best checkpoint by
   MRR@5 of the held-out last item ranked over the whole item pool (Section 4.1), and saves the backbone folder.
 - `finetune` (Section 3.3): loads a backbone folder, prepares it for one task with one method
@@ -16,20 +16,27 @@ process or under `accelerate launch`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import (
+    AutoConfig,
+    PreTrainedConfig,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
 from transformers.utils import logging
 
 from .._io import write_json
-from ..configuration_peterrec import PeterRecConfig
 from ..data import MaskedItemCollator, NextItemCollator, align_labels
 from ..metrics import make_compute_metrics
 from ..modeling_peterrec import PeterRecForItemRanking
 from ..patch_config import PATCH_WEIGHTS_NAME
-from ..registry import TASK_KINDS
+from ..registry import MODEL_TYPES, TASK_KINDS, choose
 from ..saving import load_backbone, load_patch, pretraining_model_class, save_backbone, save_patch
 from ..tokenization_peterrec import ItemTokenizer, UnknownItems
 from ..transfer import prepare_for_transfer
@@ -106,6 +113,37 @@ def push_finished_folder(
     return repo_id
 
 
+MODEL_TYPE_FIELDS: dict[str, Callable[[PretrainArguments], dict[str, Any]]] = {
+    "peterrec": lambda args: {"kernel_size": args.kernel_size, "dilations": args.dilations},
+    "sasrec": lambda args: {"max_position_embeddings": args.max_length},
+}
+"""The configuration fields of each model type (`registry.MODEL_TYPES`) that `pretrain`'s own arguments set,
+besides the vocabulary, hidden size, objective and loss they all share; `--config_overrides` sets any other."""
+
+
+def pretraining_config(args: PretrainArguments, vocab_size: int) -> PreTrainedConfig:
+    """The configuration of the `--model_type` model that `pretrain` builds: the shared fields, the model type's own
+    (`MODEL_TYPE_FIELDS`), then `--config_overrides`, checked once more after them."""
+    record = choose(MODEL_TYPES, args.model_type, "model type")
+    if record.name not in MODEL_TYPE_FIELDS:
+        raise ValueError(
+            f"`pretrain` cannot build a {record.name} model yet; it builds {list(MODEL_TYPE_FIELDS)}."
+        )
+    config = AutoConfig.for_model(
+        record.name,
+        vocab_size=vocab_size,
+        hidden_size=args.hidden_size,
+        is_causal=args.objective == "causal",
+        pretraining_loss=args.pretraining_loss,
+        num_sampled=min(args.num_sampled, vocab_size),
+        **MODEL_TYPE_FIELDS[record.name](args),
+    )
+    if args.config_overrides:
+        config.update_from_string(args.config_overrides)
+        config.check_fields()
+    return config
+
+
 def _without_loss(metrics: dict[str, float]) -> dict[str, float]:
     return {key: value for key, value in metrics.items() if key != "loss"}
 
@@ -134,20 +172,12 @@ def pretrain(
     else:
         tokenizer, train, validation, test = in_memory_pretraining_data(args)
         num_windows, dataset = len(train), dataset_name(args, args.task)
-    config = PeterRecConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=args.hidden_size,
-        kernel_size=args.kernel_size,
-        dilations=args.dilations,
-        is_causal=is_causal,
-        pretraining_loss=args.pretraining_loss,
-        num_sampled=min(args.num_sampled, len(tokenizer)),
-    )
+    config = pretraining_config(args, len(tokenizer))
     set_seed(training_args.seed)
-    model = pretraining_model_class(is_causal)(config)
+    model = pretraining_model_class(config)(config)
     logger.info(
-        f"Pretraining a {args.objective} backbone ({model.num_parameters():,} parameters, {len(tokenizer):,} "
-        f"tokens) on {num_windows:,} windows of at most {args.max_length} items"
+        f"Pretraining a {args.objective} {args.model_type} backbone ({model.num_parameters():,} parameters, "
+        f"{len(tokenizer):,} tokens) on {num_windows:,} windows of at most {args.max_length} items"
     )
     eval_collator = NextItemCollator(tokenizer, args.max_length)
     train_collator = (
@@ -178,9 +208,11 @@ def pretrain(
         "train_windows": num_windows,
         **results,
         "config": {
+            "model_type": config.model_type,
             "hidden_size": config.hidden_size,
-            "dilations": config.dilations,
+            **MODEL_TYPE_FIELDS[config.model_type](args),
             "max_length": args.max_length,
+            "overrides": args.config_overrides,
         },
     }
     save_dir = Path(args.save_dir or Path(training_args.output_dir) / "backbone")
@@ -340,4 +372,4 @@ def evaluate(args: EvaluateArguments, training_args: TrainingArguments) -> dict[
     return summary
 
 
-__all__ = ["evaluate", "finetune", "pretrain", "train_and_test"]
+__all__ = ["MODEL_TYPE_FIELDS", "evaluate", "finetune", "pretrain", "pretraining_config", "train_and_test"]

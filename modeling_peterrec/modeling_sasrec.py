@@ -1,0 +1,366 @@
+"""SASRec: a causal self-attention user model over item sequences.
+
+Kang and McAuley, "Self-Attentive Sequential Recommendation" (ICDM 2018, arXiv 1808.09781). The file reads like
+Section III of the paper: the embedding layer (III-A: item embedding plus a learned position embedding), the
+self-attention block (III-B: causal scaled dot-product attention, then a point-wise feed-forward network), the
+stacking of blocks (III-C: each sub-layer `g` becomes `x + Dropout(g(LayerNorm(x)))`), then the user model and its
+heads: next-item prediction (III-D) through the family's fused output layer, and user-profile classification from
+the user vector (the downstream tasks of PeterRec, Section 3.3).
+
+Where this file departs from the paper, it follows the family: the output item embedding and bias are separate from
+the input embedding (the paper shares them, III-D) and the objective is the softmax over all items (the paper uses
+one sampled negative with binary cross-entropy); the final LayerNorm over the last block's output comes from the
+authors' code. Positions count from a user's first item, so left padding never changes a user's outputs: pad keys
+are never attended to, and each pad query attends only to itself (a row with nothing to attend to would be NaN).
+
+Each block names its sub-layers `attention` and `feed_forward`, each a `PreNormResidual` with its own `layer_norm`,
+`layer` and `dropout`, so that adapters (Houlsby after each sub-layer, LoRA on `query`/`key`/`value`, ...) can
+address them by name.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
+
+from .configuration_sasrec import FEED_FORWARD_ACTIVATIONS, SASRecConfig
+from .modeling_peterrec import ItemPredictionOutput, UserReadout
+from .modeling_utils import (
+    PRETRAINING_HEAD_KEYS,
+    FullAutoMapMixin,
+    ItemPredictionMixin,
+    check_item_ids,
+    classification_loss,
+    init_truncated_normal,
+)
+from .registry import READOUTS, require_implemented
+
+AUTO_CLASSES = {
+    "AutoModel": "SASRecModel",
+    "AutoModelForCausalLM": "SASRecForNextItemPrediction",
+    "AutoModelForSequenceClassification": "SASRecForSequenceClassification",
+}
+"""The Auto class that loads each model of this file (`FullAutoMapMixin` names them all in a saved `auto_map`)."""
+
+ACTIVATION_MODULES = {"relu": nn.ReLU, "gelu": nn.GELU}
+"""The module of each `SASRecConfig.hidden_act`."""
+require_implemented(
+    dict.fromkeys(FEED_FORWARD_ACTIVATIONS), ACTIVATION_MODULES, "modeling_sasrec ACTIVATION_MODULES"
+)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Embedding layer (Section III-A)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def own_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, length) position of each item counted from the user's first item (0 at pad positions), so that left
+    padding shifts no item's position embedding."""
+    return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+
+
+class SASRecEmbeddings(nn.Module):
+    """The input embedding matrix E-hat = M_s + P (Section III-A): the item embedding plus a learned position
+    embedding, then dropout."""
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.max_positions = config.max_position_embeddings
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, item_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if attention_mask.shape[1] > self.max_positions:
+            longest = int(attention_mask.sum(1).max())
+            if longest > self.max_positions:
+                raise ValueError(
+                    f"A sequence holds {longest} items, more than max_position_embeddings={self.max_positions}; "
+                    "truncate inputs to the most recent items (the tokenizer's model_max_length)."
+                )
+        return self.dropout(item_embeddings + self.position_embeddings(own_positions(attention_mask)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Self-attention block (Section III-B) and its stacking (Section III-C)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def attention_mask_matrix(attention_mask: torch.Tensor, is_causal: bool) -> torch.Tensor:
+    """(batch, 1, length, length) boolean mask, True where query i may attend to key j: key j is an item and, for
+    the causal model, j <= i ("Causality", Section III-B). Every query also attends to itself, so a pad query (whose
+    output nobody reads) is never left with no key at all."""
+    length = attention_mask.shape[1]
+    allowed = attention_mask.bool()[:, None, None, :].expand(-1, 1, length, -1)
+    if is_causal:
+        allowed = allowed.tril()
+    itself = torch.eye(length, dtype=torch.bool, device=attention_mask.device)
+    return allowed | itself
+
+
+class SelfAttention(nn.Module):
+    """S = SA(E-hat) = Attention(E-hat W^Q, E-hat W^K, E-hat W^V) with scaled dot-product attention (Eq. 2-3),
+    split over `num_attention_heads` heads whose outputs are concatenated (the paper: one head)."""
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_prob = config.attention_probs_dropout_prob
+
+    def _heads(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, length, hidden = hidden_states.shape
+        return hidden_states.view(batch, length, self.num_heads, hidden // self.num_heads).transpose(1, 2)
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        query, key, value = (self._heads(f(hidden_states)) for f in (self.query, self.key, self.value))
+        attended = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, dropout_p=self.dropout_prob if self.training else 0.0
+        )
+        return attended.transpose(1, 2).flatten(2)
+
+
+class PointWiseFeedForward(nn.Module):
+    """F_i = ReLU(S_i W^(1) + b^(1)) W^(2) + b^(2), the same weights at every position (Eq. 4)."""
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.dense_in = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACTIVATION_MODULES[config.hidden_act]()
+        self.dense_out = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dense_out(self.activation(self.dense_in(hidden_states)))
+
+
+class PreNormResidual(nn.Module):
+    """g(x) = x + Dropout(g(LayerNorm(x))) around a sub-layer g (Section III-C: residual connection, layer
+    normalisation and dropout)."""
+
+    def __init__(self, config: SASRecConfig, layer: nn.Module):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer = layer
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+        return hidden_states + self.dropout(self.layer(self.layer_norm(hidden_states), *args))
+
+
+class SASRecBlock(nn.Module):
+    """One self-attention block (Section III-B, stacked as in III-C): causal self-attention, then the point-wise
+    feed-forward network, each inside its residual connection."""
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.attention = PreNormResidual(config, SelfAttention(config))
+        self.feed_forward = PreNormResidual(config, PointWiseFeedForward(config))
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.feed_forward(self.attention(hidden_states, mask))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The user model and its heads
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class SASRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
+    """Base class: configuration, weight initialisation (truncated normal, as the family) and loading."""
+
+    config_class = SASRecConfig
+    config: SASRecConfig
+    base_model_prefix = "sasrec"
+    main_input_name = "input_ids"
+    # forward takes no **kwargs; Trainer must not rescale the loss by the number of processes.
+    accepts_loss_kwargs = False
+    _no_split_modules = ["SASRecBlock"]
+    _keys_to_ignore_on_load_unexpected = PRETRAINING_HEAD_KEYS
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            init_truncated_normal(module, self.config.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+class SASRecModel(SASRecPreTrainedModel):
+    """The user model (Section III-A to III-C): embeddings, `num_hidden_layers` self-attention blocks and a final
+    LayerNorm; one hidden state F_t per position, which for the causal model has seen the items up to t only."""
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__(config)
+        self.embed_items = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embeddings = SASRecEmbeddings(config)
+        self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_hidden_layers))
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_items
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_items = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutput | tuple:
+        """Encodes left-padded item sequences.
+
+        Args:
+            input_ids: (batch, length) item ids, left-padded with `[PAD]`.
+            attention_mask: (batch, length), 1 on items and 0 on padding; derived from `[PAD]` when omitted.
+            inputs_embeds: precomputed item embeddings instead of `input_ids` (positions are added here).
+            output_hidden_states: also return the input of every block and the last block's output.
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if inputs_embeds is None:
+            check_item_ids(input_ids, self.config.vocab_size)
+            inputs_embeds = self.embed_items(input_ids)
+        if attention_mask is None:
+            attention_mask = (
+                input_ids.ne(self.config.pad_token_id)
+                if input_ids is not None
+                else torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
+            )
+        hidden_states = self.embeddings(inputs_embeds, attention_mask)
+        mask = attention_mask_matrix(attention_mask, self.config.is_causal)
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        for block in self.blocks:
+            hidden_states = block(hidden_states, mask)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+        hidden_states = self.final_layer_norm(hidden_states)
+        if not return_dict:
+            return tuple(v for v in (hidden_states, all_hidden_states) if v is not None)
+        return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_hidden_states)
+
+    def user_representation(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Reads one vector per user with the model's own `config.readout` (as `PeterRecModel` does): with `"tcl"`,
+        the last position, which the causal model computes from every item of the user."""
+        if READOUTS[self.config.readout].learned:
+            raise ValueError(
+                f"The {self.config.readout!r} readout has weights that belong to a task head; read users with the "
+                "task model's `readout`."
+            )
+        return UserReadout(self.config)(hidden_states, attention_mask)
+
+
+class SASRecForNextItemPrediction(ItemPredictionMixin, SASRecPreTrainedModel):
+    """Next-item prediction (Section III-D): the output F_t predicts item t+1 at every non-pad position, by a softmax
+    over all items with its own output embedding and bias, through the family's fused output layer
+    (`loss_peterrec`).
+
+    `labels` are aligned with `input_ids` (the model shifts them), -100 marks positions without a target.
+    """
+
+    shift_labels = True
+
+    def __init__(self, config: SASRecConfig):
+        if not config.is_causal:
+            raise ValueError("Next-item prediction needs the causal model; set SASRecConfig.is_causal=True.")
+        super().__init__(config)
+        self.sasrec = SASRecModel(config)
+        self.output_layer = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int = 0,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ItemPredictionOutput | tuple:
+        """
+        Args:
+            labels: target item ids aligned with `input_ids`, -100 where there is none; position t predicts t+1.
+            logits_to_keep: without labels, compute logits for the last `logits_to_keep` positions only (0: all).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.sasrec(
+            input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+        )
+        loss, logits = self._item_prediction(outputs.last_hidden_state, labels, logits_to_keep)
+        if not return_dict:
+            return tuple(v for v in (loss, logits, outputs.hidden_states) if v is not None)
+        return ItemPredictionOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+class SASRecForSequenceClassification(SASRecPreTrainedModel):
+    """User-profile prediction (GenEst, AgeEst, LifeEst; PeterRec Section 3.3) from the SASRec user vector, read by
+    the task's `readout` (`config.readout`), with a linear layer trained by softmax cross-entropy.
+
+    The contract of the family's task heads (`PeterRecForUserTask`): `user_vectors` reads (batch, hidden) user
+    vectors, `logits_from_user_vectors` turns them into the task's outputs.
+    """
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.sasrec = SASRecModel(config)
+        self.readout = UserReadout(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def user_vectors(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(batch, hidden) user representations through the task's readout."""
+        if attention_mask is None:
+            attention_mask = input_ids.ne(self.config.pad_token_id)
+        hidden = self.sasrec(input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.readout(hidden, attention_mask)
+
+    def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """Class logits of (batch, hidden) user vectors."""
+        return self.classifier(users)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+    ) -> SequenceClassifierOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        logits = self.logits_from_user_vectors(self.user_vectors(input_ids, attention_mask))
+        loss = None
+        if labels is not None:
+            loss = classification_loss(logits, labels, self.num_labels)
+        if not return_dict:
+            return tuple(v for v in (loss, logits) if v is not None)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+__all__ = [
+    "ACTIVATION_MODULES",
+    "AUTO_CLASSES",
+    "PointWiseFeedForward",
+    "PreNormResidual",
+    "SASRecBlock",
+    "SASRecEmbeddings",
+    "SASRecForNextItemPrediction",
+    "SASRecForSequenceClassification",
+    "SASRecModel",
+    "SASRecPreTrainedModel",
+    "SelfAttention",
+    "attention_mask_matrix",
+    "own_positions",
+]
