@@ -21,17 +21,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 from torch import nn
+from transformers import AutoConfig, PreTrainedModel
 
 from hub_cards.cards import render_backbone_card, render_patch_card
 
 from ._io import atomic_folder, sha256_file
-from .configuration_peterrec import PeterRecConfig
-from .modeling_peterrec import (
-    PeterRecForMaskedItemPrediction,
-    PeterRecForNextItemPrediction,
-    PeterRecModel,
-    PeterRecPreTrainedModel,
-)
+from .model_types import backbone_class, config_class, model_type_of, pretraining_model_class
 from .patch_config import (
     PATCH_CONFIG_NAME,
     PATCH_FORMAT_VERSION,
@@ -43,18 +38,18 @@ from .tokenization_peterrec import ItemTokenizer
 from .transfer import attach, backbone_fingerprint, backbone_of, base_weight_names, transfer_report
 
 
-def _stored_names(model: PeterRecPreTrainedModel, spec: PatchConfig) -> list[str]:
+def _stored_names(model: PreTrainedModel, spec: PatchConfig) -> list[str]:
     """What a patch file holds, by name in the task model: the trained parameters, plus, for methods that start
     from a random backbone, that backbone (there is no pretrained backbone to attach them to)."""
     trainable = {relative_name(name, spec.task) for name in spec.trainable_parameters}
     names = [name for name, _ in model.named_parameters() if relative_name(name, spec.task) in trainable]
     if spec.method_record.random_backbone:
-        names += [f"peterrec.{name}" for name in base_weight_names(backbone_of(model))]
+        names += [f"{model.base_model_prefix}.{name}" for name in base_weight_names(backbone_of(model))]
     return sorted(set(names))
 
 
 def save_patch(
-    model: PeterRecPreTrainedModel,
+    model: PreTrainedModel,
     folder: str | os.PathLike,
     metrics: dict[str, float] | None = None,
     full_ranking_metrics: dict[str, float] | None = None,
@@ -88,9 +83,8 @@ def save_patch(
             task_kind=spec.head,
             method=spec.method,
             insertion=spec.insertion,
-            bottleneck_size=spec.bottleneck_size
-            or (model.config.patch_bottleneck_size if spec.insertion else None),
-            readout=model.config.readout,
+            bottleneck_size=spec.bottleneck_size,
+            readout=spec.readout,
             trainable_parameters=report.trainable_parameters,
             backbone_parameters=report.total_parameters,
             dataset=dataset,
@@ -171,9 +165,7 @@ def read_patch(
     return spec, tensors
 
 
-def attach_patch(
-    spec: PatchConfig, tensors: dict[str, torch.Tensor], backbone: PeterRecModel
-) -> PeterRecPreTrainedModel:
+def attach_patch(spec: PatchConfig, tensors: dict[str, torch.Tensor], backbone: nn.Module) -> PreTrainedModel:
     """Checks a read patch against `backbone`, then attaches it and returns the task model in eval mode. On any
     error the backbone is left as it was."""
     method = spec.method_record
@@ -218,23 +210,25 @@ def attach_patch(
     return model.eval()
 
 
-def _package_backbone(model: nn.Module) -> PeterRecModel:
-    """The backbone inside `model` as this package's `PeterRecModel`.
+def _package_backbone(model: nn.Module) -> nn.Module:
+    """The backbone inside `model` as this package's backbone class of its model type (`registry.MODEL_TYPES`).
 
     A backbone loaded with `trust_remote_code=True` is built from the code files of its folder, classes that are
     not this package's; it is rebuilt here from its configuration and own weights (bit-identical, and its
     fingerprint with them), so that the patch attaches as to any other backbone."""
-    if isinstance(model, PeterRecPreTrainedModel) or getattr(model.config, "model_type", None) != "peterrec":
+    record = model_type_of(model.config)
+    package_class = backbone_class(record)
+    remote = model.base_model
+    if isinstance(remote, package_class):
         return backbone_of(model)
-    remote = model if type(model).__name__ == "PeterRecModel" else getattr(model, model.base_model_prefix)
-    backbone = PeterRecModel(PeterRecConfig(**remote.config.to_dict()))
+    backbone = package_class(config_class(record)(**remote.config.to_dict()))
     backbone.load_state_dict(remote.state_dict())
     return backbone.train(remote.training)
 
 
 def load_patch(
     source: str | os.PathLike, backbone: nn.Module, revision: str | None = None, task: str | None = None
-) -> PeterRecPreTrainedModel:
+) -> PreTrainedModel:
     """Attaches a saved patch to `backbone` and returns the task model.
 
     `source` is a patch folder or a Hub repo id (with `revision`); `task` registers the patch under another name
@@ -252,13 +246,8 @@ def load_patch(
     return attach_patch(spec, tensors, _package_backbone(backbone))
 
 
-def pretraining_model_class(is_causal: bool) -> type[PeterRecPreTrainedModel]:
-    """Next-item prediction for the causal backbone (NextItNet), masked-item prediction otherwise (GRec)."""
-    return PeterRecForNextItemPrediction if is_causal else PeterRecForMaskedItemPrediction
-
-
 def save_backbone(
-    model: PeterRecPreTrainedModel,
+    model: PreTrainedModel,
     tokenizer: ItemTokenizer,
     folder: str | os.PathLike,
     metrics: dict[str, float],
@@ -272,39 +261,39 @@ def save_backbone(
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         config = model.config
+        record = model_type_of(config)
         card = render_backbone_card(
             folder.name,
             is_causal=config.is_causal,
             hidden_size=config.hidden_size,
-            dilations=config.dilations,
             vocab_size=config.vocab_size,
             num_parameters=model.num_parameters(),
             dataset=dataset,
             metrics=metrics,
-            kernel_size=config.kernel_size,
             pretraining_loss=config.pretraining_loss,
             training_summary=training_summary,
+            architecture=config.architecture_rows(),
+            model_title=record.title,
+            backbone_class=record.backbone_class,
         )
         card.save(staging / "README.md")
     return folder
 
 
-def load_backbone(folder: str | os.PathLike) -> tuple[PeterRecPreTrainedModel, ItemTokenizer]:
-    """The pretraining model and tokenizer of a backbone folder written by `pretrain`."""
+def load_backbone(folder: str | os.PathLike) -> tuple[PreTrainedModel, ItemTokenizer]:
+    """The pretraining model and tokenizer of a backbone folder written by `pretrain`, of the model type its
+    `config.json` names (`registry.MODEL_TYPES`)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"{folder} is not a backbone folder (no config.json); pass the folder written by `peterrec pretrain`."
         )
-    config = PeterRecConfig.from_pretrained(folder)
-    return pretraining_model_class(config.is_causal).from_pretrained(folder), ItemTokenizer.from_pretrained(
-        folder
-    )
+    config = AutoConfig.from_pretrained(folder)
+    return pretraining_model_class(config).from_pretrained(folder), ItemTokenizer.from_pretrained(folder)
 
 
 __all__ = [
     "load_backbone",
-    "pretraining_model_class",
     "save_backbone",
     "attach_patch",
     "load_patch",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import write_json
-from ..registry import INSERTIONS, METHODS
+from ..registry import INSERTIONS, METHODS, insertions_of
 from ..reporting import markdown_table, plot_curves
 from .baselines import BASELINES
 from .plan import (
@@ -241,7 +241,7 @@ def render_report(report: dict[str, Any]) -> str:
                 ),
                 _share(results.get(Configuration(INSERTION_TASK, "peterrec", "masked", insertion).name)),
             ]
-            for insertion in INSERTIONS
+            for insertion in insertions_of("peterrec")
         ]
         section(
             f"RQ4: patch insertion on {TASK_TITLES[INSERTION_TASK]} (non-causal backbone; Table 7)",

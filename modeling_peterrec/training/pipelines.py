@@ -24,13 +24,13 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.utils import logging
 
 from .._io import write_json
-from ..configuration_peterrec import PeterRecConfig
 from ..data import MaskedItemCollator, NextItemCollator, align_labels
 from ..metrics import make_compute_metrics
-from ..modeling_peterrec import PeterRecForItemRanking
+from ..model_types import config_class, pretraining_model_class
+from ..modeling_peterrec import ItemRankingHead
 from ..patch_config import PATCH_WEIGHTS_NAME
-from ..registry import TASK_KINDS, tcl_position
-from ..saving import load_backbone, load_patch, pretraining_model_class, save_backbone, save_patch
+from ..registry import MODEL_TYPES, TASK_KINDS, tcl_position
+from ..saving import load_backbone, load_patch, save_backbone, save_patch
 from ..tokenization_peterrec import ItemTokenizer, UnknownItems
 from ..transfer import prepare_for_transfer
 from .arguments import EvaluateArguments, FinetuneArguments, PretrainArguments
@@ -126,7 +126,8 @@ def pretrain(
             f"Task {args.task!r} holds labelled rows; pretrain on a pretraining task (pretrain, pretrain_source) "
             "or on the output of data.load_interactions."
         )
-    is_causal = args.objective == "causal"
+    is_causal = args.is_causal
+    record = MODEL_TYPES[args.model_type]
     tokenizer = ItemTokenizer.from_sequences(
         splits["train"]["items"],
         min_count=args.min_count,
@@ -135,19 +136,17 @@ def pretrain(
     )
     train = pretraining_windows(splits["train"], tokenizer, args.max_length, args.window_stride)
     validation, test = held_out_datasets(splits, tokenizer)
-    config = PeterRecConfig(
+    architecture = {name: getattr(args, name) for name in record.pretraining_fields}
+    config = config_class(record)(
         vocab_size=len(tokenizer),
-        hidden_size=args.hidden_size,
-        kernel_size=args.kernel_size,
-        dilations=args.dilations,
-        is_causal=is_causal,
         pretraining_loss=args.pretraining_loss,
         num_sampled=min(args.num_sampled, len(tokenizer)),
+        **architecture,
     )
     set_seed(training_args.seed)
-    model = pretraining_model_class(is_causal)(config)
+    model = pretraining_model_class(config)(config)
     logger.info(
-        f"Pretraining a {args.objective} backbone ({model.num_parameters():,} parameters, {len(tokenizer):,} "
+        f"Pretraining a {args.objective} {args.model_type} backbone ({model.num_parameters():,} parameters, {len(tokenizer):,} "
         f"tokens) on {len(train):,} windows of at most {args.max_length} items"
     )
     eval_collator = NextItemCollator(tokenizer, args.max_length)
@@ -172,17 +171,14 @@ def pretrain(
     )
     train_output, log_history, results = train_and_test(trainer, test, training_args)
     summary = {
+        "model_type": args.model_type,
         "objective": args.objective,
         "dataset": dataset_name(args, args.task),
         "num_parameters": model.num_parameters(),
         "vocab_size": len(tokenizer),
         "train_windows": len(train),
         **results,
-        "config": {
-            "hidden_size": config.hidden_size,
-            "dilations": config.dilations,
-            "max_length": args.max_length,
-        },
+        "config": {**architecture, "max_length": args.max_length},
     }
     save_dir = Path(args.save_dir or Path(training_args.output_dir) / "backbone")
     if trainer.is_world_process_zero():
@@ -333,7 +329,7 @@ def evaluate(args: EvaluateArguments, training_args: TrainingArguments) -> dict[
     trainer, evaluated, summary = run(args, training_args, backbone, tokenizer)
     metrics = strip_prefix(trainer.evaluate(evaluated, metric_key_prefix=args.split), args.split)
     summary.update(split=args.split, metrics=metrics)
-    if isinstance(trainer.model, PeterRecForItemRanking):
+    if isinstance(trainer.model, ItemRankingHead):
         summary["full_ranking"] = full_ranking_test_metrics(trainer, evaluated)
     if trainer.is_world_process_zero():
         write_json(Path(training_args.output_dir) / METRICS_FILE, summary)
