@@ -26,6 +26,7 @@ from .configuration_cmnrec import CmnRecConfig
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
 from .inference import Prediction, Recommendations, predict, recommend
 from .modeling_cmnrec import (
+    CmnRecForItemRanking,
     CmnRecForNextItemPrediction,
     CmnRecForSequenceClassification,
     CmnRecModel,
@@ -71,6 +72,7 @@ __all__ = [
     "CHUNK_RULES",
     "MODEL_TYPES",
     "CmnRecConfig",
+    "CmnRecForItemRanking",
     "CmnRecForNextItemPrediction",
     "CmnRecForSequenceClassification",
     "CmnRecModel",

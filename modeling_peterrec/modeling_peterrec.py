@@ -622,22 +622,20 @@ class PeterRecForSequenceClassification(PeterRecForUserTask):
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
-class PeterRecForItemRanking(PeterRecForUserTask):
-    """Cold-start item recommendation (ColdRec, Section 3.3): a new target-item embedding table scored by dot
-    product with the task's user representation (`config.readout`, the [TCL] readout of Figure 2 by default).
+class ItemRankingHead:
+    """Cold-start item recommendation (ColdRec, Section 3.3), on any user model of the family that defines
+    `user_vectors`: a new target-item embedding table scored by dot product with the task's user representation.
 
     Losses (`config.ranking_loss`): BPR against uniformly sampled negatives (the paper), binary logistic loss with
     sampled negatives (the original code), or a full softmax over all target items.
     """
 
-    def __init__(self, config: PeterRecConfig):
-        super().__init__(config)
+    def _add_target_embeddings(self, config) -> None:
         if config.num_target_items < 2:
             raise ValueError(
-                f"PeterRecForItemRanking needs config.num_target_items >= 2, got {config.num_target_items}."
+                f"{type(self).__name__} needs config.num_target_items >= 2, got {config.num_target_items}."
             )
         self.target_embeddings = nn.Embedding(config.num_target_items, config.hidden_size)
-        self.post_init()
 
     def score(
         self,
@@ -712,6 +710,16 @@ class PeterRecForItemRanking(PeterRecForUserTask):
         if self.config.ranking_loss == "bpr":
             return -F.logsigmoid(positive - negative).mean()
         return -(F.logsigmoid(positive).mean() + F.logsigmoid(-negative).mean())
+
+
+class PeterRecForItemRanking(ItemRankingHead, PeterRecForUserTask):
+    """Cold-start item recommendation (ColdRec, Section 3.3) from the task's readout of the dilated-conv backbone
+    (`config.readout`, the [TCL] readout of Figure 2 by default); see `ItemRankingHead`."""
+
+    def __init__(self, config: PeterRecConfig):
+        super().__init__(config)
+        self._add_target_embeddings(config)
+        self.post_init()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -851,5 +859,6 @@ __all__ = [
     "PeterRecForUserTask",
     "PeterRecForSequenceClassification",
     "PeterRecForItemRanking",
+    "ItemRankingHead",
     "ItemPredictionOutput",
 ]
