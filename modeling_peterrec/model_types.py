@@ -16,7 +16,7 @@ def model_type_of(config: PretrainedConfig) -> ModelType:
 
 
 def model_class(record: ModelType, name: str) -> type:
-    """A class of `record`'s modeling file (or its configuration file, for the configuration class)."""
+    """A class of `record`'s modeling file (which imports its configuration class too)."""
     return getattr(importlib.import_module(f".{record.modeling_file}", __package__), name)
 
 

@@ -623,22 +623,6 @@ class CmnRecForItemRanking(ItemRankingHead, CmnRecForUserTask):
         self.post_init()
 
 
-def build_pretraining_model(
-    vocab_size: int, hidden_size: int = 256, chunking: str = "tsc", memory_slots: int = 4, **fields
-) -> CmnRecForNextItemPrediction:
-    """A fresh CmnRec next-item pretraining model from sizes (what `peterrec pretrain --model_type cmnrec` builds):
-    the controller, memory width and output share `hidden_size`; any other `CmnRecConfig` field goes in `fields`."""
-    sizes = {"controller_size": hidden_size, "memory_width": hidden_size, "embedding_size": hidden_size // 2}
-    config = CmnRecConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        chunking=chunking,
-        memory_slots=memory_slots,
-        **{**sizes, **fields},
-    )
-    return CmnRecForNextItemPrediction(config)
-
-
 __all__ = [
     "AUTO_CLASSES",
     "CHUNK_TIMES",
@@ -652,7 +636,6 @@ __all__ = [
     "CmnRecForSequenceClassification",
     "CmnRecForItemRanking",
     "PATCH_WIDTHS",
-    "build_pretraining_model",
     "chunk_layout",
     "chunk_tables",
     "chunk_times",
