@@ -36,7 +36,14 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceCl
 
 from .configuration_cmnrec import CmnRecConfig
 from .configuration_peterrec import PATCH_ACTIVATIONS
-from .modeling_peterrec import ItemPredictionOutput, ItemRankingHead, ModelPatch, PatchKind, UserReadout
+from .modeling_peterrec import (
+    ItemPredictionOutput,
+    ItemRankingHead,
+    ModelPatch,
+    PatchKind,
+    UserReadout,
+    UserTask,
+)
 from .modeling_utils import (
     PRETRAINING_HEAD_KEYS,
     FullAutoMapMixin,
@@ -559,27 +566,15 @@ class CmnRecForNextItemPrediction(ItemPredictionMixin, CmnRecPreTrainedModel):
         return ItemPredictionOutput(loss=loss, logits=logits)
 
 
-class CmnRecForUserTask(CmnRecPreTrainedModel):
+class CmnRecForUserTask(UserTask, CmnRecPreTrainedModel):
     """What the fine-tuning heads on CmnRec share (as `PeterRecForUserTask`): the user model with the task's patch,
     and the task's readout of its outputs (`config.readout`; `"tcl"`, the last position, is the paper's output
-    layer over the final controller state and the final read). `user_vectors` reads (batch, hidden) user vectors,
-    `logits_from_user_vectors` turns them into the task's outputs."""
+    layer over the final controller state and the final read); `UserTask` reads the user vectors."""
 
     def __init__(self, config: CmnRecConfig):
         super().__init__(config)
         self.cmnrec = CmnRecModel(config)
         self.readout = UserReadout(config)
-
-    def user_vectors(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(batch, hidden) user vectors through the task's patch and readout."""
-        if attention_mask is None:
-            attention_mask = input_ids.ne(self.config.pad_token_id)
-        hidden = self.cmnrec(
-            input_ids, attention_mask=attention_mask, patch=self.patch_name
-        ).last_hidden_state
-        return self.readout(hidden, attention_mask)
 
 
 class CmnRecForSequenceClassification(CmnRecForUserTask):

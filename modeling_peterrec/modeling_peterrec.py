@@ -552,10 +552,31 @@ class PeterRecForMaskedItemPrediction(_PeterRecForItemPrediction):
     shift_labels = False
 
 
-class PeterRecForUserTask(PeterRecPreTrainedModel):
+class UserTask:
+    """The contract of a fine-tuning head on any backbone of the family (Section 3.3), which a server relies on to
+    run many tasks on one backbone: `user_vectors` reads (batch, hidden) user vectors through the backbone
+    (`base_model`) with the task's patch and the task's `readout`; `logits_from_user_vectors` turns them into task
+    outputs."""
+
+    def user_vectors(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(batch, hidden) user representations through the task's patch and readout."""
+        if attention_mask is None:
+            attention_mask = input_ids.ne(self.config.pad_token_id)
+        hidden = self.base_model(
+            input_ids, attention_mask=attention_mask, patch=self.patch_name
+        ).last_hidden_state
+        return self.readout(hidden, attention_mask)
+
+    def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """The task's outputs for (batch, hidden) user vectors; each head defines them."""
+        raise NotImplementedError(f"{type(self).__name__} must define logits_from_user_vectors.")
+
+
+class PeterRecForUserTask(UserTask, PeterRecPreTrainedModel):
     """What the two fine-tuning heads share (Section 3.3): the backbone, the task's readout (`config.readout`, the
-    [TCL] readout of Figure 2 by default), and the contract a server relies on to run many tasks on one backbone:
-    `user_vectors` reads (batch, hidden) user vectors, `logits_from_user_vectors` turns them into task outputs.
+    [TCL] readout of Figure 2 by default), and the contract of `UserTask`.
 
     For the `[TCL]` readouts `input_ids` already carry `[TCL]` (appended for the causal backbone, at both ends for
     the non-causal one; see `ItemTokenizer(tcl_position=...)`).
@@ -565,21 +586,6 @@ class PeterRecForUserTask(PeterRecPreTrainedModel):
         super().__init__(config)
         self.peterrec = PeterRecModel(config)
         self.readout = UserReadout(config)
-
-    def user_vectors(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(batch, hidden) user representations through the task's patch and readout."""
-        if attention_mask is None:
-            attention_mask = input_ids.ne(self.config.pad_token_id)
-        hidden = self.peterrec(
-            input_ids, attention_mask=attention_mask, patch=self.patch_name
-        ).last_hidden_state
-        return self.readout(hidden, attention_mask)
-
-    def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        """The task's outputs for (batch, hidden) user vectors; each head defines them."""
-        raise NotImplementedError(f"{type(self).__name__} must define logits_from_user_vectors.")
 
 
 class PeterRecForSequenceClassification(PeterRecForUserTask):
@@ -856,6 +862,7 @@ __all__ = [
     "PeterRecModel",
     "PeterRecForNextItemPrediction",
     "PeterRecForMaskedItemPrediction",
+    "UserTask",
     "PeterRecForUserTask",
     "PeterRecForSequenceClassification",
     "PeterRecForItemRanking",
