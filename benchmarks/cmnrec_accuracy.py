@@ -30,6 +30,7 @@ from modeling_peterrec.registry import CHUNK_RULES, MODEL_TYPES
 from modeling_peterrec.saving import load_backbone
 from modeling_peterrec.training import PeterRecTrainingArguments, PretrainArguments, pretrain
 from modeling_peterrec.training.datasets import held_out_datasets, load_splits
+from tokenization import ItemTokenizer
 
 from .common import RESULTS_DIR, environment, format_table
 
@@ -68,18 +69,26 @@ class TimeCap(TrainerCallback):
         return control
 
 
+def parameters(record: str, **fields) -> int:
+    """Parameter count of `record`'s pretraining model with these configuration fields (built on the meta device)."""
+    config = config_class(MODEL_TYPES[record])(**fields)
+    with torch.device("meta"):
+        return pretraining_model_class(config)(config).num_parameters()
+
+
 def matched_dilations(budget: int, vocab_size: int, hidden_size: int) -> list[int]:
     """Dilations (1, 2, 4, 8, ... per block) of the PeterRec whose parameter count is closest to `budget`."""
-    record = MODEL_TYPES["peterrec"]
 
-    def count(blocks: int) -> int:
-        dilations = [2 ** (layer % 4) for layer in range(2 * blocks)]
-        config = config_class(record)(vocab_size=vocab_size, hidden_size=hidden_size, dilations=dilations)
-        with torch.device("meta"):
-            return pretraining_model_class(config)(config).num_parameters()
+    def dilations(blocks: int) -> list[int]:
+        return [2 ** (layer % 4) for layer in range(2 * blocks)]
 
-    blocks = min(range(1, 9), key=lambda b: abs(count(b) - budget))
-    return [2 ** (layer % 4) for layer in range(2 * blocks)]
+    def distance(blocks: int) -> int:
+        count = parameters(
+            "peterrec", vocab_size=vocab_size, hidden_size=hidden_size, dilations=dilations(blocks)
+        )
+        return abs(count - budget)
+
+    return dilations(min(range(1, 9), key=distance))
 
 
 @torch.no_grad()
@@ -112,17 +121,24 @@ def test_metrics(backbone_dir: str, args: PretrainArguments, batch_size: int = 2
 def run(model: str, options: argparse.Namespace) -> dict:
     rule = model.removeprefix("cmnrec-")
     fields = dict(hidden_size=options.hidden_size, max_length=options.max_length)
+    cmnrec = dict(
+        model_type="cmnrec",
+        memory_slots=options.memory_slots,
+        attention_size=options.attention_size,
+        embedding_size=options.hidden_size,
+    )
     if model == "peterrec":
-        budget = json.loads((RESULTS_DIR / "cmnrec_accuracy-cmnrec-tsc.json").read_text())
-        fields["dilations"] = matched_dilations(budget["params"], budget["vocab_size"], options.hidden_size)
-    else:
-        fields.update(
-            model_type="cmnrec",
-            chunking=rule,
-            memory_slots=options.memory_slots,
-            attention_size=options.attention_size,
-            embedding_size=options.hidden_size,
+        # The budget: the chunked CmnRec's (its chunk attention included) on the same vocabulary.
+        vocab_size = len(ItemTokenizer.from_sequences(load_splits(PretrainArguments())["train"]["items"]))
+        tsc = PretrainArguments(**fields, **cmnrec, chunking="tsc")
+        budget = parameters(
+            "cmnrec",
+            vocab_size=vocab_size,
+            **{name: getattr(tsc, name) for name in MODEL_TYPES["cmnrec"].pretraining_fields},
         )
+        fields["dilations"] = matched_dilations(budget, vocab_size, options.hidden_size)
+    else:
+        fields.update(cmnrec, chunking=rule)
     args = PretrainArguments(**fields)
     output_dir = Path(options.workdir) / model
     training_args = PeterRecTrainingArguments(
