@@ -83,8 +83,9 @@ def save_patch(
             task_kind=spec.head,
             method=spec.method,
             insertion=spec.insertion,
-            bottleneck_size=spec.bottleneck_size,
-            readout=spec.readout,
+            bottleneck_size=spec.bottleneck_size
+            or (model.config.patch_bottleneck_size if spec.insertion else None),
+            readout=model.config.readout,
             trainable_parameters=report.trainable_parameters,
             backbone_parameters=report.total_parameters,
             dataset=dataset,
