@@ -120,7 +120,12 @@ def test_metrics(backbone_dir: str, args: PretrainArguments, batch_size: int = 2
 
 def run(model: str, options: argparse.Namespace) -> dict:
     rule = model.removeprefix("cmnrec-")
-    fields = dict(hidden_size=options.hidden_size, max_length=options.max_length)
+    fields = dict(
+        hidden_size=options.hidden_size,
+        max_length=options.max_length,
+        pretraining_loss=options.pretraining_loss,
+        num_sampled=options.num_sampled,
+    )
     cmnrec = dict(
         model_type="cmnrec",
         memory_slots=options.memory_slots,
@@ -187,7 +192,14 @@ def main() -> None:
     parser.add_argument("--max_length", type=int, default=50)
     parser.add_argument("--memory_slots", type=int, default=4)
     parser.add_argument("--attention_size", type=int, default=32)
-    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument(
+        "--pretraining_loss",
+        choices=("full_softmax", "sampled_softmax"),
+        default="full_softmax",
+        help="the training loss (evaluation always ranks the whole pool)",
+    )
+    parser.add_argument("--num_sampled", type=int, default=512)
     parser.add_argument("--epochs", type=float, default=30)
     parser.add_argument("--eval_steps", type=int, default=150)
     parser.add_argument("--patience", type=int, default=3)
