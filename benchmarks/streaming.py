@@ -69,10 +69,11 @@ def _model(tokenizer):
     import torch
 
     from modeling_peterrec.configuration_peterrec import PeterRecConfig
-    from modeling_peterrec.saving import pretraining_model_class
+    from modeling_peterrec.model_types import pretraining_model_class
 
     torch.manual_seed(0)
-    model = pretraining_model_class(True)(PeterRecConfig(vocab_size=len(tokenizer), **MODEL))
+    config = PeterRecConfig(vocab_size=len(tokenizer), **MODEL)
+    model = pretraining_model_class(config)(config)
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
 

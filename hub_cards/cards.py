@@ -95,7 +95,7 @@ def render_backbone_card(
     *,
     is_causal: bool,
     hidden_size: int,
-    dilations: Sequence[int],
+    dilations: Sequence[int] = (),
     vocab_size: int,
     num_parameters: int,
     dataset: str,
@@ -106,6 +106,9 @@ def render_backbone_card(
     pretraining_loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax",
     training_summary: str | None = None,
     license: str | None = "apache-2.0",
+    architecture: Sequence[tuple[str, str]] | None = None,
+    model_title: str | None = None,
+    backbone_class: str = "PeterRecModel",
 ) -> ModelCard:
     """Card for a pretrained backbone (the `README.md` of a backbone folder).
 
@@ -124,12 +127,17 @@ def render_backbone_card(
         pretraining_loss: `"full_softmax"` (the paper) or `"sampled_softmax"` (the original code's option).
         training_summary: optional free text (steps, batch size, hardware).
         license: license identifier for the metadata.
+        architecture: (name, value) rows describing another model type of the family (its configuration's
+            `architecture_rows()`), instead of the dilated-convolution rows of `hidden_size`, `dilations` and
+            `kernel_size`.
+        model_title: that model type's title (`registry.MODEL_TYPES`), said first in the card; default PeterRec's.
+        backbone_class: the package class that loads the user model without `trust_remote_code`.
     """
     if pretraining_loss not in _PRETRAINING_LOSSES:
         raise ValueError(
             f"Unknown pretraining_loss {pretraining_loss!r}; use one of {list(_PRETRAINING_LOSSES)}."
         )
-    if not dilations or len(dilations) % 2:
+    if architecture is None and (not dilations or len(dilations) % 2):
         raise ValueError(
             f"`dilations` needs one entry per conv layer, two per residual block; got {list(dilations)}."
         )
@@ -170,11 +178,16 @@ def render_backbone_card(
         objective_description=objective,
         dataset_description=dataset_name,
         training_summary=training_summary,
-        hidden_size=hidden_size,
-        num_blocks=len(dilations) // 2,
-        num_layers=len(dilations),
-        dilations=", ".join(str(d) for d in dilations),
-        kernel_size=kernel_size,
+        model_title=model_title,
+        backbone_class=backbone_class,
+        architecture_rows=architecture
+        or [
+            ("Hidden size", str(hidden_size)),
+            ("Residual blocks", str(len(dilations) // 2)),
+            ("Dilated convolution layers", str(len(dilations))),
+            ("Dilations", ", ".join(str(d) for d in dilations)),
+            ("Kernel size", str(kernel_size)),
+        ],
         vocab_size=f"{vocab_size:,}",
         num_parameters=f"{_check_count(num_parameters, 'num_parameters'):,}",
         head_auto_class="AutoModelForCausalLM" if is_causal else "AutoModelForMaskedLM",

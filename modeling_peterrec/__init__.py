@@ -6,6 +6,7 @@ Where each concept lives (one job per file):
 - `configuration_peterrec.py`, `modeling_peterrec.py`, `loss_peterrec.py`: the model family (the paper).
 - `configuration_cmnrec.py`, `modeling_cmnrec.py`: CmnRec, the family's chunk-accelerated memory network.
 - `configuration_sasrec.py`, `modeling_sasrec.py`: SASRec, a causal self-attention (Transformer) user model.
+- `model_types.py`: the classes each model type's record (`registry.MODEL_TYPES`) names.
 - `tokenization_peterrec.py`: the item tokenizer (`[PAD]` `[UNK]` `[MASK]` `[TCL]`), re-exported by `tokenization/`.
 - `patch_config.py`: the one description of a task patch (`patch_config.json`) and its format versions.
 - `transfer.py`: `prepare_for_transfer` (Section 3.3): heads, patches, frozen weights, trainable counts.
@@ -28,6 +29,7 @@ from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
 from .configuration_sasrec import SASRecConfig
 from .inference import Prediction, Recommendations, predict, recommend
 from .modeling_cmnrec import (
+    CmnRecForItemRanking,
     CmnRecForNextItemPrediction,
     CmnRecForSequenceClassification,
     CmnRecModel,
@@ -79,6 +81,7 @@ __all__ = [
     "CHUNK_RULES",
     "MODEL_TYPES",
     "CmnRecConfig",
+    "CmnRecForItemRanking",
     "CmnRecForNextItemPrediction",
     "CmnRecForSequenceClassification",
     "CmnRecModel",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .configuration_peterrec import PRETRAINING_LOSSES
+from .configuration_peterrec import PATCH_ACTIVATIONS, PRETRAINING_LOSSES, RANKING_LOSSES
 from .configuration_utils import FieldChecks
-from .registry import CHUNK_RULES
+from .registry import CHUNK_RULES, HEAD_TERMS, READOUTS
 
 CONTROLLERS = ("lstm", "gru")
 """The RNN controllers of Section 3 (a one-layer LSTM or GRU)."""
@@ -54,6 +54,21 @@ class CmnRecConfig(FieldChecks, PreTrainedConfig):
             Rows per chunk of the fused output projection and cross-entropy.
         num_labels (`int`, defaults to 2):
             Number of classes of [`CmnRecForSequenceClassification`].
+        readout (`str`, defaults to `"tcl"`):
+            How a task reads the user vector from the outputs (`registry.READOUTS`): `"tcl"` is the last position,
+            the final controller state with the final read (the paper's output layer); each task may choose its own
+            at transfer (`prepare_for_transfer(..., readout=...)`).
+        head_terms (`str`, defaults to `"deep"`):
+            What a task head adds up (`registry.HEAD_TERMS`): the user vector through the output layer, a linear
+            term over the bag of the user's items, or both (`PeterRecConfig.head_terms`). Chosen per task at
+            transfer.
+        num_target_items, ranking_loss, num_negatives (`int`, `str`, `int`, defaults to 0, `"bpr"`, 1):
+            The cold-start ranking head ([`CmnRecForItemRanking`]), as in `PeterRecConfig`.
+        patch_bottleneck_size (`int`, *optional*):
+            Inner width of a task's model patches (PeterRec's Figure 3(f)) on the controller output and on the
+            memory read; defaults to `controller_size // 8`.
+        patch_activation (`str`, defaults to `"gelu"`):
+            Activation inside the model patches.
     """
 
     model_type = "cmnrec"
@@ -78,6 +93,13 @@ class CmnRecConfig(FieldChecks, PreTrainedConfig):
         pretraining_loss: str = "full_softmax",
         num_sampled: int = 8192,
         loss_chunk_size: int = 4096,
+        readout: str = "tcl",
+        head_terms: str = "deep",
+        num_target_items: int = 0,
+        ranking_loss: str = "bpr",
+        num_negatives: int = 1,
+        patch_bottleneck_size: int | None = None,
+        patch_activation: str = "gelu",
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -97,6 +119,13 @@ class CmnRecConfig(FieldChecks, PreTrainedConfig):
         self.pretraining_loss = pretraining_loss
         self.num_sampled = num_sampled
         self.loss_chunk_size = loss_chunk_size
+        self.readout = readout
+        self.head_terms = head_terms
+        self.num_target_items = num_target_items
+        self.ranking_loss = ranking_loss
+        self.num_negatives = num_negatives
+        self.patch_bottleneck_size = patch_bottleneck_size or max(1, controller_size // 8)
+        self.patch_activation = patch_activation
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.check_fields()
 
@@ -104,6 +133,24 @@ class CmnRecConfig(FieldChecks, PreTrainedConfig):
     def read_size(self) -> int:
         """Size of the read vectors of all heads together."""
         return self.num_read_heads * self.memory_width
+
+    @property
+    def is_causal(self) -> bool:
+        """The controller reads left to right: position t sees items up to t (next-item pretraining)."""
+        return True
+
+    def architecture_rows(self) -> list[tuple[str, str]]:
+        """The architecture, one (name, value) row each, for the backbone card."""
+        return [
+            ("Item embedding", str(self.embedding_size)),
+            ("Controller", f"1-layer {self.controller.upper()}, hidden {self.controller_size}"),
+            (
+                "Memory",
+                f"{self.memory_slots} slots of width {self.memory_width}, {self.num_read_heads} read heads",
+            ),
+            ("Chunking", f"{self.chunking} (attention size {self.attention_size})"),
+            ("Output (user vector) size", str(self.hidden_size)),
+        ]
 
     def check_fields(self) -> None:
         """Checks every field once; each error names the field, the value and what is allowed."""
@@ -119,8 +166,16 @@ class CmnRecConfig(FieldChecks, PreTrainedConfig):
                 "hidden_size",
                 "num_sampled",
                 "loss_chunk_size",
+                "num_negatives",
+                "patch_bottleneck_size",
             )
         )
+        if self.num_target_items < 0:
+            raise ValueError(f"CmnRecConfig.num_target_items must be >= 0, got {self.num_target_items!r}.")
+        self._check_choice("readout", self.readout, tuple(READOUTS))
+        self._check_choice("head_terms", self.head_terms, tuple(HEAD_TERMS))
+        self._check_choice("ranking_loss", self.ranking_loss, RANKING_LOSSES)
+        self._check_choice("patch_activation", self.patch_activation, PATCH_ACTIVATIONS)
         self._check_choice("controller", self.controller, CONTROLLERS)
         self._check_choice("chunking", self.chunking, tuple(CHUNK_RULES))
         self._check_choice("pretraining_loss", self.pretraining_loss, PRETRAINING_LOSSES)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from transformers import PreTrainedConfig
 
 from .configuration_utils import FieldChecks
-from .registry import HEAD_TERMS, INSERTIONS, READOUTS
+from .registry import HEAD_TERMS, READOUTS, insertions_of
 
-INSERTION_MODES = tuple(INSERTIONS)
+INSERTION_MODES = tuple(insertions_of("peterrec"))
 """Names of the model-patch insertions of Figure 3 (`registry.INSERTIONS` holds what each one is)."""
 
 PAPER_DILATIONS = [1, 2, 4, 8] * 4
@@ -161,6 +161,16 @@ class PeterRecConfig(FieldChecks, PreTrainedConfig):
         """Width of the window of positions one output sees, itself included: 1 + (k - 1) * sum(dilations)
         (Section 3.2, NextItNet). Causal: the output at t sees t - receptive_field + 1 ... t."""
         return 1 + (self.kernel_size - 1) * sum(self.dilations)
+
+    def architecture_rows(self) -> list[tuple[str, str]]:
+        """The architecture, one (name, value) row each, for the backbone card."""
+        return [
+            ("Hidden size", str(self.hidden_size)),
+            ("Residual blocks", str(self.num_layers // 2)),
+            ("Dilated convolution layers", str(self.num_layers)),
+            ("Dilations", ", ".join(str(d) for d in self.dilations)),
+            ("Kernel size", str(self.kernel_size)),
+        ]
 
     def check_fields(self) -> None:
         """Checks every field once; each error names the field, the value and what is allowed."""

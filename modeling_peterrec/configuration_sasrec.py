@@ -113,6 +113,18 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.check_fields()
 
+    def architecture_rows(self) -> list[tuple[str, str]]:
+        """The architecture, one (name, value) row each, for the backbone card."""
+        return [
+            (
+                "Blocks",
+                f"{self.num_hidden_layers} of {self.num_attention_heads}-head self-attention and feed-forward",
+            ),
+            ("Hidden size", f"{self.hidden_size} (feed-forward {self.intermediate_size}, {self.hidden_act})"),
+            ("Attention", "causal" if self.is_causal else "bidirectional"),
+            ("Learned positions", str(self.max_position_embeddings)),
+        ]
+
     def check_fields(self) -> None:
         """Checks every field once; each error names the field, the value and what is allowed."""
         self._check_positive_integers(

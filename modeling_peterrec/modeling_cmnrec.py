@@ -12,18 +12,20 @@ controller state with the latest read (the previous read is carried between chun
 changes a user's outputs: pad steps leave the controller and the memory untouched, and the chunk schedule is that of
 the user's own length (computed once per length and cached).
 
-Transfer (PeterRec, Section 3.3) would map onto this model as follows; `transfer.prepare_for_transfer` does not
-wire it yet. FineCLS: the frozen user model and a new head on the user vector. FineAll: every weight trained.
-PeterRec-style patches: a model patch (Figure 3(f)) on the controller's output before the memory (what the chunk
-attention and the memory's interface read) and one on the read vectors before the output layer, the rest frozen.
-The dilated-conv methods that name conv layers (FineLast1/2, the insertions of Figure 3(b)-(e)) have no counterpart.
+Transfer (PeterRec, Section 3.3; `transfer.prepare_for_transfer`): the task heads read the user vector, by default
+the output at the last position (the final controller state with the final read, the paper's output layer).
+FineCLS: the frozen user model and a new head. FineAll: every weight trained. PeterRec-style patches (insertion
+`controller_read`): a model patch (Figure 3(f)) on the controller's output before the memory (what the chunk
+attention, the memory's interface and the output read) and one on the read vectors before the output layer, the rest
+frozen. The dilated-conv methods that name conv layers (FineLast1/2, the insertions of Figure 3(b)-(e)) have no
+counterpart (`registry.MODEL_TYPES["cmnrec"].methods`).
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -33,7 +35,15 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
 from .configuration_cmnrec import CmnRecConfig
-from .modeling_peterrec import ItemPredictionOutput
+from .configuration_peterrec import PATCH_ACTIVATIONS
+from .modeling_peterrec import (
+    ItemBagTerm,
+    ItemPredictionOutput,
+    ItemRankingHead,
+    ModelPatch,
+    PatchKind,
+    UserTask,
+)
 from .modeling_utils import (
     PRETRAINING_HEAD_KEYS,
     FullAutoMapMixin,
@@ -42,7 +52,7 @@ from .modeling_utils import (
     classification_loss,
     init_truncated_normal,
 )
-from .registry import CHUNK_RULES, require_implemented
+from .registry import CHUNK_RULES, INSERTIONS, insertions_of, require_implemented
 
 AUTO_CLASSES = {
     "AutoModel": "CmnRecModel",
@@ -312,6 +322,15 @@ class ChunkAttention(nn.Module):
         return torch.einsum("bt,bth->bh", weights, cache)
 
 
+PATCH_WIDTHS: dict[str, dict[str, Callable[[CmnRecConfig], int]]] = {
+    "controller_read": {
+        "controller": lambda config: config.controller_size,
+        "read": lambda config: config.read_size,
+    }
+}
+"""The width of each patch slot of CmnRec's insertions (`registry.insertions_of("cmnrec")`)."""
+require_implemented(insertions_of("cmnrec"), PATCH_WIDTHS, "modeling_cmnrec PATCH_WIDTHS")
+
 # ---------------------------------------------------------------------------------------------------------------
 # The user model and its heads
 # ---------------------------------------------------------------------------------------------------------------
@@ -327,12 +346,22 @@ class CmnRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
     # forward takes no **kwargs; Trainer must not rescale the loss by the number of processes.
     accepts_loss_kwargs = False
     _keys_to_ignore_on_load_unexpected = PRETRAINING_HEAD_KEYS
+    patch_config = None
+
+    @property
+    def patch_name(self) -> str | None:
+        """The patch this model runs its user model with: its transfer patch's task, or None."""
+        if self.patch_config is not None and self.patch_config.task in self.base_model.patch_kinds:
+            return self.patch_config.task
+        return None
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # The RNN controller keeps PyTorch's own initialisation (uniform in +-1/sqrt(h)).
         if isinstance(module, (nn.Linear, nn.Embedding)):
             init_truncated_normal(module, self.config.initializer_range)
+        elif isinstance(module, ItemBagTerm):
+            module.reset_parameters()
 
 
 class CmnRecModel(CmnRecPreTrainedModel):
@@ -351,7 +380,59 @@ class CmnRecModel(CmnRecPreTrainedModel):
         self.memory = DNCMemory(config)
         self.chunk_attention = ChunkAttention(config) if config.chunking != "none" else None
         self.output_projection = nn.Linear(config.controller_size + config.read_size, config.hidden_size)
+        self.patches = nn.ModuleDict()
+        self.patch_kinds: dict[str, PatchKind] = {}
         self.post_init()
+
+    def add_patch(
+        self,
+        task: str,
+        insertion: str = "controller_read",
+        bottleneck_size: int | None = None,
+        activation: str | None = None,
+        layer_norms: Sequence[str] = (),
+        tcl_embedding: bool = False,
+    ) -> None:
+        """Adds `task`'s model patches (PeterRec's Figure 3(f), zero up-projection: the identity at the start) on the
+        slots of `insertion` (`registry.INSERTIONS`): the controller output and the memory read.
+
+        `layer_norms` and `tcl_embedding` are PeterRec's (block LayerNorms, a task-owned `[TCL]`); CmnRec has no
+        block LayerNorm and keeps the shared `[TCL]`, so they must be empty."""
+        if not task or "." in task:
+            raise ValueError(f"Patch name {task!r} must be non-empty and contain no '.'.")
+        if task in self.patch_kinds:
+            raise ValueError(
+                f"A patch named {task!r} already exists; remove it first or choose another name."
+            )
+        if layer_norms or tcl_embedding:
+            raise ValueError(
+                "CmnRec patches train no LayerNorm copies or [TCL] embedding (train_layer_norms, "
+                "train_tcl_embedding are PeterRec's)."
+            )
+        CmnRecConfig._check_choice("insertion", insertion, tuple(PATCH_WIDTHS))
+        bottleneck_size = bottleneck_size or self.config.patch_bottleneck_size
+        activation = activation or self.config.patch_activation
+        CmnRecConfig._check_choice("patch_activation", activation, PATCH_ACTIVATIONS)
+        if not isinstance(bottleneck_size, int) or bottleneck_size <= 0:
+            raise ValueError(f"bottleneck_size must be a positive integer, got {bottleneck_size!r}.")
+        patches = nn.ModuleDict(
+            {
+                slot: ModelPatch(PATCH_WIDTHS[insertion][slot](self.config), bottleneck_size, activation)
+                for slot in INSERTIONS[insertion].slots
+            }
+        )
+        for module in patches.modules():
+            self._init_weights(module)
+        weight = self.output_projection.weight
+        self.patches[task] = patches.to(device=weight.device, dtype=weight.dtype)
+        self.patch_kinds[task] = PatchKind(insertion, bottleneck_size, activation)
+
+    def remove_patch(self, task: str) -> None:
+        """Removes `task`'s patches."""
+        if task not in self.patch_kinds:
+            raise KeyError(f"No patch named {[task]}; this user model has {sorted(self.patch_kinds)}.")
+        del self.patches[task]
+        del self.patch_kinds[task]
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_items
@@ -365,6 +446,7 @@ class CmnRecModel(CmnRecPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        patch: str | None = None,
     ) -> BaseModelOutputWithPooling | tuple:
         """Encodes left-padded item sequences.
 
@@ -372,6 +454,7 @@ class CmnRecModel(CmnRecPreTrainedModel):
             input_ids: (batch, length) item ids, left-padded with `[PAD]`.
             attention_mask: (batch, length), 1 on items and 0 on padding; derived from `[PAD]` when omitted.
             inputs_embeds: precomputed item embeddings instead of `input_ids`.
+            patch: run with this task's patches (`add_patch`); one task per call.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if inputs_embeds is None:
@@ -384,13 +467,28 @@ class CmnRecModel(CmnRecPreTrainedModel):
                 else torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
             )
         mask = attention_mask.bool()
+        patches = self._patches(patch)
         controller_states = self._run_controller(inputs_embeds, mask)
+        if "controller" in patches:
+            # Re-masked: pad steps keep the zero state, so the patch cannot make padding visible.
+            controller_states = patches["controller"](controller_states) * mask.unsqueeze(-1)
         reads = self._access_memory(controller_states, mask)
+        if "read" in patches:
+            reads = patches["read"](reads)
         hidden = torch.tanh(self.output_projection(torch.cat([controller_states, reads], dim=-1)))
         user = hidden[:, -1]
         if not return_dict:
             return hidden, user
         return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=user)
+
+    def _patches(self, patch: str | None) -> nn.ModuleDict:
+        if patch is None:
+            return nn.ModuleDict()
+        if not isinstance(patch, str):
+            raise ValueError("CmnRec runs one task's patch per call; pass a task name, not one per row.")
+        if patch not in self.patch_kinds:
+            raise KeyError(f"No patch named {[patch]}; this user model has {sorted(self.patch_kinds)}.")
+        return self.patches[patch]
 
     def _run_controller(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Controller states at every position; a pad position repeats the state before it (zeros before the
@@ -470,15 +568,27 @@ class CmnRecForNextItemPrediction(ItemPredictionMixin, CmnRecPreTrainedModel):
         return ItemPredictionOutput(loss=loss, logits=logits)
 
 
-class CmnRecForSequenceClassification(CmnRecPreTrainedModel):
-    """User-profile prediction from the CmnRec user vector (the final read and controller state) with a linear
-    layer, trained with softmax cross-entropy (the downstream tasks of PeterRec, Section 3.3)."""
+class CmnRecForUserTask(UserTask, CmnRecPreTrainedModel):
+    """What the fine-tuning heads on CmnRec share (as `PeterRecForUserTask`): the user model with the task's patch,
+    and the task's readout of its outputs (`config.readout`; `"tcl"`, the last position, is the paper's output
+    layer over the final controller state and the final read); `UserTask` reads the user vectors."""
+
+    def __init__(self, config: CmnRecConfig, num_outputs: int):
+        super().__init__(config)
+        self.cmnrec = CmnRecModel(config)
+        self._add_head_terms(config, num_outputs)
+
+
+class CmnRecForSequenceClassification(CmnRecForUserTask):
+    """User-profile prediction from the CmnRec user vector with a linear layer (and/or the wide term,
+    `config.head_terms`), trained with softmax cross-entropy (the downstream tasks of PeterRec, Section 3.3)."""
 
     def __init__(self, config: CmnRecConfig):
-        super().__init__(config)
+        super().__init__(config, config.num_labels)
         self.num_labels = config.num_labels
-        self.cmnrec = CmnRecModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = (
+            nn.Linear(config.hidden_size, config.num_labels) if self.readout is not None else None
+        )
         self.post_init()
 
     def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
@@ -493,8 +603,7 @@ class CmnRecForSequenceClassification(CmnRecPreTrainedModel):
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        users = self.cmnrec(input_ids, attention_mask=attention_mask).pooler_output
-        logits = self.logits_from_user_vectors(users)
+        logits = self.task_logits(input_ids, attention_mask)
         loss = None
         if labels is not None:
             loss = classification_loss(logits, labels, self.num_labels)
@@ -503,20 +612,14 @@ class CmnRecForSequenceClassification(CmnRecPreTrainedModel):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-def build_pretraining_model(
-    vocab_size: int, hidden_size: int = 256, chunking: str = "tsc", memory_slots: int = 4, **fields
-) -> CmnRecForNextItemPrediction:
-    """A fresh CmnRec next-item pretraining model from sizes (what `peterrec pretrain --model_type cmnrec` builds):
-    the controller, memory width and output share `hidden_size`; any other `CmnRecConfig` field goes in `fields`."""
-    sizes = {"controller_size": hidden_size, "memory_width": hidden_size, "embedding_size": hidden_size // 2}
-    config = CmnRecConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        chunking=chunking,
-        memory_slots=memory_slots,
-        **{**sizes, **fields},
-    )
-    return CmnRecForNextItemPrediction(config)
+class CmnRecForItemRanking(ItemRankingHead, CmnRecForUserTask):
+    """Cold-start item recommendation (ColdRec, PeterRec Section 3.3) from the CmnRec user vector; see
+    `ItemRankingHead`."""
+
+    def __init__(self, config: CmnRecConfig):
+        super().__init__(config, config.num_target_items)
+        self._add_target_embeddings(config)
+        self.post_init()
 
 
 __all__ = [
@@ -528,8 +631,10 @@ __all__ = [
     "CmnRecPreTrainedModel",
     "CmnRecModel",
     "CmnRecForNextItemPrediction",
+    "CmnRecForUserTask",
     "CmnRecForSequenceClassification",
-    "build_pretraining_model",
+    "CmnRecForItemRanking",
+    "PATCH_WIDTHS",
     "chunk_layout",
     "chunk_tables",
     "chunk_times",

@@ -301,6 +301,10 @@ class ItemBagTerm(nn.Module):
             config.pad_token_id, config.unk_token_id, config.mask_token_id, config.tcl_token_id
         )
 
+    def reset_parameters(self) -> None:
+        init.zeros_(self.weight)
+        init.zeros_(self.bias)
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         is_item = input_ids.ge(self.first_item_id)
         count = is_item.sum(1, keepdim=True).clamp(min=1)
@@ -341,8 +345,7 @@ class PeterRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
             init.ones_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, ItemBagTerm):
-            init.zeros_(module.weight)
-            init.zeros_(module.bias)
+            module.reset_parameters()
 
 
 class PeterRecModel(PeterRecPreTrainedModel):
@@ -597,20 +600,19 @@ class PeterRecForMaskedItemPrediction(_PeterRecForItemPrediction):
     shift_labels = False
 
 
-class PeterRecForUserTask(PeterRecPreTrainedModel):
-    """What the two fine-tuning heads share (Section 3.3): the backbone, the task's readout (`config.readout`, the
-    [TCL] readout of Figure 2 by default), the task's head terms (`config.head_terms`: the deep term, a wide term
-    over the item bag, or both), and the contract a server relies on to run many tasks on one backbone:
-    `task_logits` takes the backbone's hidden states when the caller has already run it.
+class UserTask:
+    """The contract of a fine-tuning head on any backbone of the family (Section 3.3), which a server relies on to
+    run many tasks on one backbone, and the head terms (`config.head_terms`, `registry.HEAD_TERMS`) it adds up:
 
-    For the `[TCL]` readouts `input_ids` already carry `[TCL]` (appended for the causal backbone, at both ends for
-    the non-causal one; see `ItemTokenizer(tcl_position=...)`).
-    """
+    - the deep term: `user_vectors` reads (batch, hidden) user vectors through the backbone (`base_model`) with the
+      task's patch and the task's `readout`; `logits_from_user_vectors` turns them into task outputs;
+    - the wide term (`wide`, an `ItemBagTerm`): a linear function of the bag of the user's items.
 
-    def __init__(self, config: PeterRecConfig, num_outputs: int):
-        super().__init__(config)
+    `task_logits` sums them, from the backbone's hidden states when a caller (a server running many tasks in one
+    batch) has already run it."""
+
+    def _add_head_terms(self, config, num_outputs: int) -> None:
         terms = HEAD_TERMS[config.head_terms]
-        self.peterrec = PeterRecModel(config)
         self.readout = UserReadout(config) if terms.deep else None
         self.wide = ItemBagTerm(config, num_outputs) if terms.wide else None
 
@@ -622,7 +624,7 @@ class PeterRecForUserTask(PeterRecPreTrainedModel):
             raise ValueError(f"head_terms={self.config.head_terms!r} reads no user vector from the backbone.")
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
-        hidden = self.peterrec(
+        hidden = self.base_model(
             input_ids, attention_mask=attention_mask, patch=self.patch_name
         ).last_hidden_state
         return self.readout(hidden, attention_mask)
@@ -639,8 +641,8 @@ class PeterRecForUserTask(PeterRecPreTrainedModel):
     ) -> torch.Tensor:
         """The task's outputs for every class or target item: the deep term, the wide term, or their sum.
 
-        `hidden_states`: the backbone's last hidden states for these rows when the caller has run it (a server
-        running many tasks in one batch); otherwise the backbone runs here if the deep term needs it."""
+        `hidden_states`: the backbone's last hidden states for these rows when the caller has run it; otherwise
+        the backbone runs here if the deep term needs it."""
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         users = self._user_vectors_from(input_ids, attention_mask, hidden_states)
@@ -673,6 +675,20 @@ class PeterRecForUserTask(PeterRecPreTrainedModel):
 
     def _deep_scores(self, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
         return self.logits_from_user_vectors(users)
+
+
+class PeterRecForUserTask(UserTask, PeterRecPreTrainedModel):
+    """What the two fine-tuning heads share (Section 3.3): the backbone, the task's readout (`config.readout`, the
+    [TCL] readout of Figure 2 by default), the task's head terms and the contract of `UserTask`.
+
+    For the `[TCL]` readouts `input_ids` already carry `[TCL]` (appended for the causal backbone, at both ends for
+    the non-causal one; see `ItemTokenizer(tcl_position=...)`).
+    """
+
+    def __init__(self, config: PeterRecConfig, num_outputs: int):
+        super().__init__(config)
+        self.peterrec = PeterRecModel(config)
+        self._add_head_terms(config, num_outputs)
 
 
 class PeterRecForSequenceClassification(PeterRecForUserTask):
@@ -721,25 +737,23 @@ class PeterRecForSequenceClassification(PeterRecForUserTask):
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=all_hidden_states)
 
 
-class PeterRecForItemRanking(PeterRecForUserTask):
-    """Cold-start item recommendation (ColdRec, Section 3.3): a new target-item embedding table scored by dot
-    product with the task's user representation (`config.readout`, the [TCL] readout of Figure 2 by default), plus
-    or instead of the wide term's item-to-target weights (`config.head_terms`).
+class ItemRankingHead:
+    """Cold-start item recommendation (ColdRec, Section 3.3), on any user model of the family (a `UserTask`): a new
+    target-item embedding table scored by dot product with the task's user representation, plus or instead of
+    the wide term's item-to-target weights (`config.head_terms`).
 
     Losses (`config.ranking_loss`): BPR against uniformly sampled negatives (the paper), binary logistic loss with
     sampled negatives (the original code), or a full softmax over all target items.
     """
 
-    def __init__(self, config: PeterRecConfig):
+    def _add_target_embeddings(self, config) -> None:
         if config.num_target_items < 2:
             raise ValueError(
-                f"PeterRecForItemRanking needs config.num_target_items >= 2, got {config.num_target_items}."
+                f"{type(self).__name__} needs config.num_target_items >= 2, got {config.num_target_items}."
             )
-        super().__init__(config, config.num_target_items)
         self.target_embeddings = (
             nn.Embedding(config.num_target_items, config.hidden_size) if self.readout is not None else None
         )
-        self.post_init()
 
     def score(
         self,
@@ -830,6 +844,16 @@ class PeterRecForItemRanking(PeterRecForUserTask):
         if self.config.ranking_loss == "bpr":
             return -F.logsigmoid(positive - negative).mean()
         return -(F.logsigmoid(positive).mean() + F.logsigmoid(-negative).mean())
+
+
+class PeterRecForItemRanking(ItemRankingHead, PeterRecForUserTask):
+    """Cold-start item recommendation (ColdRec, Section 3.3) from the task's readout of the dilated-conv backbone
+    (`config.readout`, the [TCL] readout of Figure 2 by default); see `ItemRankingHead`."""
+
+    def __init__(self, config: PeterRecConfig):
+        super().__init__(config, config.num_target_items)
+        self._add_target_embeddings(config)
+        self.post_init()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -967,8 +991,10 @@ __all__ = [
     "PeterRecModel",
     "PeterRecForNextItemPrediction",
     "PeterRecForMaskedItemPrediction",
+    "UserTask",
     "PeterRecForUserTask",
     "PeterRecForSequenceClassification",
     "PeterRecForItemRanking",
+    "ItemRankingHead",
     "ItemPredictionOutput",
 ]

@@ -104,7 +104,9 @@ class InsertionMode:
         description: one line for tables, help texts and cards.
         placement: `"serial"` (on the conv's output, before its LayerNorm), `"parallel_before_ln"` (beside the conv,
             added before its LayerNorm) or `"parallel_after_act"` (beside the conv, added after the activation).
-        slots: the convolutions of a block that get a patch.
+        slots: where a patch goes: the convolutions of a block (PeterRec), the controller output and the memory read
+            (CmnRec).
+        model_type: the model type (`MODEL_TYPES`) whose modules `slots` name.
     """
 
     name: str
@@ -112,6 +114,7 @@ class InsertionMode:
     description: str
     placement: Literal["serial", "parallel_before_ln", "parallel_after_act"]
     slots: tuple[str, ...] = ("conv1", "conv2")
+    model_type: str = "peterrec"
 
 
 INSERTIONS: dict[str, InsertionMode] = {
@@ -123,9 +126,22 @@ INSERTIONS: dict[str, InsertionMode] = {
             "parallel_before_ln", "3(d)", "parallel, added before the LayerNorm", "parallel_before_ln"
         ),
         InsertionMode("parallel_after_act", "3(e)", "parallel, added after the ReLU", "parallel_after_act"),
+        InsertionMode(
+            "controller_read",
+            "3(f)",
+            "serial patches on the controller output (before the memory) and on the memory read (before the output)",
+            "serial",
+            slots=("controller", "read"),
+            model_type="cmnrec",
+        ),
     )
 }
-"""Model-patch insertions of Figure 3, by name."""
+"""Model-patch insertions of Figure 3, by name; CmnRec's places its patches on the controller and the memory read."""
+
+
+def insertions_of(model_type: str) -> dict[str, InsertionMode]:
+    """The insertions whose patches go into `model_type`'s modules."""
+    return {name: mode for name, mode in INSERTIONS.items() if mode.model_type == model_type}
 
 
 @dataclass(frozen=True)
@@ -270,7 +286,7 @@ HEAD_TERMS: dict[str, HeadTerms] = {
 
 @dataclass(frozen=True)
 class ModelType:
-    """A model type of the family: what `--model_type` selects, and where its code lives.
+    """A model type of the family: what `--model_type` selects, where its code lives, and how it transfers.
 
     Attributes:
         name: the `model_type` of its configuration (`config.json`, the Auto classes).
@@ -278,6 +294,15 @@ class ModelType:
         modeling_file: the module of `modeling_peterrec` that holds its models.
         pretraining_class: its next-item pretraining model, a name in `modeling_peterrec`.
         title: the paper it implements, for tables, help texts and cards.
+        backbone_class: the user model that transfer shares, patches and fingerprints (the task models hold it
+            under the class's `base_model_prefix`).
+        masked_pretraining_class: its masked-item pretraining model, or None where it has none.
+        pretraining_fields: the `pretrain` options (`PretrainArguments` fields) that become configuration fields.
+        task_heads: the model class of each transfer task kind (`TASK_KINDS`), by kind.
+        residual_blocks: its backbone has PeterRec's dilated residual blocks, whose last one the `last_block`
+            methods train (`FineTuningMethod.trained_layers`).
+        default_insertion: the insertion (`INSERTIONS`) of its patching methods when none is given (None: it has
+            no patching methods yet).
     """
 
     name: str
@@ -285,6 +310,21 @@ class ModelType:
     modeling_file: str
     pretraining_class: str
     title: str
+    backbone_class: str
+    masked_pretraining_class: str | None
+    pretraining_fields: tuple[str, ...]
+    task_heads: Mapping[str, str]
+    residual_blocks: bool
+    default_insertion: str | None
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The fine-tuning methods (`METHODS`) that apply to it."""
+        return tuple(
+            name
+            for name, method in METHODS.items()
+            if method.trained_layers != "last_block" or self.residual_blocks
+        )
 
 
 MODEL_TYPES: dict[str, ModelType] = {
@@ -296,6 +336,12 @@ MODEL_TYPES: dict[str, ModelType] = {
             "modeling_peterrec",
             "PeterRecForNextItemPrediction",
             "PeterRec: dilated convolutions, transferred with model patches (Yuan et al., SIGIR 2020)",
+            backbone_class="PeterRecModel",
+            masked_pretraining_class="PeterRecForMaskedItemPrediction",
+            pretraining_fields=("hidden_size", "kernel_size", "dilations", "is_causal"),
+            task_heads={kind.name: kind.head for kind in TASK_KINDS.values() if kind.head is not None},
+            residual_blocks=True,
+            default_insertion="serial_two",
         ),
         ModelType(
             "cmnrec",
@@ -303,6 +349,25 @@ MODEL_TYPES: dict[str, ModelType] = {
             "modeling_cmnrec",
             "CmnRecForNextItemPrediction",
             "CmnRec: a chunk-accelerated memory network (Qu, Yuan et al., TKDE 2022)",
+            backbone_class="CmnRecModel",
+            masked_pretraining_class=None,
+            pretraining_fields=(
+                "hidden_size",
+                "embedding_size",
+                "controller",
+                "controller_size",
+                "memory_slots",
+                "memory_width",
+                "num_read_heads",
+                "attention_size",
+                "chunking",
+            ),
+            task_heads={
+                "classification": "CmnRecForSequenceClassification",
+                "ranking": "CmnRecForItemRanking",
+            },
+            residual_blocks=False,
+            default_insertion="controller_read",
         ),
         ModelType(
             "sasrec",
@@ -310,10 +375,35 @@ MODEL_TYPES: dict[str, ModelType] = {
             "modeling_sasrec",
             "SASRecForNextItemPrediction",
             "SASRec: causal self-attention over the item sequence (Kang and McAuley, ICDM 2018)",
+            backbone_class="SASRecModel",
+            masked_pretraining_class=None,
+            pretraining_fields=("hidden_size", "max_position_embeddings", "is_causal"),
+            task_heads={},
+            residual_blocks=False,
+            default_insertion=None,
         ),
     )
 }
 """The model types of the family, by `model_type`."""
+
+
+def model_type_supports(model_type: ModelType, method: str, insertion: str | None) -> None:
+    """Raises a `ValueError` naming the method (or insertion) and the model type when they do not go together."""
+    if not model_type.task_heads:
+        raise ValueError(
+            f"Model type {model_type.name!r} has no transfer heads yet: pretrain it for next-item prediction, or "
+            f"transfer a backbone of {[name for name, record in MODEL_TYPES.items() if record.task_heads]}."
+        )
+    if method not in model_type.methods:
+        raise ValueError(
+            f"Method {method!r} does not apply to model type {model_type.name!r}; choose one of "
+            f"{list(model_type.methods)}."
+        )
+    if insertion is not None and choose(INSERTIONS, insertion, "insertion").model_type != model_type.name:
+        raise ValueError(
+            f"Insertion {insertion!r} does not apply to model type {model_type.name!r}; choose one of "
+            f"{list(insertions_of(model_type.name))}."
+        )
 
 
 @dataclass(frozen=True)
@@ -375,6 +465,8 @@ __all__ = [
     "ModelType",
     "INSERTIONS",
     "METHODS",
+    "insertions_of",
+    "model_type_supports",
     "READOUTS",
     "TASK_KINDS",
     "FineTuningMethod",

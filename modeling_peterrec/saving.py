@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import importlib
 import os
 from pathlib import Path
 
@@ -22,17 +21,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 
 from hub_cards.cards import render_backbone_card, render_patch_card
 
 from ._io import atomic_folder, sha256_file
-from .configuration_peterrec import PeterRecConfig
-from .modeling_peterrec import (
-    PeterRecForMaskedItemPrediction,
-    PeterRecModel,
-    PeterRecPreTrainedModel,
-)
+from .model_types import backbone_class, config_class, model_type_of, pretraining_model_class
 from .patch_config import (
     PATCH_CONFIG_NAME,
     PATCH_FORMAT_VERSION,
@@ -40,23 +34,22 @@ from .patch_config import (
     PatchConfig,
     relative_name,
 )
-from .registry import MODEL_TYPES
 from .tokenization_peterrec import ItemTokenizer
 from .transfer import attach, backbone_fingerprint, backbone_of, base_weight_names, transfer_report
 
 
-def _stored_names(model: PeterRecPreTrainedModel, spec: PatchConfig) -> list[str]:
+def _stored_names(model: PreTrainedModel, spec: PatchConfig) -> list[str]:
     """What a patch file holds, by name in the task model: the trained parameters, plus, for methods that start
     from a random backbone, that backbone (there is no pretrained backbone to attach them to)."""
     trainable = {relative_name(name, spec.task) for name in spec.trainable_parameters}
     names = [name for name, _ in model.named_parameters() if relative_name(name, spec.task) in trainable]
     if spec.method_record.random_backbone:
-        names += [f"peterrec.{name}" for name in base_weight_names(backbone_of(model))]
+        names += [f"{model.base_model_prefix}.{name}" for name in base_weight_names(backbone_of(model))]
     return sorted(set(names))
 
 
 def save_patch(
-    model: PeterRecPreTrainedModel,
+    model: PreTrainedModel,
     folder: str | os.PathLike,
     metrics: dict[str, float] | None = None,
     full_ranking_metrics: dict[str, float] | None = None,
@@ -174,9 +167,7 @@ def read_patch(
     return spec, tensors
 
 
-def attach_patch(
-    spec: PatchConfig, tensors: dict[str, torch.Tensor], backbone: PeterRecModel
-) -> PeterRecPreTrainedModel:
+def attach_patch(spec: PatchConfig, tensors: dict[str, torch.Tensor], backbone: nn.Module) -> PreTrainedModel:
     """Checks a read patch against `backbone`, then attaches it and returns the task model in eval mode. On any
     error the backbone is left as it was."""
     method = spec.method_record
@@ -221,23 +212,25 @@ def attach_patch(
     return model.eval()
 
 
-def _package_backbone(model: nn.Module) -> PeterRecModel:
-    """The backbone inside `model` as this package's `PeterRecModel`.
+def _package_backbone(model: nn.Module) -> nn.Module:
+    """The backbone inside `model` as this package's backbone class of its model type (`registry.MODEL_TYPES`).
 
     A backbone loaded with `trust_remote_code=True` is built from the code files of its folder, classes that are
     not this package's; it is rebuilt here from its configuration and own weights (bit-identical, and its
     fingerprint with them), so that the patch attaches as to any other backbone."""
-    if isinstance(model, PeterRecPreTrainedModel) or getattr(model.config, "model_type", None) != "peterrec":
+    record = model_type_of(model.config)
+    package_class = backbone_class(record)
+    remote = model.base_model
+    if isinstance(remote, package_class):
         return backbone_of(model)
-    remote = model if type(model).__name__ == "PeterRecModel" else getattr(model, model.base_model_prefix)
-    backbone = PeterRecModel(PeterRecConfig(**remote.config.to_dict()))
+    backbone = package_class(config_class(record)(**remote.config.to_dict()))
     backbone.load_state_dict(remote.state_dict())
     return backbone.train(remote.training)
 
 
 def load_patch(
     source: str | os.PathLike, backbone: nn.Module, revision: str | None = None, task: str | None = None
-) -> PeterRecPreTrainedModel:
+) -> PreTrainedModel:
     """Attaches a saved patch to `backbone` and returns the task model.
 
     `source` is a patch folder or a Hub repo id (with `revision`); `task` registers the patch under another name
@@ -253,21 +246,6 @@ def load_patch(
     """
     spec, tensors = read_patch(source, revision, task=task)
     return attach_patch(spec, tensors, _package_backbone(backbone))
-
-
-def pretraining_model_class(config: PreTrainedConfig) -> type[PreTrainedModel]:
-    """The pretraining model of a configuration: its model type's next-item prediction model
-    (`ModelType.pretraining_class`: NextItNet for the causal PeterRec backbone), or masked-item prediction for the
-    non-causal PeterRec backbone (GRec), the one non-causal objective."""
-    if not getattr(config, "is_causal", True):
-        if not isinstance(config, PeterRecConfig):
-            raise ValueError(
-                f"A non-causal {config.model_type} model has no pretraining objective here; masked-item "
-                "pretraining is the PeterRec backbone's (GRec). Pretrain it causally (--objective causal)."
-            )
-        return PeterRecForMaskedItemPrediction
-    record = MODEL_TYPES[config.model_type]
-    return getattr(importlib.import_module(f".{record.modeling_file}", __package__), record.pretraining_class)
 
 
 def save_backbone(
@@ -286,26 +264,28 @@ def save_backbone(
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         config = model.config
-        if isinstance(config, PeterRecConfig):
-            card = render_backbone_card(
-                folder.name,
-                is_causal=config.is_causal,
-                hidden_size=config.hidden_size,
-                dilations=config.dilations,
-                vocab_size=config.vocab_size,
-                num_parameters=model.num_parameters(),
-                dataset=dataset,
-                metrics=metrics,
-                kernel_size=config.kernel_size,
-                pretraining_loss=config.pretraining_loss,
-                training_summary=training_summary,
-            )
-            card.save(staging / "README.md")
+        record = model_type_of(config)
+        card = render_backbone_card(
+            folder.name,
+            is_causal=config.is_causal,
+            hidden_size=config.hidden_size,
+            vocab_size=config.vocab_size,
+            num_parameters=model.num_parameters(),
+            dataset=dataset,
+            metrics=metrics,
+            pretraining_loss=config.pretraining_loss,
+            training_summary=training_summary,
+            architecture=config.architecture_rows(),
+            model_title=record.title,
+            backbone_class=record.backbone_class,
+        )
+        card.save(staging / "README.md")
     return folder
 
 
 def load_backbone(folder: str | os.PathLike) -> tuple[PreTrainedModel, ItemTokenizer]:
-    """The pretraining model and tokenizer of a backbone folder written by `pretrain`."""
+    """The pretraining model and tokenizer of a backbone folder written by `pretrain`, of the model type its
+    `config.json` names (`registry.MODEL_TYPES`)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
@@ -317,7 +297,6 @@ def load_backbone(folder: str | os.PathLike) -> tuple[PreTrainedModel, ItemToken
 
 __all__ = [
     "load_backbone",
-    "pretraining_model_class",
     "save_backbone",
     "attach_patch",
     "load_patch",

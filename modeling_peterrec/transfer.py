@@ -3,22 +3,27 @@
 `prepare_for_transfer` adds the task head (with the task's own readout, Figure 2) and, for the methods that add them, the model patches (Figure 3);
 re-initialises the backbone for the from-scratch methods; freezes what the method keeps (`registry.METHODS`); and
 reports the trainable share. The prepared model carries its `PatchConfig`, which `saving.save_patch` writes.
+
+Every model type of the family transfers through the same code: its record (`registry.MODEL_TYPES`) names the
+backbone class, the head class of each task kind, the methods that apply and the default insertion; the backbone
+declares the interface used here: `add_patch`/`remove_patch`/`patch_kinds` (patches under `patches.<task>.`
+module names), the task models hold it under `base_model_prefix`, and `embed_items` is its input embedding.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
-from . import modeling_peterrec
-from .configuration_peterrec import PeterRecConfig
-from .modeling_peterrec import PeterRecModel, PeterRecPreTrainedModel
+from .model_types import backbone_class, head_class, model_type_of
 from .patch_config import PatchConfig, relative_name, task_name
-from .registry import METHODS, TASK_KINDS, choose
+from .registry import METHODS, choose, model_type_supports
 
 # Fields of a backbone's configuration that describe the saved model rather than the architecture.
 _NOT_ARCHITECTURE = (
@@ -54,26 +59,28 @@ class TransferReport:
         )
 
 
-def backbone_of(model: nn.Module) -> PeterRecModel:
-    """The PeterRecModel inside any PeterRec model (or the model itself)."""
-    if isinstance(model, PeterRecModel):
-        return model
-    backbone = getattr(model, "peterrec", None)
-    if not isinstance(backbone, PeterRecModel):
-        raise TypeError(f"Expected a PeterRec model, got {type(model).__name__}.")
+def backbone_of(model: nn.Module) -> PreTrainedModel:
+    """The backbone (`PeterRecModel`, `CmnRecModel`, ...: its model type's `backbone_class`) inside any model of
+    the family, or the model itself."""
+    config = getattr(model, "config", None)
+    record = model_type_of(config) if config is not None else None
+    backbone = getattr(model, "base_model", None)
+    if record is None or not isinstance(backbone, backbone_class(record)):
+        raise TypeError(f"Expected a model of the PeterRec family, got {type(model).__name__}.")
     return backbone
 
 
-def base_weight_names(backbone: PeterRecModel) -> list[str]:
+def _is_task_owned(name: str) -> bool:
+    """A name (relative to the backbone) of some task's patch or task-owned copy, not of the backbone's own."""
+    return ".patches." in f".{name}" or name.startswith("tcl_embeddings.")
+
+
+def base_weight_names(backbone: nn.Module) -> list[str]:
     """Names of the backbone's own weights, without any task's patches or task-owned copies."""
-    return [
-        name
-        for name in backbone.state_dict()
-        if ".patches." not in name and not name.startswith("tcl_embeddings.")
-    ]
+    return [name for name in backbone.state_dict() if not _is_task_owned(name)]
 
 
-def backbone_fingerprint(backbone: PeterRecModel) -> str:
+def backbone_fingerprint(backbone: nn.Module) -> str:
     """SHA-256 over the names, shapes, dtypes and bytes of the backbone's own weights."""
     digest = hashlib.sha256()
     state = backbone.state_dict()
@@ -85,7 +92,7 @@ def backbone_fingerprint(backbone: PeterRecModel) -> str:
     return digest.hexdigest()
 
 
-def _build_head_model(backbone: PeterRecModel, spec: PatchConfig) -> PeterRecPreTrainedModel:
+def _build_head_model(backbone: PreTrainedModel, spec: PatchConfig) -> PreTrainedModel:
     """The task model around an existing backbone: the new head is initialised, the backbone is shared as it is."""
     fields = {key: value for key, value in backbone.config.to_dict().items() if key not in _NOT_ARCHITECTURE}
     fields["readout"] = spec.readout
@@ -101,31 +108,35 @@ def _build_head_model(backbone: PeterRecModel, spec: PatchConfig) -> PeterRecPre
             ranking_loss=spec.ranking_loss,
             num_negatives=spec.num_negatives,
         )
-    config = PeterRecConfig(**fields)
+    config = type(backbone.config)(**fields)
     with torch.device("meta"):
-        model = getattr(modeling_peterrec, TASK_KINDS[spec.head].head)(config)
-    model.peterrec = backbone
+        model = head_class(model_type_of(config), spec.head)(config)
+    prefix = model.base_model_prefix
+    setattr(model, prefix, backbone)
     device = backbone.embed_items.weight.device
     for name, module in model.named_children():
-        if name != "peterrec":
+        if name != prefix:
             module.to_empty(device=device)
             for submodule in module.modules():
                 model._init_weights(submodule)
     return model.to(backbone.embed_items.weight.dtype)
 
 
-def _trainable_names(model: PeterRecPreTrainedModel, spec: PatchConfig) -> list[str]:
+def _trainable_names(model: PreTrainedModel, spec: PatchConfig) -> list[str]:
     """The parameters `spec.method` trains (`registry.METHODS`), by name in the task model."""
     method = spec.method_record
+    prefix = model.base_model_prefix
     names = [name for name, _ in model.named_parameters()]
-    head = [name for name in names if not name.startswith("peterrec.")]
+    head = [name for name in names if not name.startswith(f"{prefix}.")]
     if method.adds_patches:
-        own = (f".patches.{spec.task}.", f"peterrec.tcl_embeddings.{spec.task}")
+        own = (f".patches.{spec.task}.", f"{prefix}.tcl_embeddings.{spec.task}")
         return [name for name in names if any(key in name for key in own)] + head
     if method.trained_layers == "all":
         return [name for name in names if ".patches." not in name and ".tcl_embeddings." not in name]
+    if method.trained_layers == "none":
+        return head
     last = len(backbone_of(model).blocks) - 1
-    prefixes = tuple(f"peterrec.blocks.{last}.{layer}." for layer in method.last_block_layers)
+    prefixes = tuple(f"{prefix}.blocks.{last}.{layer}." for layer in method.last_block_layers)
     return [name for name in names if prefixes and name.startswith(prefixes)] + head
 
 
@@ -137,7 +148,7 @@ def prepare_for_transfer(
     label_names: Sequence[str] | None = None,
     num_target_items: int | None = None,
     target_names: Sequence[str] | None = None,
-    insertion: str = "serial_two",
+    insertion: str | None = None,
     bottleneck_size: int | None = None,
     activation: str | None = None,
     train_layer_norms: Sequence[str] = (),
@@ -147,7 +158,7 @@ def prepare_for_transfer(
     ranking_loss: str = "bpr",
     num_negatives: int = 1,
     seed: int = 0,
-) -> tuple[PeterRecPreTrainedModel, TransferReport]:
+) -> tuple[PreTrainedModel, TransferReport]:
     """Prepares a pretrained backbone for one downstream task with one fine-tuning method.
 
     Adds the task head (a linear classifier, or a target-item table for cold-start ranking), adds the model
@@ -155,12 +166,14 @@ def prepare_for_transfer(
     methods, and sets `requires_grad` so that exactly the method's parameters train (`registry.METHODS`).
 
     Args:
-        backbone: a `PeterRecModel`, or any PeterRec model holding one (e.g. the pretraining model).
-        method: a name of `registry.METHODS`.
+        backbone: a backbone of the family (`PeterRecModel`, `CmnRecModel`), or any model holding one (e.g. the
+            pretraining model).
+        method: a name of `registry.METHODS` that applies to the backbone's model type (`ModelType.methods`).
         task: name under which the patch is registered (no '.').
         head: `"classification"` or `"ranking"` (`registry.TASK_KINDS`).
         label_names / num_target_items / target_names: the output space of the head.
-        insertion, bottleneck_size, activation: the model patch (methods that add patches only).
+        insertion, bottleneck_size, activation: the model patch (methods that add patches only); `insertion`
+            defaults to the model type's (`serial_two` for PeterRec, `controller_read` for CmnRec).
         train_layer_norms: block LayerNorms (`"norm1"`, `"norm2"`) the patching methods also train, as task-owned
             copies; the original code retrained `norm2`.
         train_tcl_embedding: the patching methods also train a task-owned `[TCL]` embedding.
@@ -176,13 +189,21 @@ def prepare_for_transfer(
     Returns:
         The task model (sharing `backbone`'s weights unless the method starts from a random backbone) and its
         parameter report.
+
+    Raises:
+        ValueError: the method or the insertion does not apply to the backbone's model type, or another argument
+            is invalid.
     """
     patched = choose(METHODS, method, "method").adds_patches
+    backbone = backbone_of(backbone)
+    record = model_type_of(backbone.config)
+    insertion = (insertion or record.default_insertion) if patched else None
+    model_type_supports(record, method, insertion)
     spec = PatchConfig(
         task=task,
         method=method,
         head=head,
-        insertion=insertion if patched else None,
+        insertion=insertion,
         bottleneck_size=bottleneck_size if patched else None,
         activation=activation if patched else None,
         train_layer_norms=list(train_layer_norms) if patched else [],
@@ -196,19 +217,27 @@ def prepare_for_transfer(
         num_negatives=num_negatives,
     )
     spec.validate()
-    return attach(backbone_of(backbone), spec, seed)
+    return attach(backbone, spec, seed)
+
+
+def _random_backbone(backbone: PreTrainedModel) -> PreTrainedModel:
+    """A freshly initialised backbone of the same architecture, without the patches its configuration builds in."""
+    config = copy.deepcopy(backbone.config)
+    if getattr(config, "patch_insertion", None) is not None:
+        config.patch_insertion = None
+    return type(backbone)(config)
 
 
 def attach(
-    backbone: PeterRecModel, spec: PatchConfig, seed: int = 0, fingerprint: str | None = None
-) -> tuple[PeterRecPreTrainedModel, TransferReport]:
+    backbone: PreTrainedModel, spec: PatchConfig, seed: int = 0, fingerprint: str | None = None
+) -> tuple[PreTrainedModel, TransferReport]:
     """Builds the task model that `spec` describes around `backbone` (see `prepare_for_transfer`).
 
     `fingerprint` is the backbone's, when the caller has computed it already."""
     torch.manual_seed(seed)
     method = spec.method_record
     if method.random_backbone:
-        backbone = PeterRecModel(PeterRecConfig(**{**backbone.config.to_dict(), "patch_insertion": None}))
+        backbone = _random_backbone(backbone)
         fingerprint = None
     spec.backbone_fingerprint = fingerprint or backbone_fingerprint(backbone)
     spec.backbone_repo_id = spec.backbone_repo_id or backbone.config.name_or_path or None
@@ -233,7 +262,7 @@ def attach(
     return model, transfer_report(model)
 
 
-def transfer_report(model: PeterRecPreTrainedModel) -> TransferReport:
+def transfer_report(model: PreTrainedModel) -> TransferReport:
     """Counts the trainable parameters and the whole model's (backbone, this task's patch and head)."""
     spec: PatchConfig = model.patch_config
     backbone = backbone_of(model)
@@ -241,7 +270,8 @@ def transfer_report(model: PeterRecPreTrainedModel) -> TransferReport:
 
     def other_task(name: str) -> bool:
         return any(
-            f".patches.{task}." in name or name == f"peterrec.tcl_embeddings.{task}" for task in others
+            f".patches.{task}." in name or name == f"{model.base_model_prefix}.tcl_embeddings.{task}"
+            for task in others
         )
 
     counted = [(name, p) for name, p in model.named_parameters() if not other_task(name)]

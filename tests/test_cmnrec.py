@@ -15,21 +15,24 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 import modeling_peterrec
 from modeling_peterrec import (
     CHUNK_RULES,
+    INSERTIONS,
     MODEL_TYPES,
+    TASK_KINDS,
     CmnRecConfig,
     CmnRecForNextItemPrediction,
     CmnRecForSequenceClassification,
     CmnRecModel,
 )
+from modeling_peterrec.model_types import config_class, pretraining_model_class
 from modeling_peterrec.modeling_cmnrec import (
     DNCMemory,
     allocation_weights,
-    build_pretraining_model,
     chunk_layout,
     chunk_tables,
     chunk_times,
     content_weights,
 )
+from modeling_peterrec.training import PretrainArguments
 from tests.test_remote_code import BACKBONE_SCRIPT, BATCH, HEAD_SEED, output, run_clean
 from tokenization import ItemTokenizer
 
@@ -406,16 +409,25 @@ def test_model_type_records_name_real_classes_and_files():
         assert config_class.model_type == model_type.name
         module = importlib.import_module(f"modeling_peterrec.{model_type.modeling_file}")
         assert getattr(module, model_type.pretraining_class).config_class is config_class
+        assert getattr(module, model_type.backbone_class).config_class is config_class
+        for head in (*model_type.task_heads.values(), model_type.masked_pretraining_class):
+            assert head is None or getattr(module, head).config_class is config_class
+        assert set(model_type.task_heads) == {kind.name for kind in TASK_KINDS.values() if kind.head}
+        assert INSERTIONS[model_type.default_insertion].model_type == model_type.name
 
 
-def test_build_pretraining_model_from_sizes():
-    model = build_pretraining_model(50, hidden_size=16, chunking="exc", memory_slots=2, num_read_heads=1)
-    assert isinstance(model, CmnRecForNextItemPrediction)
-    assert (model.config.controller_size, model.config.memory_width, model.config.embedding_size) == (
-        16,
-        16,
-        8,
+def test_pretrain_options_build_a_cmnrec_of_the_given_sizes():
+    """`pretrain --model_type cmnrec`: controller, memory width and embedding follow --hidden_size unless given."""
+    args = PretrainArguments(
+        model_type="cmnrec", hidden_size=16, chunking="exc", memory_slots=2, num_read_heads=1
     )
-    assert model.config.chunking == "exc" and model.config.num_read_heads == 1
+    record = MODEL_TYPES["cmnrec"]
+    config = config_class(record)(
+        vocab_size=50, **{name: getattr(args, name) for name in record.pretraining_fields}
+    )
+    model = pretraining_model_class(config)(config)
+    assert isinstance(model, CmnRecForNextItemPrediction)
+    assert (config.controller_size, config.memory_width, config.embedding_size) == (16, 16, 8)
+    assert config.chunking == "exc" and config.num_read_heads == 1
     ids = torch.randint(4, 50, (2, 7))
     assert torch.isfinite(model(ids, labels=ids).loss)

@@ -339,7 +339,7 @@ def test_pretraining_config_follows_the_model_type_and_its_overrides():
 
 def test_masked_pretraining_of_sasrec_is_refused():
     args = PretrainArguments(model_type="sasrec", objective="masked")
-    from modeling_peterrec.saving import pretraining_model_class
+    from modeling_peterrec.model_types import pretraining_model_class
 
     with pytest.raises(ValueError, match="--objective causal"):
         pretraining_model_class(pretraining_config(args, vocab_size=100))

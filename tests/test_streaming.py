@@ -145,15 +145,14 @@ def test_trainer_resume_continues_at_the_same_batch(log_and_table, tmp_path):
     from transformers import Trainer, TrainingArguments
 
     from modeling_peterrec.configuration_peterrec import PeterRecConfig
-    from modeling_peterrec.saving import pretraining_model_class
+    from modeling_peterrec.model_types import pretraining_model_class
 
     log, splits = log_and_table
     tokenizer = ItemTokenizer.from_sequences(splits["train"]["items"])
 
     def run(resume: str | None) -> list[list[int]]:
-        model = pretraining_model_class(True)(
-            PeterRecConfig(vocab_size=len(tokenizer), hidden_size=8, dilations=[1, 2])
-        )
+        config = PeterRecConfig(vocab_size=len(tokenizer), hidden_size=8, dilations=[1, 2])
+        model = pretraining_model_class(config)(config)
         seen: list[list[int]] = []
         model.register_forward_pre_hook(
             lambda module, args, kwargs: seen.extend(kwargs["input_ids"].tolist()), with_kwargs=True

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..registry import INSERTIONS, METHODS, TASK_KINDS, TaskKind, choose
+from ..registry import INSERTIONS, METHODS, TASK_KINDS, TaskKind, choose, insertions_of
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,7 @@ def research_plan(rqs: Iterable[int], tasks: Sequence[str]) -> dict[str, list[Co
         ]
         plan["rq4_insertion"] = [
             Configuration(INSERTION_TASK, "peterrec", "masked", insertion)
-            for insertion in INSERTIONS
+            for insertion in insertions_of("peterrec")
             if INSERTION_TASK in chosen
         ]
         plan["rq4_few_labels"] = [

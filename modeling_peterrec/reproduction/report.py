@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import write_json
-from ..registry import HEAD_TERMS, INSERTIONS, METHODS
+from ..registry import HEAD_TERMS, INSERTIONS, METHODS, insertions_of
 from ..reporting import markdown_table, plot_curves
 from .baselines import BASELINES
 from .plan import (
@@ -250,7 +250,7 @@ def render_report(report: dict[str, Any]) -> str:
                 ),
                 _share(results.get(Configuration(INSERTION_TASK, "peterrec", "masked", insertion).name)),
             ]
-            for insertion in INSERTIONS
+            for insertion in insertions_of("peterrec")
         ]
         section(
             f"RQ4: patch insertion on {TASK_TITLES[INSERTION_TASK]} (non-causal backbone; Table 7)",

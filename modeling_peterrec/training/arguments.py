@@ -65,7 +65,8 @@ class DataArguments:
 
 @dataclass
 class PretrainArguments(DataArguments):
-    """Backbone and objective of `pretrain` (defaults: the paper's causal backbone, Section 4.1)."""
+    """Backbone and objective of `pretrain` (defaults: the paper's causal backbone, Section 4.1). The fields that
+    configure the model are those its model type's record names (`ModelType.pretraining_fields`)."""
 
     model_type: str = field(
         default="peterrec",
@@ -90,6 +91,26 @@ class PretrainArguments(DataArguments):
         default_factory=lambda: list(PAPER_DILATIONS), metadata={"help": "One dilation per conv layer."}
     )
     kernel_size: int = field(default=3, metadata={"help": "Width of every dilated convolution."})
+    embedding_size: int | None = field(
+        default=None, metadata={"help": "CmnRec: item embedding size (default hidden_size / 2)."}
+    )
+    controller: Literal["lstm", "gru"] = field(
+        default="lstm", metadata={"help": "CmnRec: the RNN controller."}
+    )
+    controller_size: int | None = field(
+        default=None, metadata={"help": "CmnRec: controller hidden size (default hidden_size)."}
+    )
+    memory_slots: int = field(
+        default=4, metadata={"help": "CmnRec: memory slots m, also the number of chunks."}
+    )
+    memory_width: int | None = field(
+        default=None, metadata={"help": "CmnRec: width of a memory slot (default hidden_size)."}
+    )
+    num_read_heads: int = field(default=3, metadata={"help": "CmnRec: read heads of the memory."})
+    attention_size: int = field(default=64, metadata={"help": "CmnRec: size of the chunk attention."})
+    chunking: str = field(
+        default="tsc", metadata={"help": "CmnRec: chunk rule: none (every step, SRMN), pec, tsc or exc."}
+    )
     min_count: int = field(default=1, metadata={"help": "Keep items seen at least this often in training."})
     max_items: int | None = field(
         default=None, metadata={"help": "Keep at most this many items, the most frequent (default: all)."}
@@ -133,11 +154,28 @@ class PretrainArguments(DataArguments):
     )
 
     def __post_init__(self) -> None:
-        choose(MODEL_TYPES, self.model_type, "model type")
         if self.train_files and self.data_dir is not None:
             raise ValueError(
                 "Give --train_files (a streamed log) or --data_dir (a saved DatasetDict), not both."
             )
+        record = choose(MODEL_TYPES, self.model_type, "model type")
+        if not self.is_causal and record.masked_pretraining_class is None:
+            raise ValueError(
+                f"--objective masked is not available for --model_type {self.model_type}: it pretrains by "
+                "next-item prediction only (--objective causal)."
+            )
+        self.embedding_size = self.embedding_size or max(1, self.hidden_size // 2)
+        self.controller_size = self.controller_size or self.hidden_size
+        self.memory_width = self.memory_width or self.hidden_size
+
+    @property
+    def is_causal(self) -> bool:
+        return self.objective == "causal"
+
+    @property
+    def max_position_embeddings(self) -> int:
+        """The positions a model with learned position embeddings (SASRec) needs: `max_length`."""
+        return self.max_length
 
 
 @dataclass
@@ -153,9 +191,12 @@ class FinetuneArguments(DataArguments):
         },
     )
     method: str = field(default="peterrec", metadata={"help": f"One of {', '.join(METHODS)}."})
-    insertion: str = field(
-        default="serial_two",
-        metadata={"help": f"Where patches go (Figure 3): one of {', '.join(INSERTIONS)}."},
+    insertion: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Where patches go (Figure 3): one of {', '.join(INSERTIONS)} (default: the backbone's model "
+            "type's, serial_two for PeterRec, controller_read for CmnRec)."
+        },
     )
     bottleneck_size: int | None = field(
         default=None, metadata={"help": "Patch bottleneck (default hidden/8)."}
@@ -203,7 +244,8 @@ class FinetuneArguments(DataArguments):
     def __post_init__(self) -> None:
         require_backbone(self.backbone)
         choose(METHODS, self.method, "method")
-        choose(INSERTIONS, self.insertion, "insertion")
+        if self.insertion is not None:
+            choose(INSERTIONS, self.insertion, "insertion")
         if self.readout is not None:
             choose(READOUTS, self.readout, "readout")
         choose(HEAD_TERMS, self.head_terms, "head terms")

@@ -16,13 +16,11 @@ process or under `accelerate launch`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from transformers import (
-    AutoConfig,
     PreTrainedConfig,
     Trainer,
     TrainerCallback,
@@ -34,10 +32,11 @@ from transformers.utils import logging
 from .._io import write_json
 from ..data import MaskedItemCollator, NextItemCollator, align_labels
 from ..metrics import make_compute_metrics
-from ..modeling_peterrec import PeterRecForItemRanking
+from ..model_types import config_class, pretraining_model_class
+from ..modeling_peterrec import ItemRankingHead
 from ..patch_config import PATCH_WEIGHTS_NAME
 from ..registry import MODEL_TYPES, TASK_KINDS, choose
-from ..saving import load_backbone, load_patch, pretraining_model_class, save_backbone, save_patch
+from ..saving import load_backbone, load_patch, save_backbone, save_patch
 from ..tokenization_peterrec import ItemTokenizer, UnknownItems
 from ..transfer import prepare_for_transfer
 from .arguments import EvaluateArguments, FinetuneArguments, PretrainArguments
@@ -113,30 +112,15 @@ def push_finished_folder(
     return repo_id
 
 
-MODEL_TYPE_FIELDS: dict[str, Callable[[PretrainArguments], dict[str, Any]]] = {
-    "peterrec": lambda args: {"kernel_size": args.kernel_size, "dilations": args.dilations},
-    "sasrec": lambda args: {"max_position_embeddings": args.max_length},
-}
-"""The configuration fields of each model type (`registry.MODEL_TYPES`) that `pretrain`'s own arguments set,
-besides the vocabulary, hidden size, objective and loss they all share; `--config_overrides` sets any other."""
-
-
 def pretraining_config(args: PretrainArguments, vocab_size: int) -> PreTrainedConfig:
-    """The configuration of the `--model_type` model that `pretrain` builds: the shared fields, the model type's own
-    (`MODEL_TYPE_FIELDS`), then `--config_overrides`, checked once more after them."""
+    """The configuration of the `--model_type` model that `pretrain` builds: the vocabulary and the loss, the options
+    its record names (`ModelType.pretraining_fields`), then `--config_overrides`, checked once more after them."""
     record = choose(MODEL_TYPES, args.model_type, "model type")
-    if record.name not in MODEL_TYPE_FIELDS:
-        raise ValueError(
-            f"`pretrain` cannot build a {record.name} model yet; it builds {list(MODEL_TYPE_FIELDS)}."
-        )
-    config = AutoConfig.for_model(
-        record.name,
+    config = config_class(record)(
         vocab_size=vocab_size,
-        hidden_size=args.hidden_size,
-        is_causal=args.objective == "causal",
         pretraining_loss=args.pretraining_loss,
         num_sampled=min(args.num_sampled, vocab_size),
-        **MODEL_TYPE_FIELDS[record.name](args),
+        **{name: getattr(args, name) for name in record.pretraining_fields},
     )
     if args.config_overrides:
         config.update_from_string(args.config_overrides)
@@ -158,7 +142,7 @@ def pretrain(
     Resumes from `training_args.resume_from_checkpoint` (a checkpoint folder, or `last` for the newest complete
     one in `output_dir`).
     """
-    is_causal = args.objective == "causal"
+    is_causal = args.is_causal
     if args.train_files:
         streamed = streamed_pretraining_data(args, training_args)
         tokenizer, train, validation, test = (
@@ -201,6 +185,7 @@ def pretrain(
     )
     train_output, log_history, results = train_and_test(trainer, test, training_args)
     summary = {
+        "model_type": args.model_type,
         "objective": args.objective,
         "dataset": dataset,
         "num_parameters": model.num_parameters(),
@@ -209,8 +194,7 @@ def pretrain(
         **results,
         "config": {
             "model_type": config.model_type,
-            "hidden_size": config.hidden_size,
-            **MODEL_TYPE_FIELDS[config.model_type](args),
+            **{name: getattr(args, name) for name in MODEL_TYPES[args.model_type].pretraining_fields},
             "max_length": args.max_length,
             "overrides": args.config_overrides,
         },
@@ -365,11 +349,11 @@ def evaluate(args: EvaluateArguments, training_args: TrainingArguments) -> dict[
     trainer, evaluated, summary = run(args, training_args, backbone, tokenizer)
     metrics = strip_prefix(trainer.evaluate(evaluated, metric_key_prefix=args.split), args.split)
     summary.update(split=args.split, metrics=metrics)
-    if isinstance(trainer.model, PeterRecForItemRanking):
+    if isinstance(trainer.model, ItemRankingHead):
         summary["full_ranking"] = full_ranking_test_metrics(trainer, evaluated)
     if trainer.is_world_process_zero():
         write_json(Path(training_args.output_dir) / METRICS_FILE, summary)
     return summary
 
 
-__all__ = ["MODEL_TYPE_FIELDS", "evaluate", "finetune", "pretrain", "pretraining_config", "train_and_test"]
+__all__ = ["evaluate", "finetune", "pretrain", "pretraining_config", "train_and_test"]
