@@ -147,3 +147,25 @@ def test_wide_term_is_saved_in_the_patch_and_served_per_row(tmp_path):
         for row, task in enumerate(per_row):
             own = alone[task](input_ids=ids[row : row + 1]).logits[0]
             torch.testing.assert_close(mixed[row], own, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["classification", "ranking"])
+def test_head_terms_on_the_cmnrec_user_model(head, tmp_path):
+    from tests.test_cmnrec_transfer import batch as cmnrec_batch
+    from tests.test_cmnrec_transfer import pretrained as cmnrec_backbone
+
+    kwargs = dict(label_names=["a", "b", "c"]) if head == "classification" else dict(num_target_items=7)
+    ids = cmnrec_batch(2)["input_ids"]
+    logits = {}
+    for terms in ("deep", "wide_deep"):
+        model, _ = prepare_for_transfer(cmnrec_backbone(), "peterrec", "t", head, head_terms=terms, **kwargs)
+        with torch.no_grad():
+            logits[terms] = model.task_logits(ids)
+    assert torch.equal(logits["deep"], logits["wide_deep"])
+    assert WIDE <= declared_sets(model)
+    randomize_trainable(model)
+    save_patch(model, tmp_path / "patch")
+    loaded = load_patch(tmp_path / "patch", cmnrec_backbone())
+    with torch.no_grad():
+        assert torch.equal(model.task_logits(ids), loaded.task_logits(ids))
+        assert not torch.equal(model.task_logits(ids), logits["deep"])

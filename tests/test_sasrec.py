@@ -338,11 +338,12 @@ def test_pretraining_config_follows_the_model_type_and_its_overrides():
 
 
 def test_masked_pretraining_of_sasrec_is_refused():
-    args = PretrainArguments(model_type="sasrec", objective="masked")
+    with pytest.raises(ValueError, match="--objective causal"):
+        PretrainArguments(model_type="sasrec", objective="masked")
     from modeling_peterrec.model_types import pretraining_model_class
 
-    with pytest.raises(ValueError, match="--objective causal"):
-        pretraining_model_class(pretraining_config(args, vocab_size=100))
+    with pytest.raises(ValueError, match="causal objective"):
+        pretraining_model_class(SASRecConfig(vocab_size=100, is_causal=False))
 
 
 @pytest.mark.slow
