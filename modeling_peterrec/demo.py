@@ -22,7 +22,7 @@ from transformers.utils import logging
 
 from ._io import write_json
 from .data import load_task, prepare_movielens
-from .registry import TASK_KINDS
+from .registry import HEAD_TERMS, TASK_KINDS
 from .reporting import plot_comparison, replace_block
 from .training.arguments import FinetuneArguments, PeterRecTrainingArguments, PretrainArguments
 from .training.pipelines import finetune, pretrain
@@ -37,25 +37,42 @@ DEMO_PRETRAINING = {"pretraining_loss": "sampled_softmax", "num_sampled": 512}
 
 @dataclass(frozen=True)
 class DemoRun:
-    """One fine-tuning of the demo: a task, a method and the readout of its user vectors (Figure 2)."""
+    """One fine-tuning of the demo: a task, a method, the readout of its user vectors (Figure 2) and the terms its
+    head adds up (`registry.HEAD_TERMS`)."""
 
     task: str
     method: str
     readout: str = "tcl"
+    head_terms: str = "deep"
 
     @property
     def name(self) -> str:
-        return self.method if self.readout == "tcl" else f"{self.method}, {self.readout} readout"
+        if not HEAD_TERMS[self.head_terms].deep:
+            return f"{self.head_terms} term only"
+        parts = [self.method]
+        if self.readout != "tcl":
+            parts.append(f"{self.readout} readout")
+        if self.head_terms != "deep":
+            parts.append(self.head_terms.replace("_", " & "))
+        return ", ".join(parts)
+
+    @property
+    def folder(self) -> str:
+        return "-".join((self.task, self.method, self.readout, self.head_terms))
 
 
 DEMO_RUNS = (
     DemoRun("genest", "peterrec"),
-    DemoRun("genest", "peterrec", "mean"),
+    DemoRun("genest", "peterrec", "attention"),
+    DemoRun("genest", "fine_cls", head_terms="wide"),
+    DemoRun("genest", "peterrec", "attention", "wide_deep"),
     DemoRun("genest", "fine_all"),
     DemoRun("coldrec", "peterrec"),
     DemoRun("coldrec", "fine_all"),
 )
-"""PeterRec (the paper's [TCL] readout, and the whole-history mean) beside FineAll, for GenEst and ColdRec."""
+"""PeterRec (the paper's [TCL] readout, and the whole-history attention pooling) beside FineAll, for GenEst and
+ColdRec; on GenEst also the wide term over the item bag alone and added to PeterRec's head (wide & deep), which
+shows what the backbone adds to a linear model of the items (docs/transfer.md)."""
 RESULTS_FILE = "demo_results.json"
 COMPARISON_FILE = "comparison.png"
 DOCS_BLOCK = "demo"
@@ -170,12 +187,11 @@ def run_demo(
                     task=task,
                     method=run.method,
                     readout=run.readout,
+                    head_terms=run.head_terms,
                     allow_unknown_items=True,
                     **data,
                 ),
-                _demo_training_arguments(
-                    output_dir / f"{task}-{run.method}-{run.readout}", finetune_epochs, 64, seed
-                ),
+                _demo_training_arguments(output_dir / run.folder, finetune_epochs, 64, seed),
             )
             kind = TASK_KINDS[result["task_kind"]]
             rows.append(
@@ -231,7 +247,7 @@ def where_and_how(
     users = [list(history)]
     return "\n".join(
         [
-            f"Backbone: {backbone}; patches: {output_dir}/<task>-<method>-<readout>/patch; table: "
+            f"Backbone: {backbone}; patches: {output_dir}/<task>-<method>-<readout>-<head terms>/patch; table: "
             f"{output_dir / RESULTS_FILE}; plot: {output_dir / COMPARISON_FILE}.",
             "Recommendations and predictions from them:",
             "",

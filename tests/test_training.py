@@ -564,3 +564,15 @@ def test_pipeline_trainer_applies_the_pipelines_policies(tmp_path):
     assert not trainer.args.push_to_hub and arguments.push_to_hub
     stops = [c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)]
     assert len(stops) == 1 and stops[0].early_stopping_patience == 2
+
+
+def test_demo_runs_name_their_readout_and_head_terms():
+    from modeling_peterrec.demo import DEMO_RUNS, DemoRun
+
+    assert DemoRun("genest", "peterrec").name == "peterrec"
+    assert (
+        DemoRun("genest", "peterrec", "attention", "wide_deep").name
+        == "peterrec, attention readout, wide & deep"
+    )
+    assert DemoRun("genest", "fine_cls", head_terms="wide").name == "wide term only"
+    assert len({run.folder for run in DEMO_RUNS}) == len(DEMO_RUNS)
