@@ -4,9 +4,9 @@ One step = forward, next-item loss, backward and an Adam step, on synthetic item
 at three sizes, all hidden 64:
 - `demo`: the demo's backbone (`demo.DEMO_BACKBONE`: 8 layers, length 50) and loss (`demo.DEMO_PRETRAINING`:
   sampled softmax, 512 candidates), batch 64, 3,504 items (the ColdRec source domain);
-- `cpu`: the reproduction's `cpu` preset (`plan.PRESETS["cpu"]`: 8 layers, length 50, batch 64), full softmax
-  over 3,710 items;
-- `long`: the backbone of docs/transfer.md (12 layers, length 200, batch 64), full softmax over 3,710 items.
+- `cpu`: the reproduction's former `cpu` preset (8 layers, length 50, batch 64), full softmax over 3,710 items;
+- `long`: the backbone of docs/transfer.md, the reproduction's `cpu` preset since (`plan.PRESETS["cpu"]`: 12
+  layers, length 200, batch 64), full softmax over 3,710 items.
 
 Implementations, each timed in the same process, in interleaved rounds so that a busy machine slows all alike:
 - `peterrec`: `PeterRecForNextItemPrediction` with its own loss (`model(ids, labels=ids).loss`), fp32;
@@ -15,7 +15,9 @@ Implementations, each timed in the same process, in interleaved rounds so that a
   `F.cross_entropy` (fp32); `plain_bf16`: the same under bf16 autocast;
 - `recbole`: RecBole's `NextItNet` (`calculate_loss`, CE loss), when RecBole imports. It predicts the last
   position of each sequence only (RecBole trains on every prefix as its own sequence), so compare it per target;
-- `cmnrec-<rule>` (`--cmnrec`): CmnRec of `cmnrec_speed.py`'s demo size with m = 4 slots, for each chunk rule.
+- `cmnrec-<rule>` (`--cmnrec`): CmnRec of `cmnrec_speed.py`'s demo size with m = 4 slots, for each chunk rule;
+- `sasrec` (`--sasrec`): SASRec (`SASRecForNextItemPrediction`) of the size's width and length, 2 blocks of 2
+  heads, with the size's loss.
 `--compile` adds the `peterrec` rows with the backbone under `torch.compile`.
 
 The run also times the training collator (`NextItemCollator`) on rows of the size's length: the Trainer calls it
@@ -36,9 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from modeling_peterrec.configuration_peterrec import PeterRecConfig
+from modeling_peterrec.configuration_sasrec import SASRecConfig
 from modeling_peterrec.data.collators import NextItemCollator
 from modeling_peterrec.demo import DEMO_BACKBONE, DEMO_PRETRAINING
 from modeling_peterrec.modeling_peterrec import PeterRecForNextItemPrediction
+from modeling_peterrec.modeling_sasrec import SASRecForNextItemPrediction
 from modeling_peterrec.reproduction.plan import PRESETS
 from tokenization import ItemTokenizer
 
@@ -58,18 +62,18 @@ SIZES = {
     },
     "cpu": {
         "vocab_size": ML1M_VOCAB,
-        "hidden_size": PRESETS["cpu"].hidden_size,
-        "dilations": list(PRESETS["cpu"].dilations),
-        "length": PRESETS["cpu"].max_length,
-        "batch_size": PRESETS["cpu"].pretrain_batch_size,
+        "hidden_size": 64,
+        "dilations": [1, 2, 4, 8] * 2,
+        "length": 50,
+        "batch_size": 64,
         "pretraining_loss": "full_softmax",
     },
     "long": {
         "vocab_size": ML1M_VOCAB,
-        "hidden_size": 64,
-        "dilations": [1, 2, 4, 8] * 3,
-        "length": 200,
-        "batch_size": 64,
+        "hidden_size": PRESETS["cpu"].hidden_size,
+        "dilations": list(PRESETS["cpu"].dilations),
+        "length": PRESETS["cpu"].max_length,
+        "batch_size": PRESETS["cpu"].pretrain_batch_size,
         "pretraining_loss": "full_softmax",
     },
 }
@@ -164,7 +168,7 @@ def recbole_loss(size: dict) -> tuple[nn.Module, Callable[[torch.Tensor], torch.
     return model, loss
 
 
-def implementations(size: dict, bf16: bool, compile_backbone: bool, cmnrec: bool) -> dict:
+def implementations(size: dict, bf16: bool, compile_backbone: bool, cmnrec: bool, sasrec: bool) -> dict:
     """name -> (model, loss of a batch of ids, bf16 autocast, predicted targets per row)."""
     length = size["length"]
     config = PeterRecConfig(
@@ -201,6 +205,19 @@ def implementations(size: dict, bf16: bool, compile_backbone: bool, cmnrec: bool
                 False,
                 length - 1,
             )
+    if sasrec:
+        model = SASRecForNextItemPrediction(
+            SASRecConfig(
+                vocab_size=size["vocab_size"],
+                hidden_size=size["hidden_size"],
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                max_position_embeddings=length,
+                pretraining_loss=size["pretraining_loss"],
+                num_sampled=size.get("num_sampled", 8192),
+            )
+        ).train()
+        runs["sasrec"] = (model, lambda ids: model(ids, labels=ids).loss, False, length - 1)
     return runs
 
 
@@ -280,7 +297,7 @@ def cpu_has_bf16() -> bool:
 def benchmark_size(name: str, args: argparse.Namespace, bf16: bool) -> list[dict]:
     size = SIZES[name]
     torch.manual_seed(0)
-    runs = implementations(size, bf16, args.compile, args.cmnrec)
+    runs = implementations(size, bf16, args.compile, args.cmnrec, args.sasrec)
     input_ids = torch.randint(4, size["vocab_size"], (size["batch_size"], size["length"]))
     steps = {
         label: make_step(model, loss, use_bf16, input_ids)
@@ -326,6 +343,7 @@ def main() -> None:
         "--compile", action="store_true", help="add the peterrec rows with a compiled backbone"
     )
     parser.add_argument("--cmnrec", action="store_true", help="add CmnRec's rows (each chunk rule)")
+    parser.add_argument("--sasrec", action="store_true", help="add SASRec's row")
     parser.add_argument(
         "--no-bf16", action="store_true", help="skip the bf16 rows even where the CPU has bf16"
     )
