@@ -5,7 +5,8 @@ Where each concept lives (one job per file):
 - `registry.py`: one record per fine-tuning method, patch insertion, task kind and readout.
 - `configuration_peterrec.py`, `modeling_peterrec.py`, `loss_peterrec.py`: the model family (the paper).
 - `configuration_cmnrec.py`, `modeling_cmnrec.py`: CmnRec, the family's chunk-accelerated memory network.
-- `configuration_sasrec.py`, `modeling_sasrec.py`: SASRec, a causal self-attention (Transformer) user model.
+- `configuration_sasrec.py`, `modeling_sasrec.py`: SASRec, a causal self-attention (Transformer) user model, and
+  its task heads.
 - `model_types.py`: the classes each model type's record (`registry.MODEL_TYPES`) names.
 - `tokenization_peterrec.py`: the item tokenizer (`[PAD]` `[UNK]` `[MASK]` `[TCL]`), re-exported by `tokenization/`.
 - `patch_config.py`: the one description of a task patch (`patch_config.json`) and its format versions.
@@ -45,6 +46,7 @@ from .modeling_peterrec import (
     PeterRecPreTrainedModel,
 )
 from .modeling_sasrec import (
+    SASRecForItemRanking,
     SASRecForNextItemPrediction,
     SASRecForSequenceClassification,
     SASRecModel,
@@ -114,6 +116,7 @@ __all__ = [
     "PeterRecModel",
     "PeterRecPreTrainedModel",
     "SASRecConfig",
+    "SASRecForItemRanking",
     "SASRecForNextItemPrediction",
     "SASRecForSequenceClassification",
     "SASRecModel",

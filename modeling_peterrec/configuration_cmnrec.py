@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .configuration_peterrec import PATCH_ACTIVATIONS, PRETRAINING_LOSSES, RANKING_LOSSES
+from .configuration_peterrec import PRETRAINING_LOSSES, check_task_fields
 from .configuration_utils import FieldChecks
-from .registry import CHUNK_RULES, HEAD_TERMS, READOUTS
+from .registry import CHUNK_RULES
 
 CONTROLLERS = ("lstm", "gru")
 """The RNN controllers of Section 3 (a one-layer LSTM or GRU)."""
@@ -166,16 +166,9 @@ class CmnRecConfig(FieldChecks, PreTrainedConfig):
                 "hidden_size",
                 "num_sampled",
                 "loss_chunk_size",
-                "num_negatives",
-                "patch_bottleneck_size",
             )
         )
-        if self.num_target_items < 0:
-            raise ValueError(f"CmnRecConfig.num_target_items must be >= 0, got {self.num_target_items!r}.")
-        self._check_choice("readout", self.readout, tuple(READOUTS))
-        self._check_choice("head_terms", self.head_terms, tuple(HEAD_TERMS))
-        self._check_choice("ranking_loss", self.ranking_loss, RANKING_LOSSES)
-        self._check_choice("patch_activation", self.patch_activation, PATCH_ACTIVATIONS)
+        check_task_fields(self)
         self._check_choice("controller", self.controller, CONTROLLERS)
         self._check_choice("chunking", self.chunking, tuple(CHUNK_RULES))
         self._check_choice("pretraining_loss", self.pretraining_loss, PRETRAINING_LOSSES)

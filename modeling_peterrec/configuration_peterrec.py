@@ -19,6 +19,20 @@ PRETRAINING_LOSSES = ("full_softmax", "sampled_softmax")
 RANKING_LOSSES = ("bpr", "binary", "full_softmax")
 
 
+def check_task_fields(config: FieldChecks) -> None:
+    """Checks the fields every model type of the family has for its task heads and patches: `readout`,
+    `head_terms`, `num_target_items`, `ranking_loss`, `num_negatives`, `patch_bottleneck_size`, `patch_activation`."""
+    config._check_positive_integers(("patch_bottleneck_size", "num_negatives"))
+    if config.num_target_items < 0:
+        raise ValueError(
+            f"{type(config).__name__}.num_target_items must be >= 0, got {config.num_target_items!r}."
+        )
+    config._check_choice("readout", config.readout, tuple(READOUTS))
+    config._check_choice("head_terms", config.head_terms, tuple(HEAD_TERMS))
+    config._check_choice("ranking_loss", config.ranking_loss, RANKING_LOSSES)
+    config._check_choice("patch_activation", config.patch_activation, PATCH_ACTIVATIONS)
+
+
 class PeterRecConfig(FieldChecks, PreTrainedConfig):
     r"""
     Configuration of a PeterRec backbone (a NextItNet-style stack of dilated residual blocks) and of its task heads.
@@ -179,14 +193,11 @@ class PeterRecConfig(FieldChecks, PreTrainedConfig):
                 "vocab_size",
                 "hidden_size",
                 "kernel_size",
-                "patch_bottleneck_size",
                 "num_sampled",
                 "loss_chunk_size",
-                "num_negatives",
             )
         )
-        if self.num_target_items < 0:
-            raise ValueError(f"PeterRecConfig.num_target_items must be >= 0, got {self.num_target_items!r}.")
+        check_task_fields(self)
         if not self.dilations or any(not isinstance(d, int) or d <= 0 for d in self.dilations):
             raise ValueError(
                 f"PeterRecConfig.dilations must be a non-empty list of positive integers, got "
@@ -198,12 +209,8 @@ class PeterRecConfig(FieldChecks, PreTrainedConfig):
                 f"block), got {len(self.dilations)}: {self.dilations!r}."
             )
         self._check_choice("patch_insertion", self.patch_insertion, (None, *INSERTION_MODES))
-        self._check_choice("patch_activation", self.patch_activation, PATCH_ACTIVATIONS)
-        self._check_choice("readout", self.readout, tuple(READOUTS))
-        self._check_choice("head_terms", self.head_terms, tuple(HEAD_TERMS))
-        self._check_choice("ranking_loss", self.ranking_loss, RANKING_LOSSES)
         self._check_choice("pretraining_loss", self.pretraining_loss, PRETRAINING_LOSSES)
         self._check_special_token_ids()
 
 
-__all__ = ["PeterRecConfig", "INSERTION_MODES", "PAPER_DILATIONS"]
+__all__ = ["PeterRecConfig", "INSERTION_MODES", "PAPER_DILATIONS", "check_task_fields"]

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from .configuration_peterrec import PRETRAINING_LOSSES
+from .configuration_peterrec import PRETRAINING_LOSSES, check_task_fields
 from .configuration_utils import FieldChecks
-from .registry import READOUTS
 
 FEED_FORWARD_ACTIVATIONS = ("relu", "gelu")
 """Activations of the point-wise feed-forward network: the paper's ReLU (Section III-B), or GELU."""
@@ -55,6 +54,18 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
         readout (`str`, defaults to `"tcl"`):
             How a user vector is read from the hidden states (`registry.READOUTS`): `"tcl"` reads the last position
             (the `[TCL]` a task input ends with; for the causal model the state that has attended to every item).
+            Each task may choose its own at transfer (`prepare_for_transfer(..., readout=...)`).
+        head_terms (`str`, defaults to `"deep"`):
+            What a task head adds up (`registry.HEAD_TERMS`): the user vector through the output layer, a linear
+            term over the bag of the user's items, or both (`PeterRecConfig.head_terms`). Chosen per task at
+            transfer.
+        num_target_items, ranking_loss, num_negatives (`int`, `str`, `int`, defaults to 0, `"bpr"`, 1):
+            The cold-start ranking head ([`SASRecForItemRanking`]), as in `PeterRecConfig`.
+        patch_bottleneck_size (`int`, *optional*):
+            Inner width of a task's model patches (PeterRec's Figure 3(f)) after each sub-layer of every block
+            (insertion `"sublayers"`); defaults to `hidden_size // 8`.
+        patch_activation (`str`, defaults to `"gelu"`):
+            Activation inside the model patches, one of `"gelu"`, `"gelu_tanh"`, `"relu"`.
         pretraining_loss (`str`, defaults to `"full_softmax"`):
             Next-item objective: `"full_softmax"` (computed in chunks of rows) or `"sampled_softmax"`.
         num_sampled (`int`, defaults to 8192):
@@ -86,6 +97,12 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
         mask_token_id: int = 2,
         tcl_token_id: int = 3,
         readout: str = "tcl",
+        head_terms: str = "deep",
+        num_target_items: int = 0,
+        ranking_loss: str = "bpr",
+        num_negatives: int = 1,
+        patch_bottleneck_size: int | None = None,
+        patch_activation: str = "gelu",
         pretraining_loss: str = "full_softmax",
         num_sampled: int = 8192,
         loss_chunk_size: int = 4096,
@@ -107,6 +124,12 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
         self.mask_token_id = mask_token_id
         self.tcl_token_id = tcl_token_id
         self.readout = readout
+        self.head_terms = head_terms
+        self.num_target_items = num_target_items
+        self.ranking_loss = ranking_loss
+        self.num_negatives = num_negatives
+        self.patch_bottleneck_size = patch_bottleneck_size or max(1, hidden_size // 8)
+        self.patch_activation = patch_activation
         self.pretraining_loss = pretraining_loss
         self.num_sampled = num_sampled
         self.loss_chunk_size = loss_chunk_size
@@ -150,7 +173,7 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
                 raise ValueError(f"SASRecConfig.{name} must be a probability in [0, 1), got {value!r}.")
         self._check_choice("is_causal", self.is_causal, (True, False))
         self._check_choice("hidden_act", self.hidden_act, FEED_FORWARD_ACTIVATIONS)
-        self._check_choice("readout", self.readout, tuple(READOUTS))
+        check_task_fields(self)
         self._check_choice("pretraining_loss", self.pretraining_loss, PRETRAINING_LOSSES)
         self._check_special_token_ids()
 

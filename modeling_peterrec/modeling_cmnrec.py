@@ -25,23 +25,23 @@ from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_cmnrec import CmnRecConfig
-from .configuration_peterrec import PATCH_ACTIVATIONS
 from .modeling_peterrec import (
+    ClassificationHead,
     ItemBagTerm,
     ItemPredictionOutput,
     ItemRankingHead,
-    ModelPatch,
-    PatchKind,
+    PatchedTaskModel,
+    SlotPatches,
     UserTask,
 )
 from .modeling_utils import (
@@ -49,10 +49,9 @@ from .modeling_utils import (
     FullAutoMapMixin,
     ItemPredictionMixin,
     check_item_ids,
-    classification_loss,
     init_truncated_normal,
 )
-from .registry import CHUNK_RULES, INSERTIONS, insertions_of, require_implemented
+from .registry import CHUNK_RULES, insertions_of, require_implemented
 
 AUTO_CLASSES = {
     "AutoModel": "CmnRecModel",
@@ -336,7 +335,7 @@ require_implemented(insertions_of("cmnrec"), PATCH_WIDTHS, "modeling_cmnrec PATC
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class CmnRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
+class CmnRecPreTrainedModel(PatchedTaskModel, FullAutoMapMixin, PreTrainedModel):
     """Base class: configuration, weight initialisation and loading."""
 
     config_class = CmnRecConfig
@@ -346,14 +345,6 @@ class CmnRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
     # forward takes no **kwargs; Trainer must not rescale the loss by the number of processes.
     accepts_loss_kwargs = False
     _keys_to_ignore_on_load_unexpected = PRETRAINING_HEAD_KEYS
-    patch_config = None
-
-    @property
-    def patch_name(self) -> str | None:
-        """The patch this model runs its user model with: its transfer patch's task, or None."""
-        if self.patch_config is not None and self.patch_config.task in self.base_model.patch_kinds:
-            return self.patch_config.task
-        return None
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -364,13 +355,15 @@ class CmnRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
             module.reset_parameters()
 
 
-class CmnRecModel(CmnRecPreTrainedModel):
+class CmnRecModel(SlotPatches, CmnRecPreTrainedModel):
     """The user model: item embedding -> RNN controller -> memory accessed at chunk times -> feed-forward output.
 
     Returns, per position, the output over the controller state and the latest read (`last_hidden_state`), and
     the user vector: the output at the last position, which holds the final read and controller state
     (`pooler_output`; sequences are left-padded, so the last position is the user's latest item).
     """
+
+    patch_widths = PATCH_WIDTHS
 
     def __init__(self, config: CmnRecConfig):
         super().__init__(config)
@@ -381,58 +374,12 @@ class CmnRecModel(CmnRecPreTrainedModel):
         self.chunk_attention = ChunkAttention(config) if config.chunking != "none" else None
         self.output_projection = nn.Linear(config.controller_size + config.read_size, config.hidden_size)
         self.patches = nn.ModuleDict()
-        self.patch_kinds: dict[str, PatchKind] = {}
+        self._init_patches()
         self.post_init()
 
-    def add_patch(
-        self,
-        task: str,
-        insertion: str = "controller_read",
-        bottleneck_size: int | None = None,
-        activation: str | None = None,
-        layer_norms: Sequence[str] = (),
-        tcl_embedding: bool = False,
-    ) -> None:
-        """Adds `task`'s model patches (PeterRec's Figure 3(f), zero up-projection: the identity at the start) on the
-        slots of `insertion` (`registry.INSERTIONS`): the controller output and the memory read.
-
-        `layer_norms` and `tcl_embedding` are PeterRec's (block LayerNorms, a task-owned `[TCL]`); CmnRec has no
-        block LayerNorm and keeps the shared `[TCL]`, so they must be empty."""
-        if not task or "." in task:
-            raise ValueError(f"Patch name {task!r} must be non-empty and contain no '.'.")
-        if task in self.patch_kinds:
-            raise ValueError(
-                f"A patch named {task!r} already exists; remove it first or choose another name."
-            )
-        if layer_norms or tcl_embedding:
-            raise ValueError(
-                "CmnRec patches train no LayerNorm copies or [TCL] embedding (train_layer_norms, "
-                "train_tcl_embedding are PeterRec's)."
-            )
-        CmnRecConfig._check_choice("insertion", insertion, tuple(PATCH_WIDTHS))
-        bottleneck_size = bottleneck_size or self.config.patch_bottleneck_size
-        activation = activation or self.config.patch_activation
-        CmnRecConfig._check_choice("patch_activation", activation, PATCH_ACTIVATIONS)
-        if not isinstance(bottleneck_size, int) or bottleneck_size <= 0:
-            raise ValueError(f"bottleneck_size must be a positive integer, got {bottleneck_size!r}.")
-        patches = nn.ModuleDict(
-            {
-                slot: ModelPatch(PATCH_WIDTHS[insertion][slot](self.config), bottleneck_size, activation)
-                for slot in INSERTIONS[insertion].slots
-            }
-        )
-        for module in patches.modules():
-            self._init_weights(module)
-        weight = self.output_projection.weight
-        self.patches[task] = patches.to(device=weight.device, dtype=weight.dtype)
-        self.patch_kinds[task] = PatchKind(insertion, bottleneck_size, activation)
-
-    def remove_patch(self, task: str) -> None:
-        """Removes `task`'s patches."""
-        if task not in self.patch_kinds:
-            raise KeyError(f"No patch named {[task]}; this user model has {sorted(self.patch_kinds)}.")
-        del self.patches[task]
-        del self.patch_kinds[task]
+    def patch_holders(self) -> list[nn.ModuleDict]:
+        """One holder: the controller-output and memory-read patches of each task (`patches.<task>.<slot>`)."""
+        return [self.patches]
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_items
@@ -467,7 +414,7 @@ class CmnRecModel(CmnRecPreTrainedModel):
                 else torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
             )
         mask = attention_mask.bool()
-        patches = self._patches(patch)
+        patches = self.patches[patch] if self._check_patch(patch) is not None else {}
         controller_states = self._run_controller(inputs_embeds, mask)
         if "controller" in patches:
             # Re-masked: pad steps keep the zero state, so the patch cannot make padding visible.
@@ -480,15 +427,6 @@ class CmnRecModel(CmnRecPreTrainedModel):
         if not return_dict:
             return hidden, user
         return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=user)
-
-    def _patches(self, patch: str | None) -> nn.ModuleDict:
-        if patch is None:
-            return nn.ModuleDict()
-        if not isinstance(patch, str):
-            raise ValueError("CmnRec runs one task's patch per call; pass a task name, not one per row.")
-        if patch not in self.patch_kinds:
-            raise KeyError(f"No patch named {[patch]}; this user model has {sorted(self.patch_kinds)}.")
-        return self.patches[patch]
 
     def _run_controller(self, embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Controller states at every position; a pad position repeats the state before it (zeros before the
@@ -579,37 +517,14 @@ class CmnRecForUserTask(UserTask, CmnRecPreTrainedModel):
         self._add_head_terms(config, num_outputs)
 
 
-class CmnRecForSequenceClassification(CmnRecForUserTask):
+class CmnRecForSequenceClassification(ClassificationHead, CmnRecForUserTask):
     """User-profile prediction from the CmnRec user vector with a linear layer (and/or the wide term,
     `config.head_terms`), trained with softmax cross-entropy (the downstream tasks of PeterRec, Section 3.3)."""
 
     def __init__(self, config: CmnRecConfig):
         super().__init__(config, config.num_labels)
-        self.num_labels = config.num_labels
-        self.classifier = (
-            nn.Linear(config.hidden_size, config.num_labels) if self.readout is not None else None
-        )
+        self._add_classifier(config)
         self.post_init()
-
-    def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        """Class logits of (batch, hidden) user vectors."""
-        return self.classifier(users)
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        return_dict: bool | None = None,
-    ) -> SequenceClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        logits = self.task_logits(input_ids, attention_mask)
-        loss = None
-        if labels is not None:
-            loss = classification_loss(logits, labels, self.num_labels)
-        if not return_dict:
-            return tuple(v for v in (loss, logits) if v is not None)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
 class CmnRecForItemRanking(ItemRankingHead, CmnRecForUserTask):

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, ModelOutput, SequenceClassifierOutput
 
@@ -31,7 +31,7 @@ from .modeling_utils import (
     classification_loss,
     init_truncated_normal,
 )
-from .registry import HEAD_TERMS, INSERTIONS, READOUTS, require_implemented, tcl_position
+from .registry import HEAD_TERMS, INSERTIONS, MODEL_TYPES, READOUTS, require_implemented, tcl_position
 
 AUTO_CLASSES = {
     "AutoModel": "PeterRecModel",
@@ -310,6 +310,108 @@ class ItemBagTerm(nn.Module):
         count = is_item.sum(1, keepdim=True).clamp(min=1)
         weights = is_item.to(self.weight.dtype) / count.to(self.weight.dtype).sqrt()
         return F.embedding_bag(input_ids, self.weight, per_sample_weights=weights, mode="sum") + self.bias
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Task-owned model patches on named places: what the backbones other than the dilated-conv one share
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class PatchedTaskModel:
+    """A model whose backbone may hold task-owned patches: a task model prepared for transfer (`prepare_for_transfer`,
+    `load_patch`) carries `patch_config`, and runs its backbone with that task's patch."""
+
+    patch_config = None
+
+    @property
+    def patch_name(self) -> str | None:
+        """The patch this model runs its backbone with: its transfer patch's task, or None."""
+        if self.patch_config is not None and self.patch_config.task in self.base_model.patch_kinds:
+            return self.patch_config.task
+        return None
+
+
+class SlotPatches:
+    """Each task's model patches (Figure 3(f), zero up-projection: the identity at the start) on the places
+    (`InsertionMode.slots`) of the backbone's insertions, one patch per place and holder, so several tasks attach to
+    one frozen backbone and one call runs one task's patches.
+
+    A backbone sets `patch_widths` (the width of each place of each of its insertions) and `patch_holders()` (the
+    `ModuleDict`s that hold a `{task: {place: ModelPatch}}` each, under `.patches.` names: the backbone's own, or
+    one per block), and calls `_init_patches()` in its `__init__`.
+    """
+
+    patch_widths: dict[str, dict[str, Callable[[PreTrainedConfig], int]]]
+
+    def _init_patches(self) -> None:
+        self.patch_kinds: dict[str, PatchKind] = {}
+
+    def patch_holders(self) -> list[nn.ModuleDict]:
+        raise NotImplementedError(f"{type(self).__name__} must define patch_holders.")
+
+    def add_patch(
+        self,
+        task: str,
+        insertion: str | None = None,
+        bottleneck_size: int | None = None,
+        activation: str | None = None,
+        layer_norms: Sequence[str] = (),
+        tcl_embedding: bool = False,
+    ) -> None:
+        """Adds `task`'s model patches on the places of `insertion` (`registry.INSERTIONS`; default: the model
+        type's, `registry.MODEL_TYPES`).
+
+        `layer_norms` and `tcl_embedding` are PeterRec's (task-owned copies of block LayerNorms and of `[TCL]`);
+        these backbones keep the shared ones, so they must be empty."""
+        if not task or "." in task:
+            raise ValueError(f"Patch name {task!r} must be non-empty and contain no '.'.")
+        if task in self.patch_kinds:
+            raise ValueError(
+                f"A patch named {task!r} already exists; remove it first or choose another name."
+            )
+        if layer_norms or tcl_embedding:
+            raise ValueError(
+                f"{type(self).__name__} patches train no LayerNorm copies or [TCL] embedding (train_layer_norms, "
+                "train_tcl_embedding are PeterRec's)."
+            )
+        insertion = insertion or MODEL_TYPES[self.config.model_type].default_insertion
+        self.config._check_choice("insertion", insertion, tuple(self.patch_widths))
+        bottleneck_size = bottleneck_size or self.config.patch_bottleneck_size
+        activation = activation or self.config.patch_activation
+        self.config._check_choice("patch_activation", activation, tuple(PATCH_ACTIVATIONS))
+        if not isinstance(bottleneck_size, int) or bottleneck_size <= 0:
+            raise ValueError(f"bottleneck_size must be a positive integer, got {bottleneck_size!r}.")
+        weight = self.embed_items.weight
+        for holder in self.patch_holders():
+            patches = nn.ModuleDict(
+                {
+                    slot: ModelPatch(
+                        self.patch_widths[insertion][slot](self.config), bottleneck_size, activation
+                    )
+                    for slot in INSERTIONS[insertion].slots
+                }
+            )
+            for module in patches.modules():
+                self._init_weights(module)
+            holder[task] = patches.to(device=weight.device, dtype=weight.dtype)
+        self.patch_kinds[task] = PatchKind(insertion, bottleneck_size, activation)
+
+    def remove_patch(self, task: str) -> None:
+        """Removes `task`'s patches."""
+        self._check_patch(task)
+        for holder in self.patch_holders():
+            del holder[task]
+        del self.patch_kinds[task]
+
+    def _check_patch(self, patch: str | None) -> str | None:
+        """`patch` when it names one of this backbone's tasks (or is None); one task per call."""
+        if patch is not None and not isinstance(patch, str):
+            raise ValueError(
+                f"{type(self).__name__} runs one task's patch per call; pass a task name, not one per row."
+            )
+        if patch is not None and patch not in self.patch_kinds:
+            raise KeyError(f"No patch named {[patch]}; this user model has {sorted(self.patch_kinds)}.")
+        return patch
 
 
 class PeterRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
@@ -737,6 +839,38 @@ class PeterRecForSequenceClassification(PeterRecForUserTask):
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=all_hidden_states)
 
 
+class ClassificationHead:
+    """User-profile prediction (GenEst, AgeEst, LifeEst; Section 3.3) on any user model of the family (a `UserTask`)
+    that needs no hidden states returned: the task's user vector and a linear layer (and/or the wide term,
+    `config.head_terms`), trained with softmax cross-entropy."""
+
+    def _add_classifier(self, config) -> None:
+        self.num_labels = config.num_labels
+        self.classifier = (
+            nn.Linear(config.hidden_size, config.num_labels) if self.readout is not None else None
+        )
+
+    def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """Class logits of (batch, hidden) user vectors."""
+        return self.classifier(users)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+    ) -> SequenceClassifierOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        logits = self.task_logits(input_ids, attention_mask)
+        loss = None
+        if labels is not None:
+            loss = classification_loss(logits, labels, self.num_labels)
+        if not return_dict:
+            return tuple(v for v in (loss, logits) if v is not None)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
 class ItemRankingHead:
     """Cold-start item recommendation (ColdRec, Section 3.3), on any user model of the family (a `UserTask`): a new
     target-item embedding table scored by dot product with the task's user representation, plus or instead of
@@ -991,10 +1125,13 @@ __all__ = [
     "PeterRecModel",
     "PeterRecForNextItemPrediction",
     "PeterRecForMaskedItemPrediction",
+    "PatchedTaskModel",
+    "SlotPatches",
     "UserTask",
     "PeterRecForUserTask",
     "PeterRecForSequenceClassification",
     "PeterRecForItemRanking",
+    "ClassificationHead",
     "ItemRankingHead",
     "ItemPredictionOutput",
 ]

@@ -16,28 +16,47 @@ are never attended to, and each pad query attends only to itself (a row with not
 Each block names its sub-layers `attention` and `feed_forward`, each a `PreNormResidual` with its own `layer_norm`,
 `layer` and `dropout`, so that adapters (Houlsby after each sub-layer, LoRA on `query`/`key`/`value`, ...) can
 address them by name.
+
+Transfer (PeterRec, Section 3.3; `transfer.prepare_for_transfer`): the task heads read the user vector with the
+task's readout (`"tcl"`: the last position). FineCLS: the frozen user model and a new head. FineAll: every weight
+trained. PeterRec-style patches (insertion `sublayers`): a model patch (PeterRec's Figure 3(f), zero
+up-projection) on the output of each sub-layer of every block, before its residual add, `x + Dropout(patch(g(LN(x))))`:
+the serial adapter placement of Houlsby et al. (2019) that Adapter4Rec (Fu, Yuan et al., WSDM 2024) studies. Each
+block holds every task's patches (`blocks.{i}.patches.<task>.attention`, `...feed_forward`); the rest stays frozen.
+A patch works position by position, so pad positions still never reach a real one. FineLast1/2, which name the
+dilated convolutions, have no counterpart (`registry.MODEL_TYPES["sasrec"].methods`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import BaseModelOutput
 
 from .configuration_sasrec import FEED_FORWARD_ACTIVATIONS, SASRecConfig
-from .modeling_peterrec import ItemPredictionOutput, UserReadout
+from .modeling_peterrec import (
+    ClassificationHead,
+    ItemBagTerm,
+    ItemPredictionOutput,
+    ItemRankingHead,
+    PatchedTaskModel,
+    SlotPatches,
+    UserReadout,
+    UserTask,
+)
 from .modeling_utils import (
     PRETRAINING_HEAD_KEYS,
     FullAutoMapMixin,
     ItemPredictionMixin,
     check_item_ids,
-    classification_loss,
     init_truncated_normal,
 )
-from .registry import READOUTS, require_implemented
+from .registry import READOUTS, insertions_of, require_implemented
 
 AUTO_CLASSES = {
     "AutoModel": "SASRecModel",
@@ -140,7 +159,7 @@ class PointWiseFeedForward(nn.Module):
 
 class PreNormResidual(nn.Module):
     """g(x) = x + Dropout(g(LayerNorm(x))) around a sub-layer g (Section III-C: residual connection, layer
-    normalisation and dropout)."""
+    normalisation and dropout); with a task's model patch, x + Dropout(patch(g(LayerNorm(x))))."""
 
     def __init__(self, config: SASRecConfig, layer: nn.Module):
         super().__init__()
@@ -148,29 +167,53 @@ class PreNormResidual(nn.Module):
         self.layer = layer
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
-        return hidden_states + self.dropout(self.layer(self.layer_norm(hidden_states), *args))
+    def forward(
+        self, hidden_states: torch.Tensor, *args: torch.Tensor, patch: nn.Module | None = None
+    ) -> torch.Tensor:
+        output = self.layer(self.layer_norm(hidden_states), *args)
+        if patch is not None:
+            output = patch(output)
+        return hidden_states + self.dropout(output)
 
 
 class SASRecBlock(nn.Module):
     """One self-attention block (Section III-B, stacked as in III-C): causal self-attention, then the point-wise
-    feed-forward network, each inside its residual connection."""
+    feed-forward network, each inside its residual connection. `patches` holds each task's model patches on the
+    two sub-layers (`{task: {"attention": ..., "feed_forward": ...}}`)."""
 
     def __init__(self, config: SASRecConfig):
         super().__init__()
         self.attention = PreNormResidual(config, SelfAttention(config))
         self.feed_forward = PreNormResidual(config, PointWiseFeedForward(config))
+        self.patches = nn.ModuleDict()
 
-    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.feed_forward(self.attention(hidden_states, mask))
+    def forward(
+        self, hidden_states: torch.Tensor, mask: torch.Tensor, patch: str | None = None
+    ) -> torch.Tensor:
+        patches = self.patches[patch] if patch is not None else {}
+        hidden_states = self.attention(
+            hidden_states, mask, patch=patches["attention"] if "attention" in patches else None
+        )
+        return self.feed_forward(
+            hidden_states, patch=patches["feed_forward"] if "feed_forward" in patches else None
+        )
 
+
+PATCH_WIDTHS: dict[str, dict[str, Callable[[SASRecConfig], int]]] = {
+    "sublayers": {
+        "attention": lambda config: config.hidden_size,
+        "feed_forward": lambda config: config.hidden_size,
+    }
+}
+"""The width of each patch slot of SASRec's insertions (`registry.insertions_of("sasrec")`)."""
+require_implemented(insertions_of("sasrec"), PATCH_WIDTHS, "modeling_sasrec PATCH_WIDTHS")
 
 # ---------------------------------------------------------------------------------------------------------------
 # The user model and its heads
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class SASRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
+class SASRecPreTrainedModel(PatchedTaskModel, FullAutoMapMixin, PreTrainedModel):
     """Base class: configuration, weight initialisation (truncated normal, as the family) and loading."""
 
     config_class = SASRecConfig
@@ -189,11 +232,17 @@ class SASRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, ItemBagTerm):
+            module.reset_parameters()
 
 
-class SASRecModel(SASRecPreTrainedModel):
+class SASRecModel(SlotPatches, SASRecPreTrainedModel):
     """The user model (Section III-A to III-C): embeddings, `num_hidden_layers` self-attention blocks and a final
-    LayerNorm; one hidden state F_t per position, which for the causal model has seen the items up to t only."""
+    LayerNorm; one hidden state F_t per position, which for the causal model has seen the items up to t only.
+
+    Model patches are added by task name with [`~SASRecModel.add_patch`] and chosen per call with `patch=`."""
+
+    patch_widths = PATCH_WIDTHS
 
     def __init__(self, config: SASRecConfig):
         super().__init__(config)
@@ -201,7 +250,12 @@ class SASRecModel(SASRecPreTrainedModel):
         self.embeddings = SASRecEmbeddings(config)
         self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_hidden_layers))
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self._init_patches()
         self.post_init()
+
+    def patch_holders(self) -> list[nn.ModuleDict]:
+        """One holder per block: its sub-layers' patches of each task (`blocks.{i}.patches.<task>.<sub-layer>`)."""
+        return [block.patches for block in self.blocks]
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_items
@@ -216,6 +270,7 @@ class SASRecModel(SASRecPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        patch: str | None = None,
     ) -> BaseModelOutput | tuple:
         """Encodes left-padded item sequences.
 
@@ -224,6 +279,7 @@ class SASRecModel(SASRecPreTrainedModel):
             attention_mask: (batch, length), 1 on items and 0 on padding; derived from `[PAD]` when omitted.
             inputs_embeds: precomputed item embeddings instead of `input_ids` (positions are added here).
             output_hidden_states: also return the input of every block and the last block's output.
+            patch: run with this task's patches (`add_patch`); one task per call.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -238,11 +294,12 @@ class SASRecModel(SASRecPreTrainedModel):
                 if input_ids is not None
                 else torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
             )
+        patch = self._check_patch(patch)
         hidden_states = self.embeddings(inputs_embeds, attention_mask)
         mask = attention_mask_matrix(attention_mask, self.config.is_causal)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for block in self.blocks:
-            hidden_states = block(hidden_states, mask)
+            hidden_states = block(hidden_states, mask, patch)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         hidden_states = self.final_layer_norm(hidden_states)
@@ -303,61 +360,49 @@ class SASRecForNextItemPrediction(ItemPredictionMixin, SASRecPreTrainedModel):
         return ItemPredictionOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
-class SASRecForSequenceClassification(SASRecPreTrainedModel):
-    """User-profile prediction (GenEst, AgeEst, LifeEst; PeterRec Section 3.3) from the SASRec user vector, read by
-    the task's `readout` (`config.readout`), with a linear layer trained by softmax cross-entropy.
+class SASRecForUserTask(UserTask, SASRecPreTrainedModel):
+    """What the fine-tuning heads on SASRec share (as `PeterRecForUserTask`): the user model with the task's patch,
+    the task's readout of its outputs (`config.readout`; `"tcl"`, the last position, has attended to every item of
+    the causal model) and head terms; `UserTask` reads the user vectors."""
 
-    The contract of the family's task heads (`PeterRecForUserTask`): `user_vectors` reads (batch, hidden) user
-    vectors, `logits_from_user_vectors` turns them into the task's outputs.
-    """
+    def __init__(self, config: SASRecConfig, num_outputs: int):
+        super().__init__(config)
+        self.sasrec = SASRecModel(config)
+        self._add_head_terms(config, num_outputs)
+
+
+class SASRecForSequenceClassification(ClassificationHead, SASRecForUserTask):
+    """User-profile prediction (GenEst, AgeEst, LifeEst; PeterRec Section 3.3) from the SASRec user vector with a
+    linear layer (and/or the wide term, `config.head_terms`), trained with softmax cross-entropy."""
 
     def __init__(self, config: SASRecConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.sasrec = SASRecModel(config)
-        self.readout = UserReadout(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        super().__init__(config, config.num_labels)
+        self._add_classifier(config)
         self.post_init()
 
-    def user_vectors(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(batch, hidden) user representations through the task's readout."""
-        if attention_mask is None:
-            attention_mask = input_ids.ne(self.config.pad_token_id)
-        hidden = self.sasrec(input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.readout(hidden, attention_mask)
 
-    def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        """Class logits of (batch, hidden) user vectors."""
-        return self.classifier(users)
+class SASRecForItemRanking(ItemRankingHead, SASRecForUserTask):
+    """Cold-start item recommendation (ColdRec, PeterRec Section 3.3) from the SASRec user vector; see
+    `ItemRankingHead`."""
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        return_dict: bool | None = None,
-    ) -> SequenceClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        logits = self.logits_from_user_vectors(self.user_vectors(input_ids, attention_mask))
-        loss = None
-        if labels is not None:
-            loss = classification_loss(logits, labels, self.num_labels)
-        if not return_dict:
-            return tuple(v for v in (loss, logits) if v is not None)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+    def __init__(self, config: SASRecConfig):
+        super().__init__(config, config.num_target_items)
+        self._add_target_embeddings(config)
+        self.post_init()
 
 
 __all__ = [
     "ACTIVATION_MODULES",
     "AUTO_CLASSES",
+    "PATCH_WIDTHS",
     "PointWiseFeedForward",
     "PreNormResidual",
     "SASRecBlock",
     "SASRecEmbeddings",
+    "SASRecForItemRanking",
     "SASRecForNextItemPrediction",
     "SASRecForSequenceClassification",
+    "SASRecForUserTask",
     "SASRecModel",
     "SASRecPreTrainedModel",
     "SelfAttention",

@@ -105,7 +105,7 @@ class InsertionMode:
         placement: `"serial"` (on the conv's output, before its LayerNorm), `"parallel_before_ln"` (beside the conv,
             added before its LayerNorm) or `"parallel_after_act"` (beside the conv, added after the activation).
         slots: where a patch goes: the convolutions of a block (PeterRec), the controller output and the memory read
-            (CmnRec).
+            (CmnRec), the attention and feed-forward sub-layers of every block (SASRec).
         model_type: the model type (`MODEL_TYPES`) whose modules `slots` name.
     """
 
@@ -134,9 +134,19 @@ INSERTIONS: dict[str, InsertionMode] = {
             slots=("controller", "read"),
             model_type="cmnrec",
         ),
+        InsertionMode(
+            "sublayers",
+            "3(f)",
+            "serial patches after the attention and after the feed-forward sub-layer of every block, before each "
+            "residual add (Houlsby's placement, studied by Adapter4Rec)",
+            "serial",
+            slots=("attention", "feed_forward"),
+            model_type="sasrec",
+        ),
     )
 }
-"""Model-patch insertions of Figure 3, by name; CmnRec's places its patches on the controller and the memory read."""
+"""Model-patch insertions of Figure 3, by name; CmnRec's places its patches on the controller and the memory read,
+SASRec's after each sub-layer of every block."""
 
 
 def insertions_of(model_type: str) -> dict[str, InsertionMode]:
@@ -378,9 +388,12 @@ MODEL_TYPES: dict[str, ModelType] = {
             backbone_class="SASRecModel",
             masked_pretraining_class=None,
             pretraining_fields=("hidden_size", "max_position_embeddings", "is_causal"),
-            task_heads={},
+            task_heads={
+                "classification": "SASRecForSequenceClassification",
+                "ranking": "SASRecForItemRanking",
+            },
             residual_blocks=False,
-            default_insertion=None,
+            default_insertion="sublayers",
         ),
     )
 }

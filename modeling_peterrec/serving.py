@@ -4,6 +4,9 @@ Patches of different tasks, even with different insertion modes, attach to the s
 one task for the whole batch, or a mixed batch with one task per row, in which each row goes through its own task's
 patch (the backbone groups rows by kind of patch, `modeling_peterrec.route_rows`), then through its own task's
 readout (tasks may read users differently, each with its own attention pooler) and head.
+
+The backbones that run one task's patches per call (CmnRec, SASRec: `modeling_peterrec.SlotPatches`) serve a mixed
+batch one task at a time: each task's rows run through the backbone with that task's patch, then its head.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .modeling_peterrec import SlotPatches
 from .saving import attach_patch, read_patch
 from .transfer import backbone_of
 
@@ -83,6 +87,31 @@ class MultiTaskPeterRec(nn.Module):
         if not isinstance(task, str):
             for row, name in enumerate(per_row):
                 rows_of.setdefault(name, []).append(row)
+        hidden = self._shared_pass(input_ids, attention_mask, task, per_row, rows_of)
+        if isinstance(task, str):
+            return self.tasks[task].task_logits(input_ids, attention_mask, hidden)
+        outputs: list[torch.Tensor | None] = [None] * len(per_row)
+        for name, rows in rows_of.items():
+            # Each task's own head on its rows: its readout (Figure 2, or its attention pooler), output layer and
+            # wide term; through the backbone with the task's patch here unless the shared pass ran it.
+            rows_hidden = hidden[rows] if hidden is not None else None
+            logits = self.tasks[name].task_logits(input_ids[rows], attention_mask[rows], rows_hidden)
+            for row, vector in zip(rows, logits.unbind(0), strict=True):
+                outputs[row] = vector
+        return outputs
+
+    def _shared_pass(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        task: str | Sequence[str],
+        per_row: list[str],
+        rows_of: dict[str, list[int] | slice],
+    ) -> torch.Tensor | None:
+        """The backbone's hidden states of the whole batch, each row with its task's patch, in one call; None for a
+        backbone that runs one task's patches per call (`SlotPatches`), which each task's head then runs itself."""
+        if isinstance(self.backbone, SlotPatches):
+            return None
         for name, rows in rows_of.items():
             if self.tasks[name].readout is not None:
                 self.backbone.check_readout_input(input_ids[rows], self.tasks[name].readout.name)
@@ -91,17 +120,7 @@ class MultiTaskPeterRec(nn.Module):
             if isinstance(task, str)
             else [self.tasks[n].patch_name for n in per_row]
         )
-        hidden = self.backbone(input_ids, attention_mask=attention_mask, patch=patch).last_hidden_state
-        if isinstance(task, str):
-            return self.tasks[task].task_logits(input_ids, attention_mask, hidden)
-        outputs: list[torch.Tensor | None] = [None] * len(per_row)
-        for name, rows in rows_of.items():
-            # Each task's own head on its rows: its readout (Figure 2, or its attention pooler), output layer and
-            # wide term.
-            logits = self.tasks[name].task_logits(input_ids[rows], attention_mask[rows], hidden[rows])
-            for row, vector in zip(rows, logits.unbind(0), strict=True):
-                outputs[row] = vector
-        return outputs
+        return self.backbone(input_ids, attention_mask=attention_mask, patch=patch).last_hidden_state
 
 
 __all__ = ["MultiTaskPeterRec"]
