@@ -55,12 +55,10 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
             How a user vector is read from the hidden states (`registry.READOUTS`): `"tcl"` reads the last position
             (the `[TCL]` a task input ends with; for the causal model the state that has attended to every item).
             Each task may choose its own at transfer (`prepare_for_transfer(..., readout=...)`).
-        head_terms (`str`, defaults to `"deep"`):
-            What a task head adds up (`registry.HEAD_TERMS`): the user vector through the output layer, a linear
-            term over the bag of the user's items, or both (`PeterRecConfig.head_terms`). Chosen per task at
-            transfer.
-        num_target_items, ranking_loss, num_negatives (`int`, `str`, `int`, defaults to 0, `"bpr"`, 1):
-            The cold-start ranking head ([`SASRecForItemRanking`]), as in `PeterRecConfig`.
+        head_terms, num_target_items, ranking_loss, num_negatives (`str`, `int`, `str`, `int`; defaults to
+            `"deep"`, 0, `"bpr"`, 1):
+            The task heads' fields, as in `PeterRecConfig`: what a head adds up (`registry.HEAD_TERMS`) and the
+            cold-start ranking head ([`SASRecForItemRanking`]); each task chooses its own at transfer.
         patch_bottleneck_size (`int`, *optional*):
             Inner width of a task's model patches (PeterRec's Figure 3(f)) after each sub-layer of every block
             (insertion `"sublayers"`); defaults to `hidden_size // 8`.

@@ -51,7 +51,7 @@ from .modeling_utils import (
     check_item_ids,
     init_truncated_normal,
 )
-from .registry import CHUNK_RULES, insertions_of, require_implemented
+from .registry import CHUNK_RULES, require_implemented
 
 AUTO_CLASSES = {
     "AutoModel": "CmnRecModel",
@@ -327,8 +327,8 @@ PATCH_WIDTHS: dict[str, dict[str, Callable[[CmnRecConfig], int]]] = {
         "read": lambda config: config.read_size,
     }
 }
-"""The width of each patch slot of CmnRec's insertions (`registry.insertions_of("cmnrec")`)."""
-require_implemented(insertions_of("cmnrec"), PATCH_WIDTHS, "modeling_cmnrec PATCH_WIDTHS")
+"""The width of each patch slot of CmnRec's insertions (`registry.insertions_of("cmnrec")`; `SlotPatches` checks
+that each has its widths)."""
 
 # ---------------------------------------------------------------------------------------------------------------
 # The user model and its heads

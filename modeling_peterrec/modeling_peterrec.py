@@ -31,7 +31,15 @@ from .modeling_utils import (
     classification_loss,
     init_truncated_normal,
 )
-from .registry import HEAD_TERMS, INSERTIONS, MODEL_TYPES, READOUTS, require_implemented, tcl_position
+from .registry import (
+    HEAD_TERMS,
+    INSERTIONS,
+    MODEL_TYPES,
+    READOUTS,
+    insertions_of,
+    require_implemented,
+    tcl_position,
+)
 
 AUTO_CLASSES = {
     "AutoModel": "PeterRecModel",
@@ -342,6 +350,12 @@ class SlotPatches:
     """
 
     patch_widths: dict[str, dict[str, Callable[[PreTrainedConfig], int]]]
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        require_implemented(
+            insertions_of(cls.config_class.model_type), cls.patch_widths, f"{cls.__name__}.patch_widths"
+        )
 
     def _init_patches(self) -> None:
         self.patch_kinds: dict[str, PatchKind] = {}
@@ -793,21 +807,47 @@ class PeterRecForUserTask(UserTask, PeterRecPreTrainedModel):
         self._add_head_terms(config, num_outputs)
 
 
-class PeterRecForSequenceClassification(PeterRecForUserTask):
-    """User-profile prediction (GenEst, AgeEst, LifeEst): the task's user vector and a linear layer (and/or the
-    wide term, `config.head_terms`), trained with softmax cross-entropy."""
+class ClassificationHead:
+    """User-profile prediction (GenEst, AgeEst, LifeEst; Section 3.3) on any user model of the family (a `UserTask`):
+    the task's user vector and a linear layer (and/or the wide term, `config.head_terms`), trained with softmax
+    cross-entropy."""
 
-    def __init__(self, config: PeterRecConfig):
-        super().__init__(config, config.num_labels)
+    def _add_classifier(self, config) -> None:
         self.num_labels = config.num_labels
         self.classifier = (
             nn.Linear(config.hidden_size, config.num_labels) if self.readout is not None else None
         )
-        self.post_init()
 
     def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        """Class logits of (batch, hidden) user representations."""
+        """Class logits of (batch, hidden) user vectors."""
         return self.classifier(users)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+    ) -> SequenceClassifierOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        logits = self.task_logits(input_ids, attention_mask)
+        loss = None
+        if labels is not None:
+            loss = classification_loss(logits, labels, self.num_labels)
+        if not return_dict:
+            return tuple(v for v in (loss, logits) if v is not None)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class PeterRecForSequenceClassification(ClassificationHead, PeterRecForUserTask):
+    """User-profile prediction (GenEst, AgeEst, LifeEst): the task's user vector and a linear layer (and/or the
+    wide term, `config.head_terms`), trained with softmax cross-entropy; see `ClassificationHead`. Its `forward`
+    also returns the backbone's hidden states on request."""
+
+    def __init__(self, config: PeterRecConfig):
+        super().__init__(config, config.num_labels)
+        self._add_classifier(config)
+        self.post_init()
 
     def forward(
         self,
@@ -837,38 +877,6 @@ class PeterRecForSequenceClassification(PeterRecForUserTask):
         if not return_dict:
             return tuple(v for v in (loss, logits, all_hidden_states) if v is not None)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=all_hidden_states)
-
-
-class ClassificationHead:
-    """User-profile prediction (GenEst, AgeEst, LifeEst; Section 3.3) on any user model of the family (a `UserTask`)
-    that needs no hidden states returned: the task's user vector and a linear layer (and/or the wide term,
-    `config.head_terms`), trained with softmax cross-entropy."""
-
-    def _add_classifier(self, config) -> None:
-        self.num_labels = config.num_labels
-        self.classifier = (
-            nn.Linear(config.hidden_size, config.num_labels) if self.readout is not None else None
-        )
-
-    def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        """Class logits of (batch, hidden) user vectors."""
-        return self.classifier(users)
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        return_dict: bool | None = None,
-    ) -> SequenceClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        logits = self.task_logits(input_ids, attention_mask)
-        loss = None
-        if labels is not None:
-            loss = classification_loss(logits, labels, self.num_labels)
-        if not return_dict:
-            return tuple(v for v in (loss, logits) if v is not None)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
 class ItemRankingHead:

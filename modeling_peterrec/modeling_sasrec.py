@@ -29,8 +29,6 @@ dilated convolutions, have no counterpart (`registry.MODEL_TYPES["sasrec"].metho
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,7 +54,7 @@ from .modeling_utils import (
     check_item_ids,
     init_truncated_normal,
 )
-from .registry import READOUTS, insertions_of, require_implemented
+from .registry import READOUTS, require_implemented
 
 AUTO_CLASSES = {
     "AutoModel": "SASRecModel",
@@ -199,15 +197,6 @@ class SASRecBlock(nn.Module):
         )
 
 
-PATCH_WIDTHS: dict[str, dict[str, Callable[[SASRecConfig], int]]] = {
-    "sublayers": {
-        "attention": lambda config: config.hidden_size,
-        "feed_forward": lambda config: config.hidden_size,
-    }
-}
-"""The width of each patch slot of SASRec's insertions (`registry.insertions_of("sasrec")`)."""
-require_implemented(insertions_of("sasrec"), PATCH_WIDTHS, "modeling_sasrec PATCH_WIDTHS")
-
 # ---------------------------------------------------------------------------------------------------------------
 # The user model and its heads
 # ---------------------------------------------------------------------------------------------------------------
@@ -242,7 +231,10 @@ class SASRecModel(SlotPatches, SASRecPreTrainedModel):
 
     Model patches are added by task name with [`~SASRecModel.add_patch`] and chosen per call with `patch=`."""
 
-    patch_widths = PATCH_WIDTHS
+    patch_widths = {
+        "sublayers": dict.fromkeys(("attention", "feed_forward"), lambda config: config.hidden_size)
+    }
+    """Every patch of insertion `sublayers` is as wide as the hidden states."""
 
     def __init__(self, config: SASRecConfig):
         super().__init__(config)
@@ -394,7 +386,6 @@ class SASRecForItemRanking(ItemRankingHead, SASRecForUserTask):
 __all__ = [
     "ACTIVATION_MODULES",
     "AUTO_CLASSES",
-    "PATCH_WIDTHS",
     "PointWiseFeedForward",
     "PreNormResidual",
     "SASRecBlock",

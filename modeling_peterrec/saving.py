@@ -256,8 +256,8 @@ def save_backbone(
     dataset: str,
     training_summary: str,
 ) -> Path:
-    """Writes a backbone folder: weights and config, tokenizer, and for a PeterRec backbone the model card with the
-    pretraining metrics (the card describes the dilated-convolution backbone; other model types have none yet).
+    """Writes a backbone folder: weights and config, tokenizer, and the model card with the pretraining metrics and
+    the model type's architecture rows (every model type of the family transfers with patches, as the card says).
     The folder appears complete or not at all."""
     folder = Path(folder)
     with atomic_folder(folder) as staging:

@@ -142,26 +142,34 @@ def test_exact_trainable_parameters_and_frozen_backbone_bit_identical(method):
 
 @pytest.mark.parametrize("method", APPLICABLE)
 def test_save_load_gives_identical_outputs(method, tmp_path):
-    backbone = pretrained()
-    model, _ = classification(backbone, method)
+    check_save_load(pretrained, method, tmp_path, CmnRecForSequenceClassification)
+
+
+def check_save_load(pretrained, method: str, tmp_path, head_class: type) -> None:
+    """A trained patch of `method` on `pretrained()`, saved and loaded on a fresh copy of the pretrained backbone
+    (same seed: fine_all trained the one it was given in place), gives the same logits bit for bit."""
+    model, _ = classification(pretrained(), method)
     train_steps(model)
     data = batch(7)
     expected = model(data["input_ids"], data["attention_mask"]).logits
     save_patch(model, tmp_path / "patch")
-    # A fresh copy of the pretrained backbone (same seed): fine_all trained the one it was given in place.
     loaded = load_patch(tmp_path / "patch", pretrained())
-    assert isinstance(loaded, CmnRecForSequenceClassification)
+    assert isinstance(loaded, head_class)
     torch.testing.assert_close(
         loaded(data["input_ids"], data["attention_mask"]).logits, expected, rtol=0, atol=0
     )
 
 
 def test_patch_is_fingerprint_checked(tmp_path):
-    backbone = pretrained()
-    model, _ = classification(backbone)
+    check_fingerprint(pretrained, tmp_path)
+
+
+def check_fingerprint(pretrained, tmp_path) -> None:
+    """A patch refuses to load on a backbone of other weights (`pretrained(seed=1)`)."""
+    model, _ = classification(pretrained())
     save_patch(model, tmp_path / "patch")
     other = pretrained(seed=1)
-    assert backbone_fingerprint(other.cmnrec) != backbone_fingerprint(pretrained().cmnrec)
+    assert backbone_fingerprint(other.base_model) != backbone_fingerprint(pretrained().base_model)
     with pytest.raises(ValueError, match="fingerprint"):
         load_patch(tmp_path / "patch", other)
 
@@ -235,28 +243,27 @@ def test_command_line_pretrains_and_finetunes_cmnrec(tmp_path):
     )
     card = (backbone_dir / "README.md").read_text()
     assert "CmnRec" in card and "3 slots of width 16" in card and "CmnRecModel.from_pretrained" in card
+    patch = finetune_and_evaluate(backbone_dir, data["classification"], tmp_path, quick)
+    assert isinstance(patch, CmnRecForSequenceClassification)
+    assert patch.patch_config.insertion == "controller_read"
+
+
+def finetune_and_evaluate(backbone_dir, data_dir: str, tmp_path, quick: list[str]):
+    """`finetune` a gender patch on a backbone folder, then `evaluate` it: the same test accuracy; returns the
+    patch's task model."""
     main(
-        [
-            "finetune",
-            "--backbone",
-            str(backbone_dir),
-            "--data_dir",
-            data["classification"],
-            "--task",
-            "gender",
-        ]
+        ["finetune", "--backbone", str(backbone_dir), "--data_dir", data_dir, "--task", "gender"]
         + ["--output_dir", str(tmp_path / "ft"), *quick]
     )
     patch = load_patch(tmp_path / "ft" / "patch", load_backbone(backbone_dir)[0])
-    assert isinstance(patch, CmnRecForSequenceClassification)
-    assert patch.patch_config.insertion == "controller_read"
     main(
         ["evaluate", "--backbone", str(backbone_dir), "--patch", str(tmp_path / "ft" / "patch")]
-        + ["--data_dir", data["classification"], "--max_length", "12", "--output_dir", str(tmp_path / "ev")]
+        + ["--data_dir", data_dir, "--max_length", "12", "--output_dir", str(tmp_path / "ev")]
     )
     reproduced = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
     tested = json.loads((tmp_path / "ft" / "metrics.json").read_text())["test"]
     assert reproduced["accuracy"] == pytest.approx(tested["accuracy"])
+    return patch
 
 
 def test_masked_pretraining_is_refused_for_cmnrec():

@@ -4,8 +4,6 @@ several tasks on one backbone, and `peterrec pretrain --model_type sasrec` then 
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -25,8 +23,15 @@ from modeling_peterrec import (
 )
 from modeling_peterrec.cli import main
 from modeling_peterrec.training import load_backbone
-from modeling_peterrec.transfer import backbone_fingerprint
-from tests.test_cmnrec_transfer import VOCAB, batch, classification, train_steps
+from tests.test_cmnrec_transfer import (
+    VOCAB,
+    batch,
+    check_fingerprint,
+    check_save_load,
+    classification,
+    finetune_and_evaluate,
+    train_steps,
+)
 from tests.test_training import QUICK_TRAINING, synthetic_tasks
 
 APPLICABLE = MODEL_TYPES["sasrec"].methods
@@ -130,26 +135,11 @@ def test_exact_trainable_parameters_and_frozen_backbone_bit_identical(method):
 
 @pytest.mark.parametrize("method", APPLICABLE)
 def test_save_load_gives_identical_outputs(method, tmp_path):
-    backbone = pretrained()
-    model, _ = classification(backbone, method)
-    train_steps(model)
-    data = batch(7)
-    expected = model(data["input_ids"], data["attention_mask"]).logits
-    save_patch(model, tmp_path / "patch")
-    loaded = load_patch(tmp_path / "patch", pretrained())
-    assert isinstance(loaded, SASRecForSequenceClassification)
-    torch.testing.assert_close(
-        loaded(data["input_ids"], data["attention_mask"]).logits, expected, rtol=0, atol=0
-    )
+    check_save_load(pretrained, method, tmp_path, SASRecForSequenceClassification)
 
 
 def test_patch_is_fingerprint_checked(tmp_path):
-    model, _ = classification(pretrained())
-    save_patch(model, tmp_path / "patch")
-    other = pretrained(seed=1)
-    assert backbone_fingerprint(other.sasrec) != backbone_fingerprint(pretrained().sasrec)
-    with pytest.raises(ValueError, match="fingerprint"):
-        load_patch(tmp_path / "patch", other)
+    check_fingerprint(pretrained, tmp_path)
 
 
 def test_ranking_head_on_sasrec(tmp_path):
@@ -240,25 +230,6 @@ def test_command_line_pretrains_finetunes_and_evaluates_sasrec(tmp_path):
     assert (backbone.config.num_hidden_layers, backbone.config.num_attention_heads) == (1, 1)
     card = (backbone_dir / "README.md").read_text()
     assert "SASRec" in card and "SASRecModel.from_pretrained" in card and "train a model patch" in card
-    main(
-        [
-            "finetune",
-            "--backbone",
-            str(backbone_dir),
-            "--data_dir",
-            data["classification"],
-            "--task",
-            "gender",
-        ]
-        + ["--output_dir", str(tmp_path / "ft"), *quick]
-    )
-    patch = load_patch(tmp_path / "ft" / "patch", load_backbone(backbone_dir)[0])
+    patch = finetune_and_evaluate(backbone_dir, data["classification"], tmp_path, quick)
     assert isinstance(patch, SASRecForSequenceClassification)
     assert patch.patch_config.insertion == "sublayers"
-    main(
-        ["evaluate", "--backbone", str(backbone_dir), "--patch", str(tmp_path / "ft" / "patch")]
-        + ["--data_dir", data["classification"], "--max_length", "12", "--output_dir", str(tmp_path / "ev")]
-    )
-    reproduced = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
-    tested = json.loads((tmp_path / "ft" / "metrics.json").read_text())["test"]
-    assert reproduced["accuracy"] == pytest.approx(tested["accuracy"])
