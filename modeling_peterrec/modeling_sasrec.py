@@ -188,13 +188,9 @@ class SASRecBlock(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, mask: torch.Tensor, patch: str | None = None
     ) -> torch.Tensor:
-        patches = self.patches[patch] if patch is not None else {}
-        hidden_states = self.attention(
-            hidden_states, mask, patch=patches["attention"] if "attention" in patches else None
-        )
-        return self.feed_forward(
-            hidden_states, patch=patches["feed_forward"] if "feed_forward" in patches else None
-        )
+        patches = dict(self.patches[patch].items()) if patch is not None else {}
+        hidden_states = self.attention(hidden_states, mask, patch=patches.get("attention"))
+        return self.feed_forward(hidden_states, patch=patches.get("feed_forward"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
