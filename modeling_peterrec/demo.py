@@ -33,6 +33,8 @@ DEMO_BACKBONE = {"hidden_size": 64, "dilations": [1, 2, 4, 8] * 2, "max_length":
 """The demo's small backbone: 8 layers of width 64 over the 50 most recent items (the paper: 16 layers of 256)."""
 DEMO_PRETRAINING = {"pretraining_loss": "sampled_softmax", "num_sampled": 512}
 """The demo pretrains with the original code's sampled softmax, three times faster than the full softmax on CPU."""
+DEMO_FINETUNING = {"learning_rate": 2e-3, "early_stopping_patience": 2}
+"""Fine-tuning as the reproduction's `cpu` preset (learning rate chosen on validation, docs/transfer.md)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,10 @@ class DemoArguments:
     )
     pretrain_epochs: float = field(default=2.0, metadata={"help": "Pretraining epochs."})
     finetune_epochs: float = field(
-        default=3.0, metadata={"help": "Fine-tuning epochs of each task and method."}
+        default=6.0,
+        metadata={
+            "help": "Fine-tuning epochs of each task and method (early stopping after 2 without gain)."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed of the user splits and of training."})
     update_docs: str | None = field(
@@ -99,11 +104,12 @@ class DemoArguments:
 
 
 def _demo_training_arguments(
-    output_dir: Path, epochs: float, batch_size: int, seed: int
+    output_dir: Path, epochs: float, batch_size: int, seed: int, **options: Any
 ) -> TrainingArguments:
     return PeterRecTrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=epochs,
+        **options,
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=256,
         logging_steps=10,
@@ -137,7 +143,7 @@ def run_demo(
     output_dir: str | os.PathLike = "peterrec-demo",
     cache_dir: str | os.PathLike | None = None,
     pretrain_epochs: float = 2.0,
-    finetune_epochs: float = 3.0,
+    finetune_epochs: float = 6.0,
     seed: int = 0,
     update_docs: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
@@ -191,7 +197,9 @@ def run_demo(
                     allow_unknown_items=True,
                     **data,
                 ),
-                _demo_training_arguments(output_dir / run.folder, finetune_epochs, 64, seed),
+                _demo_training_arguments(
+                    output_dir / run.folder, finetune_epochs, 64, seed, **DEMO_FINETUNING
+                ),
             )
             kind = TASK_KINDS[result["task_kind"]]
             rows.append(
