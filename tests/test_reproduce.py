@@ -110,7 +110,7 @@ def test_aggregate_is_mean_and_sample_std_over_seeds():
     assert aggregate.mean == pytest.approx(0.7)
     assert aggregate.std == pytest.approx(0.2)
     assert str(aggregate) == "0.7000 ± 0.2000"
-    assert Aggregate.of([0.25]).std == 0.0
+    assert Aggregate.of([0.25]).std == 0.0 and str(Aggregate.of([0.25])) == "0.2500"
     with pytest.raises(ValueError, match="empty"):
         Aggregate.of([])
 

@@ -36,7 +36,8 @@ from .plan import (
 
 @dataclass
 class Aggregate:
-    """Mean and sample standard deviation (n - 1 in the denominator; 0 for one value) over seeds."""
+    """Mean and sample standard deviation (n - 1 in the denominator; 0 for one value, printed without it) over
+    seeds."""
 
     mean: float
     std: float
@@ -51,7 +52,8 @@ class Aggregate:
         return cls(statistics.fmean(values), std, values)
 
     def __str__(self) -> str:
-        return f"{self.mean:.4f} ± {self.std:.4f}"
+        # One seed has no spread to show; "± 0.0000" would claim one.
+        return f"{self.mean:.4f}" if len(self.values) == 1 else f"{self.mean:.4f} ± {self.std:.4f}"
 
 
 def aggregate_runs(runs: dict[int, dict[str, float]]) -> dict[str, Aggregate]:
