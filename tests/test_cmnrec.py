@@ -4,12 +4,10 @@ save/load, Auto classes and remote code."""
 from __future__ import annotations
 
 import importlib
-import json
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 import modeling_peterrec
@@ -33,8 +31,7 @@ from modeling_peterrec.modeling_cmnrec import (
     content_weights,
 )
 from modeling_peterrec.training import PretrainArguments
-from tests.test_remote_code import BACKBONE_SCRIPT, BATCH, HEAD_SEED, output, run_clean
-from tokenization import ItemTokenizer
+from tests.test_remote_code import check_classifier_folder_loads_remotely
 
 RULES = tuple(CHUNK_RULES)
 
@@ -379,28 +376,10 @@ def test_auto_classes_load_a_saved_folder(tmp_path):
 
 @pytest.mark.slow
 def test_saved_folder_loads_with_trust_remote_code_without_the_package(tmp_path):
-    folder = tmp_path / "model"
-    model = CmnRecForSequenceClassification(tester.config(num_labels=2)).eval()
-    tokenizer = ItemTokenizer.from_sequences([["a", "b", "c"], ["c", "d"]])
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    assert (folder / "modeling_cmnrec.py").exists() and (folder / "configuration_cmnrec.py").exists()
-    batch = tokenizer(BATCH, padding=True, return_tensors="pt")
-    classes = ["AutoModel", "AutoModelForSequenceClassification"]
-    expected = {"input_ids": batch["input_ids"], "AutoModelForSequenceClassification": output(model, batch)}
-    torch.manual_seed(HEAD_SEED)
-    expected["AutoModel"] = output(CmnRecModel.from_pretrained(folder).eval(), batch)
-    save_file(expected, tmp_path / "expected.safetensors")
-    fields = {key: getattr(model.config, key) for key in ("vocab_size", "chunking", "memory_slots")}
-    stdout = run_clean(
-        tmp_path,
-        BACKBONE_SCRIPT,
-        str(folder),
-        str(tmp_path / "expected.safetensors"),
-        ",".join(classes),
-        json.dumps({"config": fields, "batch": BATCH, "seed": HEAD_SEED}),
+    model = CmnRecForSequenceClassification(tester.config(num_labels=2))
+    check_classifier_folder_loads_remotely(
+        tmp_path, model, CmnRecModel, ("vocab_size", "chunking", "memory_slots")
     )
-    assert stdout.count("remote code ok") == len(classes)
 
 
 def test_model_type_records_name_real_classes_and_files():

@@ -150,6 +150,39 @@ def run_clean(tmp_path: Path, script: str, *args: str) -> str:
     return result.stdout
 
 
+def check_classifier_folder_loads_remotely(
+    tmp_path: Path, model: torch.nn.Module, backbone_class: type, config_fields: tuple[str, ...]
+) -> None:
+    """Saves a sequence classifier of one model type with its tokenizer, and checks in a clean environment that
+    `AutoModel` (the backbone) and `AutoModelForSequenceClassification` load it through `trust_remote_code` alone
+    and give this package's outputs; `config_fields` are checked too."""
+    folder = tmp_path / "model"
+    model.eval()
+    tokenizer = ItemTokenizer.from_sequences([["a", "b", "c"], ["c", "d"]])
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model_type = model.config.model_type
+    assert (folder / f"modeling_{model_type}.py").exists() and (
+        folder / f"configuration_{model_type}.py"
+    ).exists()
+    batch = tokenizer(BATCH, padding=True, return_tensors="pt")
+    classes = ["AutoModel", "AutoModelForSequenceClassification"]
+    expected = {"input_ids": batch["input_ids"], "AutoModelForSequenceClassification": output(model, batch)}
+    torch.manual_seed(HEAD_SEED)
+    expected["AutoModel"] = output(backbone_class.from_pretrained(folder).eval(), batch)
+    save_file(expected, tmp_path / "expected.safetensors")
+    fields = {key: getattr(model.config, key) for key in config_fields}
+    stdout = run_clean(
+        tmp_path,
+        BACKBONE_SCRIPT,
+        str(folder),
+        str(tmp_path / "expected.safetensors"),
+        ",".join(classes),
+        json.dumps({"config": fields, "batch": BATCH, "seed": HEAD_SEED}),
+    )
+    assert stdout.count("remote code ok") == len(classes)
+
+
 def tiny_backbone_folder(folder: Path, is_causal: bool) -> tuple[Path, ItemTokenizer]:
     """A backbone folder as pretraining writes it, from a tiny model of either objective."""
     tokenizer = ItemTokenizer.from_sequences(SEQUENCES)

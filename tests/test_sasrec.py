@@ -3,13 +3,11 @@ save/load, Auto classes, remote code and `peterrec pretrain --model_type sasrec`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from modeling_peterrec import (
@@ -22,7 +20,7 @@ from modeling_peterrec.cli import main
 from modeling_peterrec.modeling_sasrec import PointWiseFeedForward, SelfAttention
 from modeling_peterrec.training import PretrainArguments, load_backbone
 from modeling_peterrec.training.pipelines import pretraining_config
-from tests.test_remote_code import BACKBONE_SCRIPT, BATCH, HEAD_SEED, output, run_clean
+from tests.test_remote_code import check_classifier_folder_loads_remotely
 from tests.test_training import QUICK_TRAINING, read_metrics, synthetic_tasks
 from tokenization import ItemTokenizer
 
@@ -289,28 +287,10 @@ def test_auto_classes_load_a_saved_folder(tmp_path):
 
 @pytest.mark.slow
 def test_saved_folder_loads_with_trust_remote_code_without_the_package(tmp_path):
-    folder = tmp_path / "model"
-    model = SASRecForSequenceClassification(tester.config(num_labels=2)).eval()
-    tokenizer = ItemTokenizer.from_sequences([["a", "b", "c"], ["c", "d"]])
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    assert (folder / "modeling_sasrec.py").exists() and (folder / "configuration_sasrec.py").exists()
-    batch = tokenizer(BATCH, padding=True, return_tensors="pt")
-    classes = ["AutoModel", "AutoModelForSequenceClassification"]
-    expected = {"input_ids": batch["input_ids"], "AutoModelForSequenceClassification": output(model, batch)}
-    torch.manual_seed(HEAD_SEED)
-    expected["AutoModel"] = output(SASRecModel.from_pretrained(folder).eval(), batch)
-    save_file(expected, tmp_path / "expected.safetensors")
-    fields = {key: getattr(model.config, key) for key in ("vocab_size", "num_hidden_layers", "is_causal")}
-    stdout = run_clean(
-        tmp_path,
-        BACKBONE_SCRIPT,
-        str(folder),
-        str(tmp_path / "expected.safetensors"),
-        ",".join(classes),
-        json.dumps({"config": fields, "batch": BATCH, "seed": HEAD_SEED}),
+    model = SASRecForSequenceClassification(tester.config(num_labels=2))
+    check_classifier_folder_loads_remotely(
+        tmp_path, model, SASRecModel, ("vocab_size", "num_hidden_layers", "is_causal")
     )
-    assert stdout.count("remote code ok") == len(classes)
 
 
 # ---------------------------------------------------------------------------------------------------------------
