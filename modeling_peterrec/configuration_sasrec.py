@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+from .configuration_item_text import check_item_text_fields
 from .configuration_peterrec import PRETRAINING_LOSSES, check_task_fields
 from .configuration_utils import FieldChecks
 
@@ -72,6 +73,23 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
             Rows per chunk of the fused output projection and cross-entropy.
         num_labels (`int`, defaults to 2):
             Number of classes of [`SASRecForSequenceClassification`].
+        item_representation (`str`, defaults to `"id"`):
+            How items become vectors, in the input and in the output layer (`ITEM_REPRESENTATIONS`): `"id"` an ID
+            embedding per item (the paper); `"text"` an item encoder over the item's text (Adapter4Rec's TransRec,
+            `item_text.ItemTextEncoder`); `"text_id"` the sum of both. The special tokens always keep ID embeddings.
+        item_encoder (`str`, *optional*):
+            The Hub id or folder the item encoder's text model came from (a record; the weights are saved with the
+            model).
+        item_encoder_config (`dict`, *optional*):
+            The text model's configuration (`AutoConfig.from_pretrained(item_encoder).to_dict()`); required by the
+            text representations.
+        item_text_pooling (`str`, defaults to `"first"`):
+            How a text's token states become one vector: `"first"` (the [CLS] state) or `"mean"` (masked mean).
+        max_text_length (`int`, defaults to 32):
+            Text tokens kept per item (longer texts are truncated).
+        item_encoder_batch_size (`int`, defaults to 256):
+            Texts encoded at once: the catalogue is encoded in chunks of this many items, each recomputed in the
+            backward pass, so that the text model's activations of one chunk at a time are kept.
     """
 
     model_type = "sasrec"
@@ -104,6 +122,12 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
         pretraining_loss: str = "full_softmax",
         num_sampled: int = 8192,
         loss_chunk_size: int = 4096,
+        item_representation: str = "id",
+        item_encoder: str | None = None,
+        item_encoder_config: dict | None = None,
+        item_text_pooling: str = "first",
+        max_text_length: int = 32,
+        item_encoder_batch_size: int = 256,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -131,12 +155,18 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
         self.pretraining_loss = pretraining_loss
         self.num_sampled = num_sampled
         self.loss_chunk_size = loss_chunk_size
+        self.item_representation = item_representation
+        self.item_encoder = item_encoder
+        self.item_encoder_config = item_encoder_config
+        self.item_text_pooling = item_text_pooling
+        self.max_text_length = max_text_length
+        self.item_encoder_batch_size = item_encoder_batch_size
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.check_fields()
 
     def architecture_rows(self) -> list[tuple[str, str]]:
         """The architecture, one (name, value) row each, for the backbone card."""
-        return [
+        rows = [
             (
                 "Blocks",
                 f"{self.num_hidden_layers} of {self.num_attention_heads}-head self-attention and feed-forward",
@@ -145,6 +175,11 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
             ("Attention", "causal" if self.is_causal else "bidirectional"),
             ("Learned positions", str(self.max_position_embeddings)),
         ]
+        if self.item_representation != "id":
+            rows.append(
+                ("Items", f"{self.item_representation}, item encoder {self.item_encoder or 'from config'}")
+            )
+        return rows
 
     def check_fields(self) -> None:
         """Checks every field once; each error names the field, the value and what is allowed."""
@@ -174,6 +209,7 @@ class SASRecConfig(FieldChecks, PreTrainedConfig):
         check_task_fields(self)
         self._check_choice("pretraining_loss", self.pretraining_loss, PRETRAINING_LOSSES)
         self._check_special_token_ids()
+        check_item_text_fields(self)
 
 
 __all__ = ["FEED_FORWARD_ACTIVATIONS", "SASRecConfig"]

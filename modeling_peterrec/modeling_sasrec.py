@@ -37,6 +37,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
 from .configuration_sasrec import FEED_FORWARD_ACTIVATIONS, SASRecConfig
+from .item_text import ItemTextEncoder, TextItemsMixin, id_embedding_rows, uses_item_text
 from .modeling_peterrec import (
     ClassificationHead,
     ItemBagTerm,
@@ -198,7 +199,7 @@ class SASRecBlock(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class SASRecPreTrainedModel(PatchedTaskModel, FullAutoMapMixin, PreTrainedModel):
+class SASRecPreTrainedModel(PatchedTaskModel, TextItemsMixin, FullAutoMapMixin, PreTrainedModel):
     """Base class: configuration, weight initialisation (truncated normal, as the family) and loading."""
 
     config_class = SASRecConfig
@@ -234,7 +235,9 @@ class SASRecModel(SlotPatches, SASRecPreTrainedModel):
 
     def __init__(self, config: SASRecConfig):
         super().__init__(config)
-        self.embed_items = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_items = nn.Embedding(id_embedding_rows(config), config.hidden_size)
+        # Items from their text (TransRec, `item_text.py`): the item encoder is part of the item embedding.
+        self.item_text = ItemTextEncoder(config) if uses_item_text(config) else None
         self.embeddings = SASRecEmbeddings(config)
         self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_hidden_layers))
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -275,7 +278,11 @@ class SASRecModel(SlotPatches, SASRecPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if inputs_embeds is None:
             check_item_ids(input_ids, self.config.vocab_size)
-            inputs_embeds = self.embed_items(input_ids)
+            inputs_embeds = (
+                self.embed_items(input_ids)
+                if self.item_text is None
+                else self.item_text.embed(input_ids, self.embed_items)
+            )
         if attention_mask is None:
             attention_mask = (
                 input_ids.ne(self.config.pad_token_id)
@@ -309,7 +316,8 @@ class SASRecModel(SlotPatches, SASRecPreTrainedModel):
 class SASRecForNextItemPrediction(ItemPredictionMixin, SASRecPreTrainedModel):
     """Next-item prediction (Section III-D): the output F_t predicts item t+1 at every non-pad position, by a softmax
     over all items with its own output embedding and bias, through the family's fused output layer
-    (`loss_peterrec`).
+    (`loss_peterrec`). With items from their text (`config.item_representation`), the output layer is the item
+    matrix that the item encoder computes once per step (`item_text.py`, which states the cost).
 
     `labels` are aligned with `input_ids` (the model shifts them), -100 marks positions without a target.
     """
@@ -321,7 +329,7 @@ class SASRecForNextItemPrediction(ItemPredictionMixin, SASRecPreTrainedModel):
             raise ValueError("Next-item prediction needs the causal model; set SASRecConfig.is_causal=True.")
         super().__init__(config)
         self.sasrec = SASRecModel(config)
-        self.output_layer = nn.Linear(config.hidden_size, config.vocab_size)
+        self.output_layer = nn.Linear(config.hidden_size, id_embedding_rows(config))
         self.post_init()
 
     def forward(
@@ -339,10 +347,22 @@ class SASRecForNextItemPrediction(ItemPredictionMixin, SASRecPreTrainedModel):
             logits_to_keep: without labels, compute logits for the last `logits_to_keep` positions only (0: all).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        item_text, inputs_embeds, output_weights = self.sasrec.item_text, None, None
+        if item_text is not None:
+            # The catalogue is encoded once for the step: the input items and the output layer share it.
+            check_item_ids(input_ids, self.config.vocab_size)
+            item_matrix = item_text.item_matrix()
+            inputs_embeds = item_text.embed(input_ids, self.sasrec.embed_items, item_matrix)
+            output_weights = item_text.output_weights(item_matrix, self.output_layer)
         outputs = self.sasrec(
-            input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
         )
-        loss, logits = self._item_prediction(outputs.last_hidden_state, labels, logits_to_keep)
+        loss, logits = self._item_prediction(
+            outputs.last_hidden_state, labels, logits_to_keep, output_weights
+        )
         if not return_dict:
             return tuple(v for v in (loss, logits, outputs.hidden_states) if v is not None)
         return ItemPredictionOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)

@@ -68,18 +68,16 @@ def item_prediction_loss(
     config: PreTrainedConfig,
     training: bool,
     hidden: torch.Tensor,
-    output_layer: nn.Linear,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
     labels: torch.Tensor,
 ) -> torch.Tensor:
     """Cross-entropy over all items (or, in training, the sampled softmax of `config.pretraining_loss`) of
-    (rows, hidden) states against (rows,) labels; rows labelled -100 (padding) do not count."""
+    (rows, hidden) states against (rows,) labels, with the output layer's (items, hidden) `weight` and `bias`; rows
+    labelled -100 (padding) do not count."""
     if config.pretraining_loss == "sampled_softmax" and training:
-        return sampled_softmax_loss(
-            hidden, output_layer.weight, output_layer.bias, labels, config.num_sampled
-        )
-    return linear_cross_entropy(
-        hidden, output_layer.weight, output_layer.bias, labels, chunk_size=config.loss_chunk_size
-    )
+        return sampled_softmax_loss(hidden, weight, bias, labels, config.num_sampled)
+    return linear_cross_entropy(hidden, weight, bias, labels, chunk_size=config.loss_chunk_size)
 
 
 class ItemPredictionMixin:
@@ -97,19 +95,26 @@ class ItemPredictionMixin:
         self.output_layer = value
 
     def _item_prediction(
-        self, hidden: torch.Tensor, labels: torch.Tensor | None, logits_to_keep: int
+        self,
+        hidden: torch.Tensor,
+        labels: torch.Tensor | None,
+        logits_to_keep: int,
+        output_weights: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(loss, logits) from (batch, length, hidden) states: with `labels`, the loss only, the full logits are
-        never materialised; without, the logits of the last `logits_to_keep` positions (0: all)."""
+        never materialised; without, the logits of the last `logits_to_keep` positions (0: all). `output_weights`
+        replaces `output_layer`'s (weight, bias) when the items' output vectors are computed (from their text)."""
+        weight, bias = output_weights or (self.output_layer.weight, self.output_layer.bias)
         if labels is None:
-            return None, self.output_layer(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+            return None, F.linear(hidden[:, -logits_to_keep:] if logits_to_keep else hidden, weight, bias)
         if self.shift_labels:
             hidden, labels = hidden[:, :-1], labels[:, 1:]
         loss = item_prediction_loss(
             self.config,
             self.training,
             hidden.reshape(-1, hidden.shape[-1]),
-            self.output_layer,
+            weight,
+            bias,
             labels.reshape(-1),
         )
         return loss, None

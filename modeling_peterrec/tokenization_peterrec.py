@@ -244,6 +244,23 @@ class ItemTokenizer(PreTrainedTokenizerFast):
             logger.warning(f"{unknown.describe()}; they are all read as [UNK].")
         return unknown
 
+    def add_items(self, items: Iterable[Item]) -> list[int]:
+        """Appends the items not yet in the vocabulary (new ids after the last one, in the given order) and returns
+        the id of every given item. Items known by their text (`add_item_texts` of a text-item model) join the
+        vocabulary this way, without retraining."""
+        vocab = self.get_vocab()
+        tokens = [str(item) for item in items]
+        clash = sorted(set(tokens) & set(SPECIAL_TOKENS))
+        if clash:
+            raise ValueError(f"Items {clash} collide with special tokens; rename them before adding them.")
+        new = [token for token in dict.fromkeys(tokens) if token not in vocab]
+        if new:
+            vocab.update({token: len(vocab) + i for i, token in enumerate(new)})
+            # The word-level model is rebuilt rather than given "added tokens", which would also match inside
+            # longer item ids.
+            self.backend_tokenizer.model = models.WordLevel(vocab=vocab, unk_token=self.unk_token)
+        return [vocab[token] for token in tokens]
+
     def encode_items(self, items: Sequence[Item]) -> list[int]:
         """Item ids of one sequence, without special tokens or padding; unknown items map to `[UNK]`."""
         return self.convert_tokens_to_ids(self._as_tokens(items, 0))

@@ -10,6 +10,7 @@
   a sorted interaction log streamed a batch of users at a time (`iter_histories`).
 - `streaming.py`: a log of sorted shard files that does not fit in memory, as a stream of pretraining windows
   (`pretraining_stream`) and counted in one pass for the vocabulary (`count_log`).
+- `item_text.py`: item texts for text item encoders (MovieLens: title, year and genres; users': a JSON file).
 - `processing.py`: transforms of built data sets (one row per target, labels aligned to a class order by name,
   tokenizing, sliding windows).
 - `collators.py`: the Trainer collators (next-item, masked-item, classification with [TCL], item ranking).
@@ -26,6 +27,7 @@ from .collators import (
     SequenceClassificationCollator,
 )
 from .importers import iter_histories, load_interactions, load_labels, load_original_format
+from .item_text import movielens_item_texts, movielens_item_texts_from_file, read_item_texts
 from .movielens import (
     MovieLens,
     MovieLensDownloadError,
@@ -78,12 +80,15 @@ __all__ = [
     "load_labels",
     "load_original_format",
     "load_task",
+    "movielens_item_texts",
+    "movielens_item_texts_from_file",
     "movielens_raw_files",
     "one_row_per_target",
     "parse_recbole_table",
     "prepare_movielens",
     "pretraining_dataset",
     "pretraining_stream",
+    "read_item_texts",
     "read_movielens",
     "sliding_windows",
     "split_by_user",

@@ -1,0 +1,426 @@
+"""The item encoder over item text: items from their text (TransRec; Adapter4Rec, Fu, Yuan et al., WSDM 2024).
+
+Adapter4Rec's TransRec encodes each item from its raw text with a pretrained text model (BERT or RoBERTa on the
+item title) and a "dimension transformation layer", a linear map to the user encoder's width, trained end to end
+with next-item prediction. [`ItemTextEncoder`] is that encoder for any Hugging Face text model (`AutoModel`, from a
+Hub id, a local folder or a bare configuration) with its tokenizer: it pools the text model's token states (first
+token or masked mean) and projects them. The configuration's `item_representation` (`ITEM_REPRESENTATIONS`) says
+whether an item is its ID embedding, its text vector or their sum; the special tokens ([PAD], [UNK], [MASK], [TCL])
+always keep ID embeddings.
+
+The catalogue's texts are tokenized once and kept as tensors (rebuilt from `item_texts.json` and the text
+tokenizer when a model loads, never part of the weights or their fingerprint). Item `first_item_id + i` has text
+row `i`.
+
+What it costs: the output layer scores every item, so a training step encodes the whole catalogue once (the item
+matrix, shared by the input sequence and the output layer): the text model's forward and backward pass over N
+texts of at most `max_text_length` tokens, whatever the batch size; on top of the user model's cost, about
+6 x (text model parameters) x N x (tokens per text) FLOPs. The catalogue goes through in chunks of
+`item_encoder_batch_size` texts; with more than one chunk each chunk's forward pass is recomputed in the backward
+pass (activation checkpointing), so memory holds one chunk's activations at a time, for one more forward pass
+(about 8 instead of 6 x parameters x tokens). Without gradients (evaluation, serving) the item matrix is encoded
+once and reused until a weight or a text changes. A task model (`SASRecModel` without the output layer) encodes
+only the distinct items of its batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging
+from transformers.utils.hub import cached_file
+
+from .configuration_item_text import ITEM_REPRESENTATIONS
+
+logger = logging.get_logger(__name__)
+
+ITEM_TEXTS_NAME = "item_texts.json"
+"""The item texts in a saved folder: `{"format_version": 1, "first_item_id": 4, "items": [[item, text], ...]}`,
+in item-id order from `first_item_id`."""
+ITEM_TEXTS_FORMAT_VERSION = 1
+ITEM_ENCODER_FOLDER = "item_encoder"
+"""The subfolder of a saved folder that holds the text model's tokenizer (its weights are in the model's file)."""
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision")
+"""The `from_pretrained` options that also apply to reading the item texts and the text tokenizer."""
+
+
+def first_item_id(config) -> int:
+    """The first item id: every id below it is a special token, which keeps its ID embedding."""
+    return max(config.pad_token_id, config.unk_token_id, config.mask_token_id, config.tcl_token_id) + 1
+
+
+def id_embedding_rows(config) -> int:
+    """Rows of the ID embedding tables (input and output): every id, or the special tokens only when items are
+    their text alone."""
+    return (
+        config.vocab_size
+        if ITEM_REPRESENTATIONS[config.item_representation].id_embeddings
+        else first_item_id(config)
+    )
+
+
+def uses_item_text(config) -> bool:
+    """Whether the configuration's items are (partly) encoded from their text."""
+    return ITEM_REPRESENTATIONS[config.item_representation].text
+
+
+def grow_rows(module: nn.Embedding | nn.Linear, rows: int) -> None:
+    """Extends an ID table (embedding or output layer) to `rows` rows in place; the new rows and biases are zero,
+    so an item known only by its text gets no ID signal."""
+    weight = module.weight
+    extra = rows - weight.shape[0]
+    if extra <= 0:
+        return
+    with torch.no_grad():
+        module.weight = nn.Parameter(
+            torch.cat([weight, weight.new_zeros(extra, weight.shape[1])]), requires_grad=weight.requires_grad
+        )
+        if getattr(module, "bias", None) is not None:
+            bias = module.bias
+            module.bias = nn.Parameter(
+                torch.cat([bias, bias.new_zeros(extra)]), requires_grad=bias.requires_grad
+            )
+    if isinstance(module, nn.Embedding):
+        module.num_embeddings = rows
+    else:
+        module.out_features = rows
+
+
+class ItemTextEncoder(nn.Module):
+    """Item vectors from item texts: a Hugging Face text model, a pooling of its token states (`"first"`: the [CLS]
+    state; `"mean"`: the masked mean) and the linear "dimension transformation layer" to the user encoder's
+    `hidden_size` (Adapter4Rec's TransRec item encoder).
+
+    The text model is built from `config.item_encoder_config` (random weights; `from_item_encoder` loads pretrained
+    ones). The texts and the text tokenizer are set with `put_texts` and `text_tokenizer`, or read from a saved
+    folder by `load`."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.representation = ITEM_REPRESENTATIONS[config.item_representation]
+        text_config = AutoConfig.for_model(**config.item_encoder_config)
+        self.text_model = AutoModel.from_config(text_config)
+        self.projection = nn.Linear(text_config.hidden_size, config.hidden_size)
+        self.first_item_id = first_item_id(config)
+        self.pooling = config.item_text_pooling
+        self.max_text_length = config.max_text_length
+        self.chunk_size = config.item_encoder_batch_size
+        empty = torch.zeros(0, config.max_text_length, dtype=torch.long)
+        self.register_buffer("text_input_ids", empty, persistent=False)
+        self.register_buffer("text_attention_mask", empty.clone(), persistent=False)
+        self.items: list[str] = []
+        self.texts: list[str] = []
+        self.text_tokenizer = None
+        self._texts_version = 0
+        self._cached_matrix: tuple[tuple, torch.Tensor] | None = None
+
+    @property
+    def num_items(self) -> int:
+        """Items with a text: ids `first_item_id` to `first_item_id + num_items - 1`."""
+        return len(self.texts)
+
+    # --- texts ----------------------------------------------------------------------------------------------------
+
+    def put_texts(self, ids: Sequence[int], items: Sequence[str], texts: Sequence[str]) -> None:
+        """Sets the texts of items `ids` (named `items`), replacing known ones and appending new ones; afterwards
+        every id from `first_item_id` to the largest must have a text. Only the given texts are tokenized."""
+        if self.text_tokenizer is None:
+            raise ValueError(
+                "The item encoder has no text tokenizer; set `text_tokenizer` (AutoTokenizer.from_pretrained of the "
+                "text model) before giving items their texts."
+            )
+        rows = [int(item_id) - self.first_item_id for item_id in ids]
+        if not rows:
+            return
+        if min(rows) < 0:
+            raise ValueError(
+                f"Ids below {self.first_item_id} are special tokens, which keep their ID embeddings and have no text."
+            )
+        size = max(self.num_items, max(rows) + 1)
+        all_items = self.items + [None] * (size - self.num_items)
+        all_texts = self.texts + [None] * (size - self.num_items)
+        for row, item, text in zip(rows, items, texts, strict=True):
+            all_items[row], all_texts[row] = str(item), text
+        missing = [self.first_item_id + row for row, text in enumerate(all_texts) if text is None]
+        if missing:
+            raise ValueError(
+                f"Item ids {missing[:5]} would have no text; every item after the special tokens needs one, in id "
+                "order."
+            )
+        encoded = self.text_tokenizer(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_text_length,
+            padding_side="right",
+            return_tensors="pt",
+        )
+        grown = size - self.num_items
+        index = torch.tensor(rows, device=self.text_input_ids.device)
+        for name, values in (
+            ("text_input_ids", encoded["input_ids"]),
+            ("text_attention_mask", encoded["attention_mask"]),
+        ):
+            buffer = getattr(self, name)
+            buffer = torch.cat([buffer, buffer.new_zeros(grown, self.max_text_length)])
+            buffer[index] = values.to(buffer)
+            setattr(self, name, buffer)
+        self.items, self.texts = all_items, all_texts
+        self._texts_version += 1
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Writes `item_texts.json` and the text tokenizer (`item_encoder/`) into a saved model's folder."""
+        folder = Path(folder)
+        payload = {
+            "format_version": ITEM_TEXTS_FORMAT_VERSION,
+            "first_item_id": self.first_item_id,
+            "items": [[item, text] for item, text in zip(self.items, self.texts, strict=True)],
+        }
+        (folder / ITEM_TEXTS_NAME).write_text(
+            json.dumps(payload, ensure_ascii=False, indent=0), encoding="utf-8"
+        )
+        if self.text_tokenizer is not None:
+            self.text_tokenizer.save_pretrained(folder / ITEM_ENCODER_FOLDER)
+
+    def load(self, source: str | os.PathLike, subfolder: str = "", **hub_kwargs) -> None:
+        """Reads the item texts and the text tokenizer of a saved folder or Hub repo (`save`), if it has them."""
+        path = cached_file(
+            str(source),
+            ITEM_TEXTS_NAME,
+            subfolder=subfolder,
+            _raise_exceptions_for_missing_entries=False,
+            **hub_kwargs,
+        )
+        if path is None:
+            logger.warning(
+                f"{source} has no {ITEM_TEXTS_NAME}: the model's items have no texts yet; give them theirs with "
+                "`set_item_texts`."
+            )
+            return
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        if payload.get("format_version", 0) > ITEM_TEXTS_FORMAT_VERSION or payload.get("first_item_id") != (
+            self.first_item_id
+        ):
+            raise ValueError(
+                f"{path} has format version {payload.get('format_version')} and first item id "
+                f"{payload.get('first_item_id')}; this version reads format {ITEM_TEXTS_FORMAT_VERSION} with first "
+                f"item id {self.first_item_id}."
+            )
+        self.text_tokenizer = AutoTokenizer.from_pretrained(
+            str(source), subfolder=str(Path(subfolder) / ITEM_ENCODER_FOLDER), **hub_kwargs
+        )
+        items = payload["items"]
+        self.put_texts(
+            range(self.first_item_id, self.first_item_id + len(items)),
+            [item for item, _ in items],
+            [text for _, text in items],
+        )
+
+    # --- encoding -------------------------------------------------------------------------------------------------
+
+    def _encode_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        mask = self.text_attention_mask[rows]
+        width = max(1, int(mask.sum(1).max()))  # texts are right-padded: drop the all-padding columns
+        mask = mask[:, :width]
+        states = self.text_model(
+            input_ids=self.text_input_ids[rows, :width], attention_mask=mask
+        ).last_hidden_state
+        if self.pooling == "first":
+            pooled = states[:, 0]
+        else:
+            weights = mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return self.projection(pooled)
+
+    def encode(self, rows: torch.Tensor) -> torch.Tensor:
+        """(n, hidden_size) vectors of the items of text rows `rows` (item id minus `first_item_id`), encoded in
+        chunks of `item_encoder_batch_size`; with gradients and several chunks, each chunk is recomputed in the
+        backward pass (see the module docstring for the cost)."""
+        if rows.numel() and int(rows.max()) >= self.num_items:
+            raise ValueError(
+                f"Item id {int(rows.max()) + self.first_item_id} has no text ({self.num_items} items have one); "
+                "give new items their texts with `add_item_texts`."
+            )
+        chunks = rows.split(self.chunk_size)
+        if not chunks:
+            return self.projection.weight.new_zeros(0, self.projection.out_features)
+        recompute = torch.is_grad_enabled() and len(chunks) > 1
+        return torch.cat(
+            [
+                checkpoint(self._encode_rows, chunk, use_reentrant=False)
+                if recompute
+                else self._encode_rows(chunk)
+                for chunk in chunks
+            ]
+        )
+
+    def item_matrix(self) -> torch.Tensor:
+        """(num_items, hidden_size) vectors of every item with a text, in id order: encoded once per call, or,
+        without gradients in eval mode, reused while no weight and no text has changed."""
+        if self.num_items == 0:
+            raise ValueError(
+                "The item encoder has no item texts; give every item its text with `set_item_texts` (or load a "
+                "folder saved with them)."
+            )
+        rows = torch.arange(self.num_items, device=self.text_input_ids.device)
+        if torch.is_grad_enabled() or self.training:
+            return self.encode(rows)
+        key = (self._texts_version, tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        if self._cached_matrix is None or self._cached_matrix[0] != key:
+            self._cached_matrix = (key, self.encode(rows))
+        return self._cached_matrix[1]
+
+    def embed(
+        self, input_ids: torch.Tensor, id_embeddings: nn.Embedding, item_matrix: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Input vectors of (batch, length) ids: special tokens from their ID rows, items from their text (plus their
+        ID rows for `"text_id"`). The items' vectors come from `item_matrix` when given (the step's catalogue), else
+        from encoding the batch's distinct items."""
+        is_item = input_ids >= self.first_item_id
+        if self.representation.id_embeddings:
+            vectors = id_embeddings(input_ids)
+        else:
+            vectors = id_embeddings(input_ids.masked_fill(is_item, 0)) * (~is_item).unsqueeze(-1)
+        rows = input_ids[is_item] - self.first_item_id
+        if item_matrix is None and not (torch.is_grad_enabled() or self.training):
+            item_matrix = self.item_matrix()
+        if item_matrix is not None:
+            text = item_matrix[rows]
+        else:
+            unique, inverse = rows.unique(return_inverse=True)
+            text = self.encode(unique)[inverse]
+        text_vectors = vectors.new_zeros(vectors.shape)
+        text_vectors[is_item] = text.to(vectors.dtype)
+        return vectors + text_vectors
+
+    def output_weights(
+        self, item_matrix: torch.Tensor, output_layer: nn.Linear
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) of the output layer over every id: the special tokens' rows of `output_layer`, then each
+        item's text vector (`"text"`: no bias) or its text vector plus its output ID row and bias (`"text_id"`)."""
+        if self.representation.id_embeddings:
+            return output_layer.weight + F.pad(item_matrix, (0, 0, self.first_item_id, 0)), output_layer.bias
+        bias = output_layer.bias
+        if bias is not None:
+            bias = torch.cat([bias, bias.new_zeros(len(item_matrix))])
+        return torch.cat([output_layer.weight, item_matrix.to(output_layer.weight.dtype)]), bias
+
+
+class TextItemsMixin:
+    """What a model whose items may come from their text adds to `PreTrainedModel` (goes before it in the bases):
+    the item texts and the text tokenizer travel with `save_pretrained` / `from_pretrained` (`item_texts.json`,
+    `item_encoder/`), `set_item_texts` gives every item its text, `add_item_texts` adds items by text at any time,
+    and `from_item_encoder` builds a model around a pretrained text model. The encoder is the backbone's
+    `item_text` (None for `item_representation="id"`)."""
+
+    @property
+    def item_text_encoder(self) -> ItemTextEncoder | None:
+        return getattr(self.base_model, "item_text", None)
+
+    def _require_item_text_encoder(self) -> ItemTextEncoder:
+        encoder = self.item_text_encoder
+        if encoder is None:
+            raise ValueError(
+                f"This model represents items by {self.config.item_representation!r}; item texts need "
+                "item_representation='text' or 'text_id'."
+            )
+        return encoder
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        encoder = self.item_text_encoder
+        if encoder is not None and kwargs.get("is_main_process", True):
+            encoder.save(save_directory)
+        return result
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        encoder = model.item_text_encoder
+        if encoder is not None:
+            hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+            encoder.load(pretrained_model_name_or_path, subfolder=kwargs.get("subfolder") or "", **hub_kwargs)
+        return loaded
+
+    @classmethod
+    def from_item_encoder(
+        cls, item_encoder: str | os.PathLike, item_tokenizer, item_texts: Mapping[str, str], **config_kwargs
+    ):
+        """A new model whose items are encoded by the text model `item_encoder` (a Hub id, or a folder with
+        `AutoModel` weights and its tokenizer), with its pretrained weights and tokenizer, every item of
+        `item_tokenizer` given its text from `item_texts` (`set_item_texts`); the rest is newly initialised.
+        `config_kwargs` are the configuration's other fields; `item_representation` defaults to `"text"`."""
+        config_kwargs.setdefault("item_representation", "text")
+        config = cls.config_class(
+            vocab_size=len(item_tokenizer),
+            item_encoder=str(item_encoder),
+            item_encoder_config=AutoConfig.from_pretrained(item_encoder).to_dict(),
+            **config_kwargs,
+        )
+        model = cls(config)
+        encoder = model._require_item_text_encoder()
+        encoder.text_model.load_state_dict(AutoModel.from_pretrained(item_encoder).state_dict())
+        encoder.text_tokenizer = AutoTokenizer.from_pretrained(item_encoder)
+        model.set_item_texts(item_texts, item_tokenizer)
+        return model
+
+    def set_item_texts(self, item_texts: Mapping[str, str], item_tokenizer) -> None:
+        """Gives every item of `item_tokenizer`'s vocabulary its text from `item_texts` (item id -> text; texts of
+        other items are ignored). Raises if a vocabulary item has none."""
+        encoder = self._require_item_text_encoder()
+        self._check_vocabulary(item_tokenizer)
+        first = encoder.first_item_id
+        items = item_tokenizer.convert_ids_to_tokens(list(range(first, len(item_tokenizer))))
+        missing = [item for item in items if item not in item_texts]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of the {len(items)} vocabulary items have no text, e.g. {missing[:5]}; every item "
+                "needs one."
+            )
+        encoder.put_texts(range(first, len(item_tokenizer)), items, [item_texts[item] for item in items])
+
+    def add_item_texts(self, item_texts: Mapping[str, str], item_tokenizer) -> list[int]:
+        """Adds items by their text, without training: items new to `item_tokenizer` join its vocabulary
+        (`ItemTokenizer.add_items`) and the catalogue, known items get the given text. The new items are scored from
+        their text at once (with `"text_id"`, their ID rows and output bias are zero). Returns the items' ids."""
+        encoder = self._require_item_text_encoder()
+        self._check_vocabulary(item_tokenizer)
+        ids = item_tokenizer.add_items(list(item_texts))
+        encoder.put_texts(ids, [str(item) for item in item_texts], list(item_texts.values()))
+        vocab_size = len(item_tokenizer)
+        for config in {id(c): c for c in (self.config, self.base_model.config)}.values():
+            config.vocab_size = vocab_size
+        if encoder.representation.id_embeddings:
+            for table in (self.base_model.get_input_embeddings(), self.get_output_embeddings()):
+                if table is not None:
+                    grow_rows(table, vocab_size)
+        return ids
+
+    def _check_vocabulary(self, item_tokenizer) -> None:
+        if len(item_tokenizer) != self.config.vocab_size:
+            raise ValueError(
+                f"The item tokenizer has {len(item_tokenizer)} ids, the model {self.config.vocab_size}; pass the "
+                "tokenizer saved with this model."
+            )
+
+
+__all__ = [
+    "HUB_KWARGS",
+    "ITEM_ENCODER_FOLDER",
+    "ITEM_TEXTS_NAME",
+    "ItemTextEncoder",
+    "TextItemsMixin",
+    "first_item_id",
+    "grow_rows",
+    "id_embedding_rows",
+    "uses_item_text",
+]
