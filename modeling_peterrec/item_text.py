@@ -72,6 +72,15 @@ def uses_item_text(config) -> bool:
     return ITEM_REPRESENTATIONS[config.item_representation].text
 
 
+def item_encoder_fields(item_encoder: str | os.PathLike) -> dict:
+    """The configuration fields of an item encoder over the text model `item_encoder` (a Hub id or a folder): its
+    name and its configuration."""
+    return {
+        "item_encoder": str(item_encoder),
+        "item_encoder_config": AutoConfig.from_pretrained(item_encoder).to_dict(),
+    }
+
+
 def grow_rows(module: nn.Embedding | nn.Linear, rows: int) -> None:
     """Extends an ID table (embedding or output layer) to `rows` rows in place; the new rows and biases are zero,
     so an item known only by its text gets no ID signal."""
@@ -356,22 +365,26 @@ class TextItemsMixin:
         cls, item_encoder: str | os.PathLike, item_tokenizer, item_texts: Mapping[str, str], **config_kwargs
     ):
         """A new model whose items are encoded by the text model `item_encoder` (a Hub id, or a folder with
-        `AutoModel` weights and its tokenizer), with its pretrained weights and tokenizer, every item of
-        `item_tokenizer` given its text from `item_texts` (`set_item_texts`); the rest is newly initialised.
-        `config_kwargs` are the configuration's other fields; `item_representation` defaults to `"text"`."""
+        `AutoModel` weights and its tokenizer): its configuration's other fields are `config_kwargs`
+        (`item_representation` defaults to `"text"`), the rest of the model is newly initialised, and every item of
+        `item_tokenizer` gets its text from `item_texts` (`load_item_encoder`)."""
         config_kwargs.setdefault("item_representation", "text")
         config = cls.config_class(
-            vocab_size=len(item_tokenizer),
-            item_encoder=str(item_encoder),
-            item_encoder_config=AutoConfig.from_pretrained(item_encoder).to_dict(),
-            **config_kwargs,
+            vocab_size=len(item_tokenizer), **item_encoder_fields(item_encoder), **config_kwargs
         )
         model = cls(config)
-        encoder = model._require_item_text_encoder()
+        model.load_item_encoder(item_encoder, item_tokenizer, item_texts)
+        return model
+
+    def load_item_encoder(
+        self, item_encoder: str | os.PathLike, item_tokenizer, item_texts: Mapping[str, str]
+    ) -> None:
+        """Loads the pretrained weights and tokenizer of the text model `item_encoder` (the one the configuration was
+        built for, `item_encoder_fields`) into the item encoder, and gives every item its text (`set_item_texts`)."""
+        encoder = self._require_item_text_encoder()
         encoder.text_model.load_state_dict(AutoModel.from_pretrained(item_encoder).state_dict())
         encoder.text_tokenizer = AutoTokenizer.from_pretrained(item_encoder)
-        model.set_item_texts(item_texts, item_tokenizer)
-        return model
+        self.set_item_texts(item_texts, item_tokenizer)
 
     def set_item_texts(self, item_texts: Mapping[str, str], item_tokenizer) -> None:
         """Gives every item of `item_tokenizer`'s vocabulary its text from `item_texts` (item id -> text; texts of
@@ -422,5 +435,6 @@ __all__ = [
     "first_item_id",
     "grow_rows",
     "id_embedding_rows",
+    "item_encoder_fields",
     "uses_item_text",
 ]

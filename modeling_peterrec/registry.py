@@ -387,7 +387,7 @@ MODEL_TYPES: dict[str, ModelType] = {
             "SASRec: causal self-attention over the item sequence (Kang and McAuley, ICDM 2018)",
             backbone_class="SASRecModel",
             masked_pretraining_class=None,
-            pretraining_fields=("hidden_size", "max_position_embeddings", "is_causal"),
+            pretraining_fields=("hidden_size", "max_position_embeddings", "is_causal", "item_representation"),
             task_heads={
                 "classification": "SASRecForSequenceClassification",
                 "ranking": "SASRecForItemRanking",

@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 from transformers import TrainingArguments
 
+from ..configuration_item_text import ITEM_REPRESENTATIONS
 from ..registry import HEAD_TERMS, INSERTIONS, METHODS, MODEL_TYPES, READOUTS, TASK_KINDS, choose
 
 PAPER_DILATIONS = [1, 2, 4, 8] * 4
@@ -152,6 +153,27 @@ class PretrainArguments(DataArguments):
             "help": "With --train_files: validation and test on the held-out items of the first N users."
         },
     )
+    item_representation: str = field(
+        default="id",
+        metadata={
+            "help": "How items become vectors (model types whose record lists item_representation, e.g. sasrec): "
+            + "; ".join(f"{record.name}: {record.description}" for record in ITEM_REPRESENTATIONS.values())
+            + "."
+        },
+    )
+    item_encoder: str | None = field(
+        default=None,
+        metadata={
+            "help": "The item encoder's text model, a Hub id or a folder (AutoModel + its tokenizer). Default with "
+            "a text representation: a small BERT built here over the training items' texts (docs/text_items.md)."
+        },
+    )
+    item_texts: str | None = field(
+        default=None,
+        metadata={
+            "help": "A JSON object item id -> text (default for MovieLens tasks: title, year and genres)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.train_files and self.data_dir is not None:
@@ -159,6 +181,15 @@ class PretrainArguments(DataArguments):
                 "Give --train_files (a streamed log) or --data_dir (a saved DatasetDict), not both."
             )
         record = choose(MODEL_TYPES, self.model_type, "model type")
+        choose(ITEM_REPRESENTATIONS, self.item_representation, "item representation")
+        if self.item_representation != "id" and "item_representation" not in record.pretraining_fields:
+            text_types = [
+                name for name, r in MODEL_TYPES.items() if "item_representation" in r.pretraining_fields
+            ]
+            raise ValueError(
+                f"--item_representation {self.item_representation} is not available for --model_type "
+                f"{self.model_type}; items from their text work with --model_type {' or '.join(text_types)}."
+            )
         if not self.is_causal and record.masked_pretraining_class is None:
             raise ValueError(
                 f"--objective masked is not available for --model_type {self.model_type}: it pretrains by "

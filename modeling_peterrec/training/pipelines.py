@@ -30,13 +30,22 @@ from transformers import (
 from transformers.utils import logging
 
 from .._io import write_json
-from ..data import MaskedItemCollator, NextItemCollator, align_labels
+from ..configuration_item_text import ITEM_REPRESENTATIONS
+from ..data import (
+    MaskedItemCollator,
+    NextItemCollator,
+    align_labels,
+    movielens_item_texts,
+    read_item_texts,
+)
+from ..item_text import item_encoder_fields
 from ..metrics import make_compute_metrics
 from ..model_types import config_class, pretraining_model_class
 from ..modeling_peterrec import ItemRankingHead
 from ..patch_config import PATCH_WEIGHTS_NAME
 from ..registry import MODEL_TYPES, TASK_KINDS, choose
 from ..saving import load_backbone, load_patch, save_backbone, save_patch
+from ..small_text_encoder import build_small_text_encoder
 from ..tokenization_peterrec import ItemTokenizer, UnknownItems
 from ..transfer import prepare_for_transfer
 from .arguments import EvaluateArguments, FinetuneArguments, PretrainArguments
@@ -112,20 +121,58 @@ def push_finished_folder(
     return repo_id
 
 
-def pretraining_config(args: PretrainArguments, vocab_size: int) -> PreTrainedConfig:
+def pretraining_config(
+    args: PretrainArguments, vocab_size: int, item_encoder: str | None = None
+) -> PreTrainedConfig:
     """The configuration of the `--model_type` model that `pretrain` builds: the vocabulary and the loss, the options
-    its record names (`ModelType.pretraining_fields`), then `--config_overrides`, checked once more after them."""
+    its record names (`ModelType.pretraining_fields`), the text model `item_encoder` of a text item representation,
+    then `--config_overrides`, checked once more after them."""
     record = choose(MODEL_TYPES, args.model_type, "model type")
     config = config_class(record)(
         vocab_size=vocab_size,
         pretraining_loss=args.pretraining_loss,
         num_sampled=min(args.num_sampled, vocab_size),
         **{name: getattr(args, name) for name in record.pretraining_fields},
+        **(item_encoder_fields(item_encoder) if item_encoder is not None else {}),
     )
     if args.config_overrides:
         config.update_from_string(args.config_overrides)
         config.check_fields()
     return config
+
+
+def pretraining_item_texts(args: PretrainArguments) -> dict[str, str]:
+    """The item texts of a pretraining run with items from their text: `--item_texts`, else the MovieLens release's
+    (title, year and genres)."""
+    if args.item_texts is not None:
+        return read_item_texts(args.item_texts)
+    if args.data_dir is not None or args.train_files:
+        raise ValueError(
+            f"--item_representation {args.item_representation} needs the items' texts: pass --item_texts, a JSON "
+            "object item id -> text."
+        )
+    return movielens_item_texts(args.dataset, args.cache_dir)
+
+
+def pretraining_item_encoder(
+    args: PretrainArguments,
+    training_args: TrainingArguments,
+    tokenizer: ItemTokenizer,
+    item_texts: dict[str, str],
+) -> str:
+    """`--item_encoder`, or the folder of a small text encoder built over the vocabulary items' texts (no
+    pretrained text model can be downloaded offline; `small_text_encoder`), written once by the main process."""
+    if args.item_encoder is not None:
+        return args.item_encoder
+    folder = Path(training_args.output_dir) / "small_text_encoder"
+    items = tokenizer.convert_ids_to_tokens(list(range(tokenizer.first_item_id, len(tokenizer))))
+    with training_args.main_process_first(desc="small text encoder"):
+        if not (folder / "config.json").is_file():
+            build_small_text_encoder(
+                [item_texts.get(item, "") for item in items], folder, seed=training_args.seed
+            )
+            logger.info(f"Built a small text encoder over {len(items):,} item texts in {folder}")
+    return str(folder)
 
 
 def _without_loss(metrics: dict[str, float]) -> dict[str, float]:
@@ -156,9 +203,15 @@ def pretrain(
     else:
         tokenizer, train, validation, test = in_memory_pretraining_data(args)
         num_windows, dataset = len(train), dataset_name(args, args.task)
-    config = pretraining_config(args, len(tokenizer))
+    item_encoder = item_texts = None
+    if ITEM_REPRESENTATIONS[args.item_representation].text:
+        item_texts = pretraining_item_texts(args)
+        item_encoder = pretraining_item_encoder(args, training_args, tokenizer, item_texts)
+    config = pretraining_config(args, len(tokenizer), item_encoder)
     set_seed(training_args.seed)
     model = pretraining_model_class(config)(config)
+    if item_encoder is not None:
+        model.load_item_encoder(item_encoder, tokenizer, item_texts)
     logger.info(
         f"Pretraining a {args.objective} {args.model_type} backbone ({model.num_parameters():,} parameters, "
         f"{len(tokenizer):,} tokens) on {num_windows:,} windows of at most {args.max_length} items"
@@ -195,6 +248,7 @@ def pretrain(
         "config": {
             "model_type": config.model_type,
             **{name: getattr(args, name) for name in MODEL_TYPES[args.model_type].pretraining_fields},
+            **({"item_encoder": item_encoder} if item_encoder is not None else {}),
             "max_length": args.max_length,
             "overrides": args.config_overrides,
         },
