@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from modeling_peterrec import SASRecConfig, SASRecForNextItemPrediction, SASRecModel
+from modeling_peterrec import SASRecConfig, SASRecForNextItemPrediction
 from modeling_peterrec.cli import main
 from modeling_peterrec.data import movielens_item_texts_from_file, read_item_texts
 from modeling_peterrec.item_text import ITEM_ENCODER_FOLDER, ITEM_TEXTS_NAME
@@ -184,10 +184,9 @@ def test_the_catalogue_is_encoded_once_per_step_and_chunks_give_the_same_gradien
     gradients, calls = [], []
     for chunk in (64, 2):
         model = text_model(text_encoder_folder, item_encoder_batch_size=chunk).train()
-        text_model_ = (
-            model.sasrec.item_text.text_model.eval()
-        )  # the same function whatever the chunks: no dropout
-        hook = text_model_.register_forward_hook(lambda *_: calls.append(chunk))
+        # The same function whatever the chunks: no dropout in the text model.
+        text_model_ = model.sasrec.item_text.text_model.eval()
+        hook = text_model_.register_forward_hook(lambda *_, size=chunk: calls.append(size))
         model(**batch, labels=next_item_labels(batch)).loss.backward()
         hook.remove()
         gradients.append(text_model_.embeddings.word_embeddings.weight.grad)
