@@ -1,6 +1,6 @@
 """Items from their text (TransRec, SPEC §10): item texts of MovieLens, the item encoder over a tiny BERT end to end
-(a training step, save and load through the Auto classes and remote code, `peterrec pretrain`), the unchanged ID
-path, and items added by text without training."""
+(a training step, save and load through the Auto classes and remote code, `peterrec pretrain`, transfer), the
+unchanged ID path, and items added by text without training."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from modeling_peterrec import SASRecConfig, SASRecForNextItemPrediction
+from modeling_peterrec import (
+    SASRecConfig,
+    SASRecForNextItemPrediction,
+    SASRecModel,
+    load_patch,
+    prepare_for_transfer,
+    save_patch,
+)
 from modeling_peterrec.cli import main
 from modeling_peterrec.data import movielens_item_texts_from_file, read_item_texts
 from modeling_peterrec.item_text import ITEM_ENCODER_FOLDER, ITEM_TEXTS_NAME
@@ -347,3 +354,22 @@ def test_pretrain_command_trains_items_from_their_text(tmp_path):
             ]
             + ["--output_dir", str(tmp_path / "no_texts")]
         )
+
+
+@pytest.mark.parametrize("method", ["peterrec", "fine_all"])
+def test_a_text_item_backbone_transfers_and_its_patch_reloads(text_encoder_folder, tmp_path, method):
+    text_model(text_encoder_folder).save_pretrained(tmp_path / "backbone")
+    model, report = prepare_for_transfer(
+        SASRecModel.from_pretrained(tmp_path / "backbone"),
+        method=method,
+        task="gender",
+        head="classification",
+        label_names=["f", "m"],
+    )
+    batch = batch_of(item_tokenizer())
+    model(**batch, labels=torch.tensor([0, 1])).loss.backward()
+    text_gradient = model.sasrec.item_text.projection.weight.grad
+    assert (text_gradient is not None) == (method == "fine_all")
+    save_patch(model, tmp_path / "patch")
+    reloaded = load_patch(tmp_path / "patch", SASRecModel.from_pretrained(tmp_path / "backbone"))
+    torch.testing.assert_close(logits(reloaded, batch), logits(model, batch))
