@@ -7,6 +7,8 @@ Where each concept lives (one job per file):
 - `configuration_cmnrec.py`, `modeling_cmnrec.py`: CmnRec, the family's chunk-accelerated memory network.
 - `configuration_sasrec.py`, `modeling_sasrec.py`: SASRec, a causal self-attention (Transformer) user model, and
   its task heads.
+- `configuration_item_text.py`, `item_text.py`, `small_text_encoder.py`: items from their text (TransRec): the item
+  representations, the item encoder over a Hugging Face text model, a small text encoder built offline.
 - `model_types.py`: the classes each model type's record (`registry.MODEL_TYPES`) names.
 - `tokenization_peterrec.py`: the item tokenizer (`[PAD]` `[UNK]` `[MASK]` `[TCL]`), re-exported by `tokenization/`.
 - `patch_config.py`: the one description of a task patch (`patch_config.json`) and its format versions.

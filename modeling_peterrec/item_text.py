@@ -15,12 +15,12 @@ row `i`.
 What it costs: the output layer scores every item, so a training step encodes the whole catalogue once (the item
 matrix, shared by the input sequence and the output layer): the text model's forward and backward pass over N
 texts of at most `max_text_length` tokens, whatever the batch size; on top of the user model's cost, about
-6 x (text model parameters) x N x (tokens per text) FLOPs. The catalogue goes through in chunks of
-`item_encoder_batch_size` texts; with more than one chunk each chunk's forward pass is recomputed in the backward
-pass (activation checkpointing), so memory holds one chunk's activations at a time, for one more forward pass
-(about 8 instead of 6 x parameters x tokens). Without gradients (evaluation, serving) the item matrix is encoded
-once and reused until a weight or a text changes. A task model (`SASRecModel` without the output layer) encodes
-only the distinct items of its batch.
+6 x P x N x T FLOPs (P: the text model's parameters outside its embeddings, T: tokens per text). The catalogue
+goes through in chunks of `item_encoder_batch_size` texts; with more than one chunk each chunk's forward pass is
+recomputed in the backward pass (activation checkpointing), so memory holds one chunk's activations at a time, for
+one more forward pass (about 8 instead of 6 x P x N x T). Without gradients (evaluation, serving) the item matrix
+is encoded once and reused until a weight or a text changes. A task model (`SASRecModel` without the output layer)
+encodes only the distinct items of its batch. docs/text_items.md has measured step times.
 """
 
 from __future__ import annotations
