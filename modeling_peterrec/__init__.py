@@ -28,9 +28,11 @@ import transformers
 from transformers import AutoConfig, AutoTokenizer
 
 from .configuration_cmnrec import CmnRecConfig
+from .configuration_item_text import ITEM_REPRESENTATIONS
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
 from .configuration_sasrec import SASRecConfig
 from .inference import Prediction, Recommendations, predict, recommend
+from .item_text import ItemTextEncoder
 from .modeling_cmnrec import (
     CmnRecForItemRanking,
     CmnRecForNextItemPrediction,
@@ -59,6 +61,7 @@ from .registry import CHUNK_RULES, INSERTIONS, METHODS, MODEL_TYPES, READOUTS, T
 from .saving import load_patch, save_patch
 from .serving import MultiTaskPeterRec
 from .sharing import push_folder_to_hub, push_patch_to_hub
+from .small_text_encoder import build_small_text_encoder
 from .tokenization_peterrec import ItemTokenizer, UnknownItems
 from .transfer import TransferReport, prepare_for_transfer
 
@@ -91,6 +94,9 @@ __all__ = [
     "CmnRecModel",
     "CmnRecPreTrainedModel",
     "INSERTIONS",
+    "ITEM_REPRESENTATIONS",
+    "ItemTextEncoder",
+    "build_small_text_encoder",
     "INSERTION_MODES",
     "METHODS",
     "READOUTS",
