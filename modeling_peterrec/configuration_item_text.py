@@ -12,6 +12,10 @@ nothing outside the standard library.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ TEXT_POOLINGS = ("first", "mean")
 states of the text's tokens."""
 
 
-def check_item_text_fields(config) -> None:
+def check_item_text_fields(config: PreTrainedConfig) -> None:
     """Checks the item-representation fields of a configuration; each error names the field and what is allowed."""
     name = type(config).__name__
     if config.item_representation not in ITEM_REPRESENTATIONS:

@@ -29,16 +29,20 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedConfig, PreTrainedModel
 from transformers.utils import logging
 from transformers.utils.hub import cached_file
 
 from .configuration_item_text import ITEM_REPRESENTATIONS
+
+if TYPE_CHECKING:
+    from .tokenization_peterrec import ItemTokenizer
 
 logger = logging.get_logger(__name__)
 
@@ -52,12 +56,12 @@ HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revis
 """The `from_pretrained` options that also apply to reading the item texts and the text tokenizer."""
 
 
-def first_item_id(config) -> int:
+def first_item_id(config: PreTrainedConfig) -> int:
     """The first item id: every id below it is a special token, which keeps its ID embedding."""
     return max(config.pad_token_id, config.unk_token_id, config.mask_token_id, config.tcl_token_id) + 1
 
 
-def id_embedding_rows(config) -> int:
+def id_embedding_rows(config: PreTrainedConfig) -> int:
     """Rows of the ID embedding tables (input and output): every id, or the special tokens only when items are
     their text alone."""
     return (
@@ -67,7 +71,7 @@ def id_embedding_rows(config) -> int:
     )
 
 
-def uses_item_text(config) -> bool:
+def uses_item_text(config: PreTrainedConfig) -> bool:
     """Whether the configuration's items are (partly) encoded from their text."""
     return ITEM_REPRESENTATIONS[config.item_representation].text
 
@@ -112,7 +116,7 @@ class ItemTextEncoder(nn.Module):
     ones). The texts and the text tokenizer are set with `put_texts` and `text_tokenizer`, or read from a saved
     folder by `load`."""
 
-    def __init__(self, config):
+    def __init__(self, config: PreTrainedConfig):
         super().__init__()
         self.representation = ITEM_REPRESENTATIONS[config.item_representation]
         text_config = AutoConfig.for_model(**config.item_encoder_config)
@@ -362,8 +366,12 @@ class TextItemsMixin:
 
     @classmethod
     def from_item_encoder(
-        cls, item_encoder: str | os.PathLike, item_tokenizer, item_texts: Mapping[str, str], **config_kwargs
-    ):
+        cls,
+        item_encoder: str | os.PathLike,
+        item_tokenizer: ItemTokenizer,
+        item_texts: Mapping[str, str],
+        **config_kwargs,
+    ) -> PreTrainedModel:
         """A new model whose items are encoded by the text model `item_encoder` (a Hub id, or a folder with
         `AutoModel` weights and its tokenizer): its configuration's other fields are `config_kwargs`
         (`item_representation` defaults to `"text"`), the rest of the model is newly initialised, and every item of
@@ -377,7 +385,7 @@ class TextItemsMixin:
         return model
 
     def load_item_encoder(
-        self, item_encoder: str | os.PathLike, item_tokenizer, item_texts: Mapping[str, str]
+        self, item_encoder: str | os.PathLike, item_tokenizer: ItemTokenizer, item_texts: Mapping[str, str]
     ) -> None:
         """Loads the pretrained weights and tokenizer of the text model `item_encoder` (the one the configuration was
         built for, `item_encoder_fields`) into the item encoder, and gives every item its text (`set_item_texts`)."""
@@ -386,7 +394,7 @@ class TextItemsMixin:
         encoder.text_tokenizer = AutoTokenizer.from_pretrained(item_encoder)
         self.set_item_texts(item_texts, item_tokenizer)
 
-    def set_item_texts(self, item_texts: Mapping[str, str], item_tokenizer) -> None:
+    def set_item_texts(self, item_texts: Mapping[str, str], item_tokenizer: ItemTokenizer) -> None:
         """Gives every item of `item_tokenizer`'s vocabulary its text from `item_texts` (item id -> text; texts of
         other items are ignored). Raises if a vocabulary item has none."""
         encoder = self._require_item_text_encoder()
@@ -401,7 +409,7 @@ class TextItemsMixin:
             )
         encoder.put_texts(range(first, len(item_tokenizer)), items, [item_texts[item] for item in items])
 
-    def add_item_texts(self, item_texts: Mapping[str, str], item_tokenizer) -> list[int]:
+    def add_item_texts(self, item_texts: Mapping[str, str], item_tokenizer: ItemTokenizer) -> list[int]:
         """Adds items by their text, without training: items new to `item_tokenizer` join its vocabulary
         (`ItemTokenizer.add_items`) and the catalogue, known items get the given text. The new items are scored from
         their text at once (with `"text_id"`, their ID rows and output bias are zero). Returns the items' ids."""
@@ -418,7 +426,7 @@ class TextItemsMixin:
                     grow_rows(table, vocab_size)
         return ids
 
-    def _check_vocabulary(self, item_tokenizer) -> None:
+    def _check_vocabulary(self, item_tokenizer: ItemTokenizer) -> None:
         if len(item_tokenizer) != self.config.vocab_size:
             raise ValueError(
                 f"The item tokenizer has {len(item_tokenizer)} ids, the model {self.config.vocab_size}; pass the "
