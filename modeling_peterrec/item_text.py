@@ -161,6 +161,8 @@ class ItemTextEncoder(nn.Module):
         all_items = self.items + [None] * (size - self.num_items)
         all_texts = self.texts + [None] * (size - self.num_items)
         for row, item, text in zip(rows, items, texts, strict=True):
+            if not isinstance(text, str):
+                raise ValueError(f"The text of item {item!r} is {text!r}; an item's text is a string.")
             all_items[row], all_texts[row] = str(item), text
         missing = [self.first_item_id + row for row, text in enumerate(all_texts) if text is None]
         if missing:
@@ -362,6 +364,12 @@ class TextItemsMixin:
         if encoder is not None:
             hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
             encoder.load(pretrained_model_name_or_path, subfolder=kwargs.get("subfolder") or "", **hub_kwargs)
+            if encoder.num_items and encoder.first_item_id + encoder.num_items != model.config.vocab_size:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} holds texts of {encoder.num_items} items, but the model has "
+                    f"{model.config.vocab_size - encoder.first_item_id}; its {ITEM_TEXTS_NAME} does not belong to "
+                    "its config.json. Save the model again with save_pretrained."
+                )
         return loaded
 
     @classmethod

@@ -277,7 +277,7 @@ def test_adding_an_item_by_text_scores_it_without_changing_any_parameter(
     assert torch.equal(logits(reloaded, with_new), logits(model, with_new))
 
 
-def test_item_texts_must_cover_the_vocabulary(text_encoder_folder):
+def test_item_texts_must_cover_the_vocabulary(text_encoder_folder, tmp_path):
     with pytest.raises(ValueError, match=r"1 of the 5 vocabulary items have no text, e\.g\. \['sabrina'\]"):
         SASRecForNextItemPrediction.from_item_encoder(
             text_encoder_folder,
@@ -290,6 +290,13 @@ def test_item_texts_must_cover_the_vocabulary(text_encoder_folder):
         grown = item_tokenizer()
         grown.add_items(["x"])
         model.add_item_texts({"y": "why"}, grown)
+    model.save_pretrained(tmp_path / "model")
+    texts_file = tmp_path / "model" / ITEM_TEXTS_NAME
+    payload = json.loads(texts_file.read_text())
+    payload["items"] = payload["items"][:-1]
+    texts_file.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="holds texts of 4 items, but the model has 5"):
+        SASRecForNextItemPrediction.from_pretrained(tmp_path / "model")
 
 
 def test_small_text_encoder_loads_like_any_hub_model(text_encoder_folder):
