@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig, BertModel, BertTokenizer
 
 from modeling_peterrec import (
     SASRecConfig,
@@ -297,6 +297,49 @@ def test_item_texts_must_cover_the_vocabulary(text_encoder_folder, tmp_path):
     texts_file.write_text(json.dumps(payload))
     with pytest.raises(ValueError, match="holds texts of 4 items, but the model has 5"):
         SASRecForNextItemPrediction.from_pretrained(tmp_path / "model")
+
+
+def test_a_hub_style_bert_folder_is_an_item_encoder(tmp_path):
+    """The Hub path (`--item_encoder <model id>`) with what a BERT repository holds: `BertModel` weights and a
+    WordPiece `BertTokenizer`, here tiny and randomly initialised."""
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "toy",
+        "story",
+        "heat",
+        "(",
+        ")",
+        "1995",
+        "|",
+        "drama",
+    ]
+    folder = tmp_path / "tiny-random-bert"
+    BertTokenizer(vocab={word: i for i, word in enumerate(words)}).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(words),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    BertModel(config).save_pretrained(folder)
+    model = text_model(folder, "text_id", item_text_pooling="mean").train()
+    assert model.config.item_encoder_config["model_type"] == "bert"
+    encoder = model.sasrec.item_text
+    assert encoder.items[0] == "heat"  # id 4, the first item
+    assert encoder.text_input_ids[0, :5].tolist() == [2, 7, 8, 10, 9]  # [CLS] heat ( 1995 )
+    batch = batch_of(item_tokenizer(), SEQUENCES)
+    model(**batch, labels=next_item_labels(batch)).loss.backward()
+    assert encoder.text_model.embeddings.word_embeddings.weight.grad[7].abs().sum() > 0
+    model.save_pretrained(tmp_path / "model")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert type(reloaded.sasrec.item_text.text_tokenizer).__name__ == "BertTokenizer"
+    assert torch.equal(logits(reloaded, batch), logits(model, batch))
 
 
 def test_small_text_encoder_loads_like_any_hub_model(text_encoder_folder):
