@@ -31,6 +31,8 @@ from .registry import (
     PATCH_TYPES,
     PatchType,
     choose,
+    insertions_of,
+    patch_types_of,
     require_implemented,
 )
 
@@ -102,9 +104,9 @@ def resolve_patch_kind(
     record = choose(PATCH_TYPES, patch_type, "patch type")
     model_type = config.model_type
     if model_type not in record.places:
-        fitting = [name for name, other in PATCH_TYPES.items() if model_type in other.places]
         raise ValueError(
-            f"Patch type {patch_type!r} does not fit model type {model_type!r}; choose one of {fitting}."
+            f"Patch type {patch_type!r} does not fit model type {model_type!r}; choose one of "
+            f"{list(patch_types_of(model_type))}."
         )
     unknown = sorted(
         set(settings) - set(PATCH_SETTING_DEFAULTS) - {"insertion", "bottleneck_size", "activation"}
@@ -162,7 +164,7 @@ def _check_settings(values: Mapping[str, object], model_type: str) -> None:
     ):
         raise ValueError(
             f"Insertion {values['insertion']!r} does not apply to model type {model_type!r}; choose one of "
-            f"{[name for name, mode in INSERTIONS.items() if mode.model_type == model_type]}."
+            f"{list(insertions_of(model_type))}."
         )
     if "activation" in values:
         choose(PATCH_ACTIVATIONS, values["activation"], "patch activation")
@@ -513,6 +515,7 @@ __all__ = [
     "PHMLinear",
     "PHMRule",
     "PatchKind",
+    "PlaceAdapter",
     "PlaceShape",
     "SideNetwork",
     "SoftPrompt",

@@ -26,7 +26,7 @@ from transformers.modeling_outputs import BaseModelOutput, ModelOutput, Sequence
 from .adapters import (
     Bottleneck,
     PatchKind,
-    PHMRule,
+    PlaceAdapter,
     PlaceShape,
     adapt,
     add_side_outputs,
@@ -356,9 +356,7 @@ class TaskPatches:
         """The LayerNorms of `block` (None: outside the blocks) that a task may train as its own copies."""
         return {}
 
-    def _place_adapter(
-        self, kind: PatchKind
-    ) -> Callable[[PatchKind, PlaceShape, PHMRule | None, float], nn.Module] | None:
+    def _place_adapter(self, kind: PatchKind) -> PlaceAdapter | None:
         """What makes `kind`'s adapter at a place, when the backbone places it itself (None: `adapters.PLACE_ADAPTERS`)."""
         return None
 
@@ -586,7 +584,7 @@ class PeterRecModel(TaskPatches, PeterRecPreTrainedModel):
             return {}
         return {name: getattr(self.blocks[block], name) for name in ("norm1", "norm2")}
 
-    def _place_adapter(self, kind: PatchKind):
+    def _place_adapter(self, kind: PatchKind) -> PlaceAdapter | None:
         """Model patches go in with their insertion's placement (Figure 3(b)-(e), `DilatedResidualBlock`)."""
         if kind.insertion is None:
             return None
