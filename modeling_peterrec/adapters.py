@@ -16,7 +16,7 @@ files that `trust_remote_code` copies beside it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import NamedTuple, Protocol
 
 import torch
@@ -85,6 +85,10 @@ class PatchKind:
     @property
     def record(self) -> PatchType:
         return PATCH_TYPES[self.patch_type]
+
+
+PATCH_KIND_FIELDS = tuple(field.name for field in fields(PatchKind))
+"""What a patch's kind records: its type and settings, the same names in `PatchConfig` and `add_patch`."""
 
 
 def resolve_patch_kind(
@@ -508,6 +512,7 @@ def build_patch(
 
 __all__ = [
     "PATCH_ACTIVATIONS",
+    "PATCH_KIND_FIELDS",
     "PATCH_SETTING_DEFAULTS",
     "Adapter",
     "Bottleneck",

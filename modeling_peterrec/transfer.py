@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from .adapters import PATCH_KIND_FIELDS
 from .model_types import backbone_class, head_class, model_type_of
 from .patch_config import PatchConfig, relative_name, task_name
 from .registry import DEFAULT_PATCH_TYPE, METHODS, choose, model_type_supports
@@ -278,30 +279,12 @@ def attach(
     if method.adds_patches:
         kind = backbone.add_patch(
             spec.task,
-            spec.insertion,
-            spec.bottleneck_size,
-            spec.activation,
             layer_norms=spec.train_layer_norms,
             tcl_embedding=spec.train_tcl_embedding,
-            patch_type=spec.patch_type,
-            places=spec.places,
-            blocks=spec.blocks,
-            lora_rank=spec.lora_rank,
-            lora_alpha=spec.lora_alpha,
-            phm_dim=spec.phm_dim,
-            phm_rank=spec.phm_rank,
-            prompt_length=spec.prompt_length,
+            **{name: getattr(spec, name) for name in PATCH_KIND_FIELDS},
         )
         # Recorded resolved, so that the patch rebuilds the same whatever later versions' defaults.
-        for name in (
-            "insertion",
-            "blocks",
-            "lora_rank",
-            "lora_alpha",
-            "phm_dim",
-            "phm_rank",
-            "prompt_length",
-        ):
+        for name in PATCH_KIND_FIELDS:
             setattr(spec, name, getattr(kind, name))
         spec.places = list(kind.places)
     model = _build_head_model(backbone, spec)

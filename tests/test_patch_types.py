@@ -14,10 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from modeling_peterrec import (
-    CmnRecConfig,
-    CmnRecForNextItemPrediction,
     MultiTaskPeterRec,
-    PeterRecConfig,
     PeterRecForNextItemPrediction,
     SASRecConfig,
     SASRecForNextItemPrediction,
@@ -31,7 +28,9 @@ from modeling_peterrec.data import classification_dataset
 from modeling_peterrec.patch_config import PATCH_CONFIG_NAME
 from modeling_peterrec.registry import PATCH_TYPES
 from modeling_peterrec.transfer import backbone_of
+from tests.test_cmnrec_transfer import pretrained as pretrained_cmnrec
 from tests.test_examples import tiny_backbone
+from tests.test_patching import pretrained_backbone
 from tests.test_training import QUICK_TRAINING
 
 VOCAB = 30
@@ -43,37 +42,25 @@ UNSUPPORTED = [(t, m) for t in PATCH_TYPES for m in BACKBONES if m not in PATCH_
 
 
 def pretrained(model_type: str, seed: int = 0):
-    """A tiny pretraining model of `model_type` (its backbone is what transfers); every patch width is divisible by
-    Compacter's default phm_dim (4)."""
-    torch.manual_seed(seed)
+    """A tiny backbone of `model_type` (inside its pretraining model, except PeterRec's); every patch width is
+    divisible by Compacter's default phm_dim (4)."""
     if model_type == "peterrec":
-        config = PeterRecConfig(
-            vocab_size=VOCAB, hidden_size=16, dilations=[1, 2, 1, 2], patch_bottleneck_size=4
-        )
-        return PeterRecForNextItemPrediction(config).eval()
-    if model_type == "sasrec":
-        config = SASRecConfig(
-            vocab_size=VOCAB,
-            hidden_size=16,
-            intermediate_size=24,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=24,
-            patch_bottleneck_size=4,
-        )
-        return SASRecForNextItemPrediction(config).eval()
-    config = CmnRecConfig(
+        return pretrained_backbone(seed)
+    if model_type == "cmnrec":
+        model = pretrained_cmnrec(seed=seed)
+        model.config.patch_bottleneck_size = 4
+        return model
+    torch.manual_seed(seed)
+    config = SASRecConfig(
         vocab_size=VOCAB,
-        embedding_size=8,
-        controller_size=16,
-        memory_slots=3,
-        memory_width=6,
-        num_read_heads=2,
-        attention_size=5,
-        hidden_size=12,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=24,  # the longest test row and a soft prompt
         patch_bottleneck_size=4,
     )
-    return CmnRecForNextItemPrediction(config).eval()
+    return SASRecForNextItemPrediction(config).eval()
 
 
 def batch(seed: int = 0, size: int = 6, length: int = 9) -> dict[str, torch.Tensor]:
@@ -205,7 +192,7 @@ def test_mixed_batch_of_every_type_equals_each_row_run_alone(model_type, tmp_pat
 
 
 def test_lora_on_a_dilated_convolution_equals_the_dense_convolution_with_the_merged_kernel():
-    backbone = pretrained("peterrec").peterrec
+    backbone = pretrained("peterrec")
     model, _ = classification(backbone, "lora", lora_rank=3, lora_alpha=6.0)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
