@@ -32,7 +32,7 @@ from .registry import (
     PatchType,
     choose,
     insertions_of,
-    patch_types_of,
+    patch_type_for,
     require_implemented,
 )
 
@@ -105,13 +105,8 @@ def resolve_patch_kind(
         ValueError: the type does not fit the model type (naming both and the types that fit), a place or a block
             choice is not the type's, a setting does not apply to the type, or a value is out of range.
     """
-    record = choose(PATCH_TYPES, patch_type, "patch type")
     model_type = config.model_type
-    if model_type not in record.places:
-        raise ValueError(
-            f"Patch type {patch_type!r} does not fit model type {model_type!r}; choose one of "
-            f"{list(patch_types_of(model_type))}."
-        )
+    record = patch_type_for(model_type, patch_type)
     unknown = sorted(
         set(settings) - set(PATCH_SETTING_DEFAULTS) - {"insertion", "bottleneck_size", "activation"}
     )

@@ -6,8 +6,9 @@ and its insertions (Figure 3(b)-(e)), the residual block (Figure 3(a)), the read
 attention pooling that see the whole history), then the backbone, the two pretraining heads (Eq. 1 causal
 next-item, Eq. 2 masked-item) and the two fine-tuning heads (Section 3.3), each with its task's readout.
 The last section serves many tasks in one batch: it groups rows by kind of patch and applies each row's own patch.
-The other model types (CmnRec, SASRec) take from here their task-owned patches on named places (`SlotPatches`) and
-their task heads (`UserTask`, `ClassificationHead`, `ItemRankingHead`).
+Every backbone of the family holds its tasks' patches, of any type of `registry.PATCH_TYPES` (the adapters of
+`adapters.py` beside the model patch), through `TaskPatches`; the other model types (CmnRec, SASRec) take from here
+that and their task heads (`UserTask`, `ClassificationHead`, `ItemRankingHead`).
 """
 
 from __future__ import annotations

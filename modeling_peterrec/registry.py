@@ -302,6 +302,17 @@ def patch_types_of(model_type: str) -> dict[str, PatchType]:
     return {name: record for name, record in PATCH_TYPES.items() if model_type in record.places}
 
 
+def patch_type_for(model_type: str, patch_type: str) -> PatchType:
+    """The record of `patch_type`, or a `ValueError` naming it, the model type and the types that fit it."""
+    record = choose(PATCH_TYPES, patch_type, "patch type")
+    if model_type not in record.places:
+        raise ValueError(
+            f"Patch type {patch_type!r} does not fit model type {model_type!r}; choose one of "
+            f"{list(patch_types_of(model_type))}."
+        )
+    return record
+
+
 @dataclass(frozen=True)
 class TaskKind:
     """What a task predicts, and how its model is built, selected and described.
@@ -568,11 +579,7 @@ def model_type_supports(
             f"Insertion {insertion!r} does not apply to model type {model_type.name!r}; choose one of "
             f"{list(insertions_of(model_type.name))}."
         )
-    if model_type.name not in choose(PATCH_TYPES, patch_type, "patch type").places:
-        raise ValueError(
-            f"Patch type {patch_type!r} does not fit model type {model_type.name!r}; choose one of "
-            f"{list(patch_types_of(model_type.name))}."
-        )
+    patch_type_for(model_type.name, patch_type)
 
 
 @dataclass(frozen=True)
@@ -632,6 +639,7 @@ __all__ = [
     "DEFAULT_PATCH_TYPE",
     "PATCH_TYPES",
     "PatchType",
+    "patch_type_for",
     "patch_types_of",
     "HEAD_TERMS",
     "MODEL_TYPES",
