@@ -2,7 +2,7 @@
 Transformer, CmnRec's memory network): identity at initialisation, a frozen backbone that stays bit-identical, exactly
 the declared parameters training, the one patch format (save, fingerprint, load), mixed batches of several types,
 and the properties of each type (LoRA's merged kernel, Compacter's shared factors, the soft prompt's padding
-invariance); then `peterrec finetune --patch_type`."""
+invariance), export for serving; then `peterrec finetune --patch_type`."""
 
 from __future__ import annotations
 
@@ -25,11 +25,15 @@ from modeling_peterrec import (
 from modeling_peterrec.adapters import LoRA, PHMLinear, insert_prompts
 from modeling_peterrec.cli import main
 from modeling_peterrec.data import classification_dataset
+from modeling_peterrec.export import export_program, max_difference
 from modeling_peterrec.patch_config import PATCH_CONFIG_NAME
 from modeling_peterrec.registry import PATCH_TYPES
 from modeling_peterrec.transfer import backbone_of
 from tests.test_cmnrec_transfer import pretrained as pretrained_cmnrec
 from tests.test_examples import tiny_backbone
+from tests.test_export import SHAPES
+from tests.test_inference import LABELS as INFERENCE_LABELS
+from tests.test_inference import next_item_model, randomize_trainable, tokenizer
 from tests.test_patching import pretrained_backbone
 from tests.test_training import QUICK_TRAINING
 
@@ -353,3 +357,20 @@ def test_command_line_finetunes_a_patch_type(tmp_path):
     kernel_in = 16 * backbone_of(patch).config.kernel_size
     head = sum(p.numel() for n, p in patch.named_parameters() if not n.startswith("peterrec."))
     assert summary["trainable_parameters"] == head + 2 * (2 * kernel_in + 16 * 2)
+
+
+@pytest.mark.parametrize("patch_type", ["lora", "compacter", "k_adapter", "soft_prompt"])
+def test_patched_task_models_export_for_serving(patch_type):
+    """The types that add graph of their own (im2col, Kronecker products, a side network, the prompt's row sort)
+    export with `torch.export` and give the eager outputs for other batch sizes and lengths than the traced ones."""
+    model, _ = prepare_for_transfer(
+        next_item_model(),
+        "peterrec",
+        "gender",
+        "classification",
+        label_names=INFERENCE_LABELS,
+        patch_type=patch_type,
+    )
+    randomize_trainable(model)
+    program = export_program(model.eval(), tokenizer())
+    assert max_difference(model, tokenizer(), program.module(), SHAPES) <= 1e-5
