@@ -314,10 +314,12 @@ class SASRecModel(SlotPatches, SASRecPreTrainedModel):
                 else torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
             )
         task_wide = self.task_patches(patch)
-        inputs_embeds, attention_mask, prompt_length = insert_prompts(
-            inputs_embeds, attention_mask, [(slice(None), task_wide.get("prompt"))]
-        )
         hidden_states = self.embeddings(inputs_embeds, attention_mask)
+        # The prompt joins after the position embeddings: items keep the positions they had in pretraining, and a
+        # full-length input still fits the position table.
+        hidden_states, attention_mask, prompt_length = insert_prompts(
+            hidden_states, attention_mask, [(slice(None), task_wide.get("prompt"))]
+        )
         mask = attention_mask_matrix(attention_mask, self.config.is_causal)
         block_outputs = [hidden_states]
         for block in self.blocks:

@@ -142,6 +142,10 @@ class PatchConfig:
                 f"Task kind {self.head!r} has no transfer head; use 'classification' or 'ranking'."
             )
         choose(PATCH_TYPES, self.patch_type, "patch type")
+        if not method.adds_patches and self.patch_type != DEFAULT_PATCH_TYPE:
+            raise ValueError(
+                f"Method {self.method!r} adds no patch; patch_type={self.patch_type!r} needs a patching method."
+            )
         if self.insertion is not None:
             choose(INSERTIONS, self.insertion, "insertion mode")
         if not method.adds_patches and any(getattr(self, name) for name in PATCH_SETTINGS):

@@ -231,10 +231,6 @@ def prepare_for_transfer(
         train_layer_norms=list(train_layer_norms),
         train_tcl_embedding=train_tcl_embedding,
     )
-    if not patched and patch_type != DEFAULT_PATCH_TYPE:
-        raise ValueError(
-            f"Method {method!r} adds no patch; patch_type={patch_type!r} needs a patching method."
-        )
     spec = PatchConfig(
         task=task,
         method=method,
