@@ -372,7 +372,7 @@ RowModules = Sequence[tuple[slice, nn.Module | None]]
 def insert_prompts(
     hidden_states: torch.Tensor, attention_mask: torch.Tensor, groups: RowModules
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Inserts each group's `SoftPrompt` into its rows' (left-padded) input embeddings, right before the first item,
+    """Inserts each group's `SoftPrompt` into its rows' (left-padded) inputs, right before the first item,
     so a user's outputs still do not depend on how much padding the batch needed; rows without a prompt (or with a
     shorter one) get that many more pad positions. Returns the embeddings and mask, `n` positions longer, and `n`:
     the caller drops the first `n` outputs, after which every item is where it was (the readouts never see prompt
