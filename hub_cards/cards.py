@@ -217,6 +217,9 @@ def render_patch_card(
     bottleneck_size: int | None = None,
     readout: str = "tcl",
     head_terms: str = "deep",
+    patch_type: str = "model_patch",
+    patch_places: Sequence[str] | None = None,
+    patch_blocks: str | None = None,
     base_model_revision: str | None = None,
     dataset_split: str = "test",
     license: str | None = "apache-2.0",
@@ -239,6 +242,8 @@ def render_patch_card(
         full_ranking_metrics: for ranking, the same measures over the full ranking of all target items.
         label_names: class names of a classification task.
         bottleneck_size: the patch's inner width.
+        patch_type: what the method added (`registry.PATCH_TYPES`), for a method that adds patches.
+        patch_places, patch_blocks: where in each block the patch went, and which blocks (`all`, `first`, `last`).
         readout: how the task reads a user vector from the backbone (`registry.READOUTS`).
         head_terms: what the head adds up (`registry.HEAD_TERMS`): the deep term, a wide term over the item bag,
             or both.
@@ -246,10 +251,11 @@ def render_patch_card(
         license: license identifier for the metadata.
     """
     # Imported here: the package imports this module while it initialises (saving.py renders cards).
-    from modeling_peterrec.registry import HEAD_TERMS, INSERTIONS, READOUTS, TASK_KINDS, choose
+    from modeling_peterrec.registry import HEAD_TERMS, INSERTIONS, PATCH_TYPES, READOUTS, TASK_KINDS, choose
 
     kind = choose({name: kind for name, kind in TASK_KINDS.items() if kind.head}, task_kind, "task_kind")
     mode = None if insertion is None else choose(INSERTIONS, insertion, "insertion")
+    kind_of_patch = choose(PATCH_TYPES, patch_type, "patch type")
     user_readout = choose(READOUTS, readout, "readout")
     terms = choose(HEAD_TERMS, head_terms, "head terms")
     if task_kind == "classification" and not label_names:
@@ -307,10 +313,15 @@ def render_patch_card(
         label_names=list(label_names or []),
         dataset_description=dataset_name,
         method=method,
+        patch_type_description=f"{kind_of_patch.title} ({kind_of_patch.reference})",
+        patch_places=", ".join(patch_places or []),
+        patch_blocks=patch_blocks,
         insertion_description=(
-            "none: this method adds no model patch"
-            if mode is None
-            else f"{mode.description} (Figure {mode.figure})"
+            f"{mode.description} (Figure {mode.figure})"
+            if mode is not None
+            else None
+            if patch_places
+            else "none: this method adds no model patch"
         ),
         bottleneck_size=bottleneck_size,
         readout_description=user_readout.description

@@ -2,7 +2,8 @@
 
 Where each concept lives (one job per file):
 
-- `registry.py`: one record per fine-tuning method, patch insertion, task kind and readout.
+- `registry.py`: one record per fine-tuning method, patch insertion, patch type, task kind and readout.
+- `adapters.py`: the patch types' modules (Adapter4Rec's adapters beside PeterRec's model patch) and their settings.
 - `configuration_peterrec.py`, `modeling_peterrec.py`, `loss_peterrec.py`: the model family (the paper).
 - `configuration_cmnrec.py`, `modeling_cmnrec.py`: CmnRec, the family's chunk-accelerated memory network.
 - `configuration_sasrec.py`, `modeling_sasrec.py`: SASRec, a causal self-attention (Transformer) user model, and
@@ -57,7 +58,7 @@ from .modeling_sasrec import (
     SASRecPreTrainedModel,
 )
 from .patch_config import PatchConfig
-from .registry import CHUNK_RULES, INSERTIONS, METHODS, MODEL_TYPES, READOUTS, TASK_KINDS
+from .registry import CHUNK_RULES, INSERTIONS, METHODS, MODEL_TYPES, PATCH_TYPES, READOUTS, TASK_KINDS
 from .saving import load_patch, save_patch
 from .serving import MultiTaskPeterRec
 from .sharing import push_folder_to_hub, push_patch_to_hub
@@ -99,6 +100,7 @@ __all__ = [
     "build_small_text_encoder",
     "INSERTION_MODES",
     "METHODS",
+    "PATCH_TYPES",
     "READOUTS",
     "TASK_KINDS",
     "MultiTaskPeterRec",

@@ -18,7 +18,9 @@ FineCLS: the frozen user model and a new head. FineAll: every weight trained. Pe
 `controller_read`): a model patch (Figure 3(f)) on the controller's output before the memory (what the chunk
 attention, the memory's interface and the output read) and one on the read vectors before the output layer, the rest
 frozen. The dilated-conv methods that name conv layers (FineLast1/2, the insertions of Figure 3(b)-(e)) have no
-counterpart (`registry.MODEL_TYPES["cmnrec"].methods`).
+counterpart (`registry.MODEL_TYPES["cmnrec"].methods`). Of the other patch types (`registry.PATCH_TYPES`), Houlsby
+and Compacter go on the same two places and the soft prompt on the input embeddings; LoRA, the parallel and Pfeiffer
+adapters and K-Adapter name weights, sub-layers or blocks that the recurrent controller and the memory do not have.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from .adapters import PlaceShape, adapt, insert_prompts
 from .configuration_cmnrec import CmnRecConfig
 from .modeling_peterrec import (
     ClassificationHead,
@@ -321,15 +324,6 @@ class ChunkAttention(nn.Module):
         return torch.einsum("bt,bth->bh", weights, cache)
 
 
-PATCH_WIDTHS: dict[str, dict[str, Callable[[CmnRecConfig], int]]] = {
-    "controller_read": {
-        "controller": lambda config: config.controller_size,
-        "read": lambda config: config.read_size,
-    }
-}
-"""The width of each patch slot of CmnRec's insertions (`registry.insertions_of("cmnrec")`; `SlotPatches` checks
-that each has its widths)."""
-
 # ---------------------------------------------------------------------------------------------------------------
 # The user model and its heads
 # ---------------------------------------------------------------------------------------------------------------
@@ -363,8 +357,6 @@ class CmnRecModel(SlotPatches, CmnRecPreTrainedModel):
     (`pooler_output`; sequences are left-padded, so the last position is the user's latest item).
     """
 
-    patch_widths = PATCH_WIDTHS
-
     def __init__(self, config: CmnRecConfig):
         super().__init__(config)
         self.embed_items = nn.Embedding(config.vocab_size, config.embedding_size)
@@ -378,8 +370,15 @@ class CmnRecModel(SlotPatches, CmnRecPreTrainedModel):
         self.post_init()
 
     def patch_holders(self) -> list[nn.ModuleDict]:
-        """One holder: the controller-output and memory-read patches of each task (`patches.<task>.<slot>`)."""
+        """One holder, the model's own `patches`: each task's adapters on the controller output and the memory read
+        (`patches.<task>.<place>`) beside its task-wide parts (`patches.<task>.prompt`)."""
         return [self.patches]
+
+    def patch_places(self, block: int) -> dict[str, PlaceShape]:
+        """The controller's output (what the chunk attention, the memory's interface and the output read) and the
+        read vectors (before the output layer); serial adapters only, so each is as wide as it is."""
+        controller, read = self.config.controller_size, self.config.read_size
+        return {"controller": PlaceShape(controller, controller), "read": PlaceShape(read, read)}
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_items
@@ -413,16 +412,21 @@ class CmnRecModel(SlotPatches, CmnRecPreTrainedModel):
                 if input_ids is not None
                 else torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
             )
+        patches = self.task_patches(patch)
+        inputs_embeds, attention_mask, prompt_length = insert_prompts(
+            inputs_embeds, attention_mask, [(slice(None), patches.get("prompt"))]
+        )
         mask = attention_mask.bool()
-        patches = self.patches[patch] if self._check_patch(patch) is not None else {}
         controller_states = self._run_controller(inputs_embeds, mask)
         if "controller" in patches:
             # Re-masked: pad steps keep the zero state, so the patch cannot make padding visible.
-            controller_states = patches["controller"](controller_states) * mask.unsqueeze(-1)
-        reads = self._access_memory(controller_states, mask)
-        if "read" in patches:
-            reads = patches["read"](reads)
+            controller_states = adapt(
+                patches, "controller", inputs_embeds, controller_states
+            ) * mask.unsqueeze(-1)
+        reads = adapt(patches, "read", controller_states, self._access_memory(controller_states, mask))
         hidden = torch.tanh(self.output_projection(torch.cat([controller_states, reads], dim=-1)))
+        # The outputs at soft-prompt positions are dropped: every item is back where the input had it.
+        hidden = hidden[:, prompt_length:]
         user = hidden[:, -1]
         if not return_dict:
             return hidden, user
@@ -549,7 +553,6 @@ __all__ = [
     "CmnRecForUserTask",
     "CmnRecForSequenceClassification",
     "CmnRecForItemRanking",
-    "PATCH_WIDTHS",
     "chunk_layout",
     "chunk_tables",
     "chunk_times",

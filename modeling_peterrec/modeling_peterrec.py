@@ -6,8 +6,9 @@ and its insertions (Figure 3(b)-(e)), the residual block (Figure 3(a)), the read
 attention pooling that see the whole history), then the backbone, the two pretraining heads (Eq. 1 causal
 next-item, Eq. 2 masked-item) and the two fine-tuning heads (Section 3.3), each with its task's readout.
 The last section serves many tasks in one batch: it groups rows by kind of patch and applies each row's own patch.
-The other model types (CmnRec, SASRec) take from here their task-owned patches on named places (`SlotPatches`) and
-their task heads (`UserTask`, `ClassificationHead`, `ItemRankingHead`).
+Every backbone of the family holds its tasks' patches, of any type of `registry.PATCH_TYPES` (the adapters of
+`adapters.py` beside the model patch), through `TaskPatches`; the other model types (CmnRec, SASRec) take from here
+that and their task heads (`UserTask`, `ClassificationHead`, `ItemRankingHead`).
 """
 
 from __future__ import annotations
@@ -15,33 +16,36 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, ModelOutput, SequenceClassifierOutput
 
-from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
+from .adapters import (
+    Bottleneck,
+    PatchKind,
+    PlaceAdapter,
+    PlaceShape,
+    adapt,
+    add_side_outputs,
+    build_patch,
+    insert_prompts,
+    resolve_patch_kind,
+)
+from .configuration_peterrec import PeterRecConfig
 from .modeling_utils import (
     PRETRAINING_HEAD_KEYS,
     FullAutoMapMixin,
     ItemPredictionMixin,
     check_item_ids,
     classification_loss,
+    dilated_taps,
     init_truncated_normal,
 )
-from .registry import (
-    HEAD_TERMS,
-    INSERTIONS,
-    MODEL_TYPES,
-    READOUTS,
-    insertions_of,
-    require_implemented,
-    tcl_position,
-)
+from .registry import DEFAULT_PATCH_TYPE, HEAD_TERMS, INSERTIONS, READOUTS, require_implemented, tcl_position
 
 AUTO_CLASSES = {
     "AutoModel": "PeterRecModel",
@@ -51,12 +55,6 @@ AUTO_CLASSES = {
 }
 """The Auto class that loads each model of this file (`FullAutoMapMixin` names them all in a saved `auto_map`);
 `PeterRecForItemRanking` has no matching Auto class."""
-
-PATCH_ACTIVATIONS = {
-    "gelu": nn.GELU,
-    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-    "relu": nn.ReLU,
-}
 
 
 class DilatedConv1d(nn.Module):
@@ -78,37 +76,33 @@ class DilatedConv1d(nn.Module):
         hidden_states = F.pad(hidden_states.transpose(1, 2), self.padding)
         return self.conv(hidden_states).transpose(1, 2)
 
+    @property
+    def taps(self) -> tuple[int, int, tuple[int, int]]:
+        """Kernel size, dilation and padding: how `modeling_utils.dilated_taps` lays out this convolution's input."""
+        return self.conv.kernel_size[0], self.conv.dilation[0], self.padding
+
     def _forward_channels_last(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The same convolution as one matmul in the (batch, length, channels) layout: each position's k dilated
         taps side by side (im2col) against the kernel laid out as (out, k * in). On CPU this skips the transposes
         and oneDNN's layout copies around `nn.Conv1d`, 15% of the backbone's time at hidden size 64
         (docs/performance.md, CPU section); on GPU `nn.Conv1d` is kept, as measured there."""
-        length, dilation = hidden_states.shape[1], self.conv.dilation[0]
-        padded = F.pad(hidden_states, (0, 0, *self.padding))
-        taps = [
-            padded[:, tap * dilation : tap * dilation + length] for tap in range(self.conv.kernel_size[0])
-        ]
         weight = self.conv.weight.permute(0, 2, 1).reshape(self.conv.out_channels, -1)
-        return F.linear(torch.cat(taps, dim=-1), weight, self.conv.bias)
+        return F.linear(dilated_taps(hidden_states, *self.taps), weight, self.conv.bias)
 
 
-class ModelPatch(nn.Module):
+class ModelPatch(Bottleneck):
     """Model patch, Figure 3(f): a bottleneck with a shortcut, `x + up(act(down(x)))`.
 
     The projections are 1x1 convolutions, i.e. linear layers over channels, from k to d (k = 8d in the paper)
     and back. The up-projection starts at zero so that a serially inserted patch is the identity at the start
-    of fine-tuning.
+    of fine-tuning. The insertions of Figure 3 (`PLACEMENTS`) decide what it reads and where its output goes.
     """
 
     def __init__(self, hidden_size: int, bottleneck_size: int, activation: str):
-        super().__init__()
-        self.down = nn.Linear(hidden_size, bottleneck_size)
-        self.act = PATCH_ACTIVATIONS[activation]()
-        self.up = nn.Linear(bottleneck_size, hidden_size)
-        self.up.zero_init = True
+        super().__init__(hidden_size, bottleneck_size, hidden_size, activation)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return hidden_states + self.up(self.act(self.down(hidden_states)))
+        return hidden_states + self.delta(hidden_states)
 
 
 Patched = Callable[[torch.Tensor], torch.Tensor]
@@ -139,21 +133,12 @@ PLACEMENTS = {
 require_implemented({mode.placement: mode for mode in INSERTIONS.values()}, PLACEMENTS, "modeling PLACEMENTS")
 
 
-def build_block_patches(
-    hidden_size: int, insertion: str, bottleneck_size: int, activation: str
-) -> nn.ModuleDict:
-    """The patches of one residual block for one task, on the convolutions its insertion names (Figure 3)."""
-    return nn.ModuleDict(
-        {slot: ModelPatch(hidden_size, bottleneck_size, activation) for slot in INSERTIONS[insertion].slots}
-    )
-
-
 class DilatedResidualBlock(nn.Module):
     """Residual block of Figure 3(a): conv(d) -> LayerNorm -> ReLU -> conv(2d) -> LayerNorm -> ReLU, plus the input.
 
-    `patches` holds each task's model patches (a `ModuleDict` keyed by task name, like PEFT's tuners), so one
-    frozen block serves many tasks. A task's patch may also carry its own copy of a LayerNorm (`norm1`/`norm2`),
-    which then replaces the shared one for that task's rows.
+    `patches` holds each task's model patches or adapters on `conv1`/`conv2` (a `ModuleDict` keyed by task name,
+    like PEFT's tuners), so one frozen block serves many tasks. A task's patch may also carry its own copy of a
+    LayerNorm (`norm1`/`norm2`), which then replaces the shared one for that task's rows.
     """
 
     def __init__(self, config: PeterRecConfig, dilation1: int, dilation2: int):
@@ -195,11 +180,15 @@ class DilatedResidualBlock(nn.Module):
 
         if slot not in patches[0]:
             return torch.relu(normalize(conv_output))
+        if group.kind.insertion is None:
+            # An adapter (one task per group) on the conv's output, before its LayerNorm: where Houlsby's and
+            # Pfeiffer's go after a sub-layer, and where LoRA's update of the kernel adds up.
+            return torch.relu(normalize(adapt(patches[0], slot, layer_input, conv_output)))
 
         def patch(hidden: torch.Tensor) -> torch.Tensor:
             return apply_patches([p[slot] for p in patches], group.row_task, hidden)
 
-        placement = PLACEMENTS[INSERTIONS[group.insertion].placement]
+        placement = PLACEMENTS[INSERTIONS[group.kind.insertion].placement]
         return placement(patch, layer_input, conv_output, normalize)
 
 
@@ -341,29 +330,36 @@ class PatchedTaskModel:
         return None
 
 
-class SlotPatches:
-    """Each task's model patches (Figure 3(f), zero up-projection: the identity at the start) on the places
-    (`InsertionMode.slots`) of the backbone's insertions, one patch per place and holder, so several tasks attach to
-    one frozen backbone and one call runs one task's patches.
+class TaskPatches:
+    """Each task's patch on a frozen backbone, of any type of `registry.PATCH_TYPES` (PeterRec's model patch, the
+    adapters of `adapters`), so several tasks attach to one backbone under their names, like PEFT's tuners.
 
-    A backbone sets `patch_widths` (the width of each place of each of its insertions) and `patch_holders()` (the
-    `ModuleDict`s that hold a `{task: {place: ModelPatch}}` each, under `.patches.` names: the backbone's own, or
-    one per block), and calls `_init_patches()` in its `__init__`.
+    A backbone declares `patch_holders()` (one `ModuleDict` per block, holding `{task: {place: adapter}}` under
+    `.patches.` names), `patch_places(block)` (the shape of each place of that block) and `layer_norms_of(block)`
+    (the LayerNorms a task may own copies of; `block=None`: those outside the blocks); it keeps the task-wide parts
+    of each patch (soft prompt, side network, shared PHM factors, LayerNorm copies outside the blocks) in its own
+    `patches` `ModuleDict`, and calls `_init_patches()` in its `__init__`. `patch_kinds` records each task's
+    `adapters.PatchKind`.
     """
 
-    patch_widths: dict[str, dict[str, Callable[[PreTrainedConfig], int]]]
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        require_implemented(
-            insertions_of(cls.config_class.model_type), cls.patch_widths, f"{cls.__name__}.patch_widths"
-        )
+    patches: nn.ModuleDict
 
     def _init_patches(self) -> None:
         self.patch_kinds: dict[str, PatchKind] = {}
 
     def patch_holders(self) -> list[nn.ModuleDict]:
         raise NotImplementedError(f"{type(self).__name__} must define patch_holders.")
+
+    def patch_places(self, block: int) -> dict[str, PlaceShape]:
+        raise NotImplementedError(f"{type(self).__name__} must define patch_places.")
+
+    def layer_norms_of(self, block: int | None) -> dict[str, nn.LayerNorm]:
+        """The LayerNorms of `block` (None: outside the blocks) that a task may train as its own copies."""
+        return {}
+
+    def _place_adapter(self, kind: PatchKind) -> PlaceAdapter | None:
+        """What makes `kind`'s adapter at a place, when the backbone places it itself (None: `adapters.PLACE_ADAPTERS`)."""
+        return None
 
     def add_patch(
         self,
@@ -373,51 +369,129 @@ class SlotPatches:
         activation: str | None = None,
         layer_norms: Sequence[str] = (),
         tcl_embedding: bool = False,
-    ) -> None:
-        """Adds `task`'s model patches on the places of `insertion` (`registry.INSERTIONS`; default: the model
-        type's, `registry.MODEL_TYPES`).
+        *,
+        patch_type: str = DEFAULT_PATCH_TYPE,
+        places: Sequence[str] | None = None,
+        blocks: str | None = None,
+        lora_rank: int | None = None,
+        lora_alpha: float | None = None,
+        phm_dim: int | None = None,
+        phm_rank: int | None = None,
+        prompt_length: int | None = None,
+    ) -> PatchKind:
+        """Adds `task`'s patch of `patch_type` (`registry.PATCH_TYPES`; PeterRec's model patch by default) and returns
+        its resolved kind.
 
-        `layer_norms` and `tcl_embedding` are PeterRec's (task-owned copies of block LayerNorms and of `[TCL]`);
-        these backbones keep the shared ones, so they must be empty."""
+        Args:
+            task: name of the patch; one backbone holds many.
+            insertion: the model patch's place (`registry.INSERTIONS`; default: the model type's).
+            bottleneck_size, activation: a bottleneck's width and nonlinearity (default: the configuration's).
+            layer_norms: LayerNorms (`layer_norms_of`: `norm1`/`norm2` of PeterRec's blocks; `attention_norm`,
+                `feed_forward_norm`, `final_norm` of SASRec) this task trains as its own copies, in every block,
+                so the shared backbone stays untouched (the original PeterRec code retrained `norm2`).
+            tcl_embedding: give the task its own trainable copy of the `[TCL]` embedding (PeterRec only).
+            patch_type, places, blocks, lora_rank, lora_alpha, phm_dim, phm_rank, prompt_length: the type and its
+                settings (`adapters.resolve_patch_kind`; None: the default).
+
+        Raises:
+            ValueError: the name is taken or malformed, or the type, a place or a setting does not fit.
+        """
         if not task or "." in task:
             raise ValueError(f"Patch name {task!r} must be non-empty and contain no '.'.")
         if task in self.patch_kinds:
             raise ValueError(
                 f"A patch named {task!r} already exists; remove it first or choose another name."
             )
-        if layer_norms or tcl_embedding:
+        if tcl_embedding and not hasattr(self, "tcl_embeddings"):
             raise ValueError(
-                f"{type(self).__name__} patches train no LayerNorm copies or [TCL] embedding (train_layer_norms, "
-                "train_tcl_embedding are PeterRec's)."
+                f"{type(self).__name__} has no [TCL] embedding to train (train_tcl_embedding is PeterRec's)."
             )
-        insertion = insertion or MODEL_TYPES[self.config.model_type].default_insertion
-        self.config._check_choice("insertion", insertion, tuple(self.patch_widths))
-        bottleneck_size = bottleneck_size or self.config.patch_bottleneck_size
-        activation = activation or self.config.patch_activation
-        self.config._check_choice("patch_activation", activation, tuple(PATCH_ACTIVATIONS))
-        if not isinstance(bottleneck_size, int) or bottleneck_size <= 0:
-            raise ValueError(f"bottleneck_size must be a positive integer, got {bottleneck_size!r}.")
+        tunable = {
+            name for block in (None, *range(len(self.patch_holders()))) for name in self.layer_norms_of(block)
+        }
+        unknown = sorted(set(layer_norms) - tunable)
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no LayerNorms {unknown} to train (train_layer_norms); it may name "
+                f"{sorted(tunable)}."
+            )
+        kind = resolve_patch_kind(
+            self.config,
+            patch_type,
+            places,
+            blocks,
+            insertion=insertion,
+            bottleneck_size=bottleneck_size,
+            activation=activation,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            phm_dim=phm_dim,
+            phm_rank=phm_rank,
+            prompt_length=prompt_length,
+        )
         weight = self.embed_items.weight
-        for holder in self.patch_holders():
-            patches = nn.ModuleDict(
-                {
-                    slot: ModelPatch(
-                        self.patch_widths[insertion][slot](self.config), bottleneck_size, activation
-                    )
-                    for slot in INSERTIONS[insertion].slots
-                }
+        per_block, task_wide = build_patch(
+            kind,
+            self,
+            self.config.hidden_size,
+            weight.shape[1],
+            self.config.initializer_range,
+            self._place_adapter(kind),
+        )
+        for block, (holder, modules) in enumerate(zip(self.patch_holders(), per_block, strict=True)):
+            holder[task] = self._task_modules(modules, self.layer_norms_of(block), layer_norms, weight)
+        # Added after the blocks' (CmnRec's one holder is its `patches`): the task-wide parts join its entry.
+        wide = self._task_modules(task_wide, self.layer_norms_of(None), layer_norms, weight)
+        if task in self.patches:
+            self.patches[task].update(wide)
+        else:
+            self.patches[task] = wide
+        if tcl_embedding:
+            self.tcl_embeddings[task] = nn.Parameter(
+                self.embed_items.weight[self.config.tcl_token_id].detach().clone()
             )
-            for module in patches.modules():
-                self._init_weights(module)
-            holder[task] = patches.to(device=weight.device, dtype=weight.dtype)
-        self.patch_kinds[task] = PatchKind(insertion, bottleneck_size, activation)
+        self.patch_kinds[task] = kind
+        return kind
+
+    def _task_modules(
+        self,
+        modules: dict[str, nn.Module],
+        norms: dict[str, nn.LayerNorm],
+        trained_norms: Sequence[str],
+        like: torch.Tensor,
+    ) -> nn.ModuleDict:
+        """One holder's entry of a task: its new modules in the family's initialisation, and copies of the shared
+        LayerNorms it trains, on the backbone's device and dtype."""
+        entry = nn.ModuleDict(modules)
+        for module in entry.modules():
+            self._init_weights(module)
+        for name in trained_norms:
+            if name in norms:
+                entry[name] = copy.deepcopy(norms[name])
+        return entry.to(device=like.device, dtype=like.dtype)
 
     def remove_patch(self, task: str) -> None:
-        """Removes `task`'s patches."""
-        self._check_patch(task)
-        for holder in self.patch_holders():
-            del holder[task]
+        """Removes `task`'s patch."""
+        if task not in self.patch_kinds:
+            raise KeyError(f"No patch named {[task]}; this backbone has {sorted(self.patch_kinds)}.")
+        for holder in (*self.patch_holders(), self.patches):
+            if task in holder:
+                del holder[task]
+        if task in getattr(self, "tcl_embeddings", {}):
+            del self.tcl_embeddings[task]
         del self.patch_kinds[task]
+
+
+class SlotPatches(TaskPatches):
+    """Task patches of a backbone that runs one task's patch per call (CmnRec, SASRec); a server runs a mixed batch
+    one task at a time (`serving.MultiTaskPeterRec`)."""
+
+    def task_patches(self, patch: str | None) -> dict[str, nn.Module]:
+        """The modules of `patch`'s entry in the backbone's own `patches` (task-wide parts; CmnRec's places too), or
+        none without a patch."""
+        if self._check_patch(patch) is None:
+            return {}
+        return dict(self.patches[patch].items())
 
     def _check_patch(self, patch: str | None) -> str | None:
         """`patch` when it names one of this backbone's tasks (or is None); one task per call."""
@@ -466,11 +540,12 @@ class PeterRecPreTrainedModel(FullAutoMapMixin, PreTrainedModel):
             module.reset_parameters()
 
 
-class PeterRecModel(PeterRecPreTrainedModel):
+class PeterRecModel(TaskPatches, PeterRecPreTrainedModel):
     """The pretrained backbone: item embedding and a stack of dilated residual blocks (Figure 3(a)).
 
-    Causal (NextItNet, `config.is_causal=True`) or non-causal (GRec encoder). Model patches are added by task name
-    with [`~PeterRecModel.add_patch`] (or built in by `config.patch_insertion`) and chosen per call with `patch=`.
+    Causal (NextItNet, `config.is_causal=True`) or non-causal (GRec encoder). Patches (model patches, Figure 3, or
+    any type of `registry.PATCH_TYPES`) are added by task name with [`~TaskPatches.add_patch`] (or built in by
+    `config.patch_insertion`) and chosen per call, or per row, with `patch=`.
     """
 
     def __init__(self, config: PeterRecConfig):
@@ -481,79 +556,48 @@ class PeterRecModel(PeterRecPreTrainedModel):
             DilatedResidualBlock(config, dilations[i], dilations[i + 1]) for i in range(0, len(dilations), 2)
         )
         self.tcl_embeddings = nn.ParameterDict()
-        self.patch_kinds: dict[str, PatchKind] = {}
+        self.patches = nn.ModuleDict()
+        self._init_patches()
         if config.patch_insertion is not None:
             self.add_patch(config.patch_task, config.patch_insertion)
         self.post_init()
 
     @property
-    def patch_insertions(self) -> dict[str, str]:
-        """Insertion mode of each task's patch."""
+    def patch_insertions(self) -> dict[str, str | None]:
+        """Insertion mode of each task's patch (None for the adapter types)."""
         return {task: kind.insertion for task, kind in self.patch_kinds.items()}
+
+    def patch_holders(self) -> list[nn.ModuleDict]:
+        """One holder per residual block (`blocks.{i}.patches.<task>.<conv>`)."""
+        return [block.patches for block in self.blocks]
+
+    def patch_places(self, block: int) -> dict[str, PlaceShape]:
+        """The two dilated convolutions of a block, with their taps (LoRA updates their kernels)."""
+        width = self.config.hidden_size
+        return {
+            slot: PlaceShape(width, width, getattr(self.blocks[block], slot).taps)
+            for slot in ("conv1", "conv2")
+        }
+
+    def layer_norms_of(self, block: int | None) -> dict[str, nn.LayerNorm]:
+        """A block's two LayerNorms (`norm1`, `norm2`); none outside the blocks."""
+        if block is None:
+            return {}
+        return {name: getattr(self.blocks[block], name) for name in ("norm1", "norm2")}
+
+    def _place_adapter(self, kind: PatchKind) -> PlaceAdapter | None:
+        """Model patches go in with their insertion's placement (Figure 3(b)-(e), `DilatedResidualBlock`)."""
+        if kind.insertion is None:
+            return None
+        return lambda kind, shape, rule, std: ModelPatch(
+            shape.out_features, kind.bottleneck_size, kind.activation
+        )
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_items
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_items = value
-
-    def add_patch(
-        self,
-        task: str,
-        insertion: str,
-        bottleneck_size: int | None = None,
-        activation: str | None = None,
-        layer_norms: Sequence[str] = (),
-        tcl_embedding: bool = False,
-    ) -> None:
-        """Inserts a new model patch for `task` into every residual block (Figure 3(b)-(e)).
-
-        Args:
-            task: name of the patch; one backbone holds many.
-            insertion: a name of `registry.INSERTIONS` (`"serial_one"`, `"serial_two"`, `"parallel_before_ln"`,
-                `"parallel_after_act"`).
-            bottleneck_size: defaults to `config.patch_bottleneck_size`.
-            activation: defaults to `config.patch_activation`.
-            layer_norms: names of the block LayerNorms (`"norm1"`, `"norm2"`) that this task trains: each gets a
-                task-owned copy so the shared backbone stays untouched (the original code retrained `norm2`).
-            tcl_embedding: give the task its own trainable copy of the `[TCL]` embedding.
-        """
-        if not task or "." in task:
-            raise ValueError(f"Patch name {task!r} must be non-empty and contain no '.'.")
-        if task in self.patch_kinds:
-            raise ValueError(
-                f"A patch named {task!r} already exists; remove it first or choose another name."
-            )
-        bottleneck_size = bottleneck_size or self.config.patch_bottleneck_size
-        activation = activation or self.config.patch_activation
-        PeterRecConfig._check_choice("patch_insertion", insertion, INSERTION_MODES)
-        PeterRecConfig._check_choice("patch_activation", activation, tuple(PATCH_ACTIVATIONS))
-        if not isinstance(bottleneck_size, int) or bottleneck_size <= 0:
-            raise ValueError(f"bottleneck_size must be a positive integer, got {bottleneck_size!r}.")
-        unknown = set(layer_norms) - {"norm1", "norm2"}
-        if unknown:
-            raise ValueError(f"layer_norms may name 'norm1' and 'norm2' only, got {sorted(unknown)}.")
-        for block in self.blocks:
-            patches = build_block_patches(self.config.hidden_size, insertion, bottleneck_size, activation)
-            for module in patches.modules():
-                self._init_weights(module)
-            for name in layer_norms:
-                patches[name] = copy.deepcopy(getattr(block, name))
-            block.patches[task] = patches.to(device=block.norm1.weight.device, dtype=block.norm1.weight.dtype)
-        if tcl_embedding:
-            self.tcl_embeddings[task] = nn.Parameter(
-                self.embed_items.weight[self.config.tcl_token_id].detach().clone()
-            )
-        self.patch_kinds[task] = PatchKind(insertion, bottleneck_size, activation)
-
-    def remove_patch(self, task: str) -> None:
-        """Removes `task`'s patch from every block."""
-        self._check_patch_names([task])
-        for block in self.blocks:
-            del block.patches[task]
-        if task in self.tcl_embeddings:
-            del self.tcl_embeddings[task]
-        del self.patch_kinds[task]
 
     def _check_patch_names(self, tasks: Sequence[str]) -> None:
         missing = sorted(set(tasks) - set(self.patch_kinds))
@@ -595,12 +639,24 @@ class PeterRecModel(PeterRecPreTrainedModel):
         hidden_states = inputs_embeds
         if input_ids is not None and len(self.tcl_embeddings):
             hidden_states = task_tcl_embeddings(self, input_ids, hidden_states, routing)
+        hidden_states, attention_mask, prompt_length = insert_prompts(
+            hidden_states, attention_mask, self._group_modules(routing, "prompt")
+        )
         padding_mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        block_outputs = [hidden_states]
         for block in self.blocks:
             hidden_states = block(hidden_states, padding_mask, routing)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
+            block_outputs.append(hidden_states)
+        hidden_states = add_side_outputs(
+            hidden_states, block_outputs[1:], self._group_modules(routing, "side")
+        )
+        # The outputs at soft-prompt positions are dropped: every item is back where the input had it.
+        hidden_states = hidden_states[:, prompt_length:]
+        all_hidden_states = (
+            tuple(h[:, prompt_length:] for h in block_outputs[:-1]) + (hidden_states,)
+            if output_hidden_states
+            else None
+        )
         if order is not None:
             restore = torch.empty_like(order)
             restore[order] = torch.arange(order.numel(), device=order.device)
@@ -609,6 +665,14 @@ class PeterRecModel(PeterRecPreTrainedModel):
         if not return_dict:
             return tuple(v for v in (hidden_states, all_hidden_states) if v is not None)
         return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_hidden_states)
+
+    def _group_modules(self, routing: PatchRouting, name: str) -> list[tuple[slice, nn.Module | None]]:
+        """Each group's task-wide module `name` (`prompt`, `side`), where its one task has one."""
+        modules = []
+        for group in routing:
+            entry = self.patches[group.tasks[0]] if len(group.tasks) == 1 else {}
+            modules.append((group.rows, entry[name] if name in entry else None))
+        return modules
 
     def user_representation(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Reads one vector per user with the backbone's own `config.readout` (Figure 2; `registry.READOUTS`).
@@ -1005,26 +1069,19 @@ class PeterRecForItemRanking(ItemRankingHead, PeterRecForUserTask):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class PatchKind(NamedTuple):
-    """What must match for patches of several tasks to run as one group of a mixed batch."""
-
-    insertion: str
-    bottleneck_size: int
-    activation: str
-
-
 @dataclass
 class PatchGroup:
-    """Rows of a batch that run through patches of one kind (same insertion, size and activation), or through none
-    (`tasks` empty).
+    """Rows of a batch that run through patches of one kind (`adapters.PatchKind`: same type, insertion, sizes), or
+    through none (`tasks` empty, `kind` None).
 
-    `rows` is a contiguous slice of the batch (a mixed batch is sorted by group first, in `route_rows` only). With
-    several `tasks`, `row_task[i]` says which task's patch row i uses, and the patches are applied to all rows at
-    once with per-row weights, so a mixed batch costs a few batched matmuls instead of one pass per task.
+    `rows` is a contiguous slice of the batch (a mixed batch is sorted by group first, in `route_rows` only). Model
+    patches (`PatchType.batched_rows`) of several `tasks` share a group: `row_task[i]` says which task's patch row i
+    uses, and the patches are applied to all rows at once with per-row weights, so a mixed batch costs a few batched
+    matmuls instead of one pass per task. The other types run one group per task.
     """
 
     tasks: list[str]
-    insertion: str | None
+    kind: PatchKind | None
     rows: slice
     row_task: torch.Tensor | None = None
 
@@ -1042,21 +1099,26 @@ def route_rows(
         return [PatchGroup([], None, slice(None))], None
     if isinstance(patch, str):
         model._check_patch_names([patch])
-        return [PatchGroup([patch], model.patch_kinds[patch].insertion, slice(None))], None
+        return [PatchGroup([patch], model.patch_kinds[patch], slice(None))], None
     if len(patch) != batch_size:
         raise ValueError(f"patch names one task per row: got {len(patch)} names for {batch_size} rows.")
     model._check_patch_names([name for name in patch if name is not None])
-    row_kinds = [model.patch_kinds[name] if name is not None else None for name in patch]
-    kinds = list(dict.fromkeys(row_kinds))
-    order = sorted(range(batch_size), key=lambda row: kinds.index(row_kinds[row]))
+
+    def group_of(name: str | None) -> tuple[PatchKind, str | None] | None:
+        if name is None:
+            return None
+        kind = model.patch_kinds[name]
+        return kind, None if kind.record.batched_rows else name
+
+    row_groups = [group_of(name) for name in patch]
+    keys = list(dict.fromkeys(row_groups))
+    order = sorted(range(batch_size), key=lambda row: keys.index(row_groups[row]))
     groups, start = [], 0
-    for kind in kinds:
-        rows = [row for row in order if row_kinds[row] == kind]
-        tasks = list(dict.fromkeys(patch[row] for row in rows)) if kind else []
+    for key in keys:
+        rows = [row for row in order if row_groups[row] == key]
+        tasks = list(dict.fromkeys(patch[row] for row in rows)) if key else []
         row_task = to_device([tasks.index(patch[row]) for row in rows], device) if len(tasks) > 1 else None
-        groups.append(
-            PatchGroup(tasks, kind.insertion if kind else None, slice(start, start + len(rows)), row_task)
-        )
+        groups.append(PatchGroup(tasks, key[0] if key else None, slice(start, start + len(rows)), row_task))
         start += len(rows)
     permutation = None if order == list(range(batch_size)) else to_device(order, device)
     return groups, permutation
@@ -1128,6 +1190,7 @@ __all__ = [
     "DilatedConv1d",
     "ModelPatch",
     "DilatedResidualBlock",
+    "TaskPatches",
     "AttentionPooler",
     "UserReadout",
     "ItemBagTerm",

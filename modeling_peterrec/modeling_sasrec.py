@@ -14,8 +14,10 @@ authors' code. Positions count from a user's first item, so left padding never c
 are never attended to, and each pad query attends only to itself (a row with nothing to attend to would be NaN).
 
 Each block names its sub-layers `attention` and `feed_forward`, each a `PreNormResidual` with its own `layer_norm`,
-`layer` and `dropout`, so that adapters (Houlsby after each sub-layer, LoRA on `query`/`key`/`value`, ...) can
-address them by name.
+`layer` and `dropout`, and their weights `query`, `key`, `value`, `dense_in`, `dense_out`: the places where the
+adapters of `registry.PATCH_TYPES` go (`adapters.adapt`: Houlsby and Compacter after each sub-layer, Pfeiffer after
+the feed-forward one, the parallel adapter beside each, LoRA on the projections), besides the soft prompt on the
+input embeddings and K-Adapter's side network over the blocks' outputs.
 
 Transfer (PeterRec, Section 3.3; `transfer.prepare_for_transfer`): the task heads read the user vector with the
 task's readout (`"tcl"`: the last position). FineCLS: the frozen user model and a new head. FineAll: every weight
@@ -29,6 +31,8 @@ dilated convolutions, have no counterpart (`registry.MODEL_TYPES["sasrec"].metho
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +40,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
+from .adapters import PlaceShape, adapt, add_side_outputs, insert_prompts
 from .configuration_sasrec import FEED_FORWARD_ACTIVATIONS, SASRecConfig
 from .item_text import ItemTextEncoder, TextItemsMixin, id_embedding_rows, uses_item_text
 from .modeling_peterrec import (
@@ -135,8 +140,13 @@ class SelfAttention(nn.Module):
         batch, length, hidden = hidden_states.shape
         return hidden_states.view(batch, length, self.num_heads, hidden // self.num_heads).transpose(1, 2)
 
-    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        query, key, value = (self._heads(f(hidden_states)) for f in (self.query, self.key, self.value))
+    def forward(
+        self, hidden_states: torch.Tensor, mask: torch.Tensor, patches: Mapping[str, nn.Module]
+    ) -> torch.Tensor:
+        query, key, value = (
+            self._heads(adapt(patches, name, hidden_states, getattr(self, name)(hidden_states)))
+            for name in ("query", "key", "value")
+        )
         attended = F.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, dropout_p=self.dropout_prob if self.training else 0.0
         )
@@ -152,46 +162,50 @@ class PointWiseFeedForward(nn.Module):
         self.activation = ACTIVATION_MODULES[config.hidden_act]()
         self.dense_out = nn.Linear(config.intermediate_size, config.hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.dense_out(self.activation(self.dense_in(hidden_states)))
+    def forward(self, hidden_states: torch.Tensor, patches: Mapping[str, nn.Module]) -> torch.Tensor:
+        inner = self.activation(adapt(patches, "dense_in", hidden_states, self.dense_in(hidden_states)))
+        return adapt(patches, "dense_out", inner, self.dense_out(inner))
 
 
 class PreNormResidual(nn.Module):
     """g(x) = x + Dropout(g(LayerNorm(x))) around a sub-layer g (Section III-C: residual connection, layer
-    normalisation and dropout); with a task's model patch, x + Dropout(patch(g(LayerNorm(x))))."""
+    normalisation and dropout); with a task's adapter at the sub-layer (its `place`),
+    x + Dropout(adapter(LN(x), g(LN(x)))), e.g. Houlsby's x + Dropout(a(g(LN(x)))), and with the task's own copy of
+    the LayerNorm (`<place>_norm`) in place of the shared one."""
 
-    def __init__(self, config: SASRecConfig, layer: nn.Module):
+    def __init__(self, config: SASRecConfig, layer: nn.Module, place: str):
         super().__init__()
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.layer = layer
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.place = place
 
     def forward(
-        self, hidden_states: torch.Tensor, *args: torch.Tensor, patch: nn.Module | None = None
+        self, hidden_states: torch.Tensor, *args: torch.Tensor, patches: Mapping[str, nn.Module]
     ) -> torch.Tensor:
-        output = self.layer(self.layer_norm(hidden_states), *args)
-        if patch is not None:
-            output = patch(output)
+        norm = f"{self.place}_norm"
+        normed = (patches[norm] if norm in patches else self.layer_norm)(hidden_states)
+        output = adapt(patches, self.place, normed, self.layer(normed, *args, patches=patches))
         return hidden_states + self.dropout(output)
 
 
 class SASRecBlock(nn.Module):
     """One self-attention block (Section III-B, stacked as in III-C): causal self-attention, then the point-wise
-    feed-forward network, each inside its residual connection. `patches` holds each task's model patches on the
-    two sub-layers (`{task: {"attention": ..., "feed_forward": ...}}`)."""
+    feed-forward network, each inside its residual connection. `patches` holds each task's adapters by place
+    (`{task: {"attention": ..., "query": ..., "feed_forward_norm": ...}}`)."""
 
     def __init__(self, config: SASRecConfig):
         super().__init__()
-        self.attention = PreNormResidual(config, SelfAttention(config))
-        self.feed_forward = PreNormResidual(config, PointWiseFeedForward(config))
+        self.attention = PreNormResidual(config, SelfAttention(config), "attention")
+        self.feed_forward = PreNormResidual(config, PointWiseFeedForward(config), "feed_forward")
         self.patches = nn.ModuleDict()
 
     def forward(
         self, hidden_states: torch.Tensor, mask: torch.Tensor, patch: str | None = None
     ) -> torch.Tensor:
         patches = dict(self.patches[patch].items()) if patch is not None else {}
-        hidden_states = self.attention(hidden_states, mask, patch=patches.get("attention"))
-        return self.feed_forward(hidden_states, patch=patches.get("feed_forward"))
+        hidden_states = self.attention(hidden_states, mask, patches=patches)
+        return self.feed_forward(hidden_states, patches=patches)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -226,12 +240,8 @@ class SASRecModel(SlotPatches, SASRecPreTrainedModel):
     """The user model (Section III-A to III-C): embeddings, `num_hidden_layers` self-attention blocks and a final
     LayerNorm; one hidden state F_t per position, which for the causal model has seen the items up to t only.
 
-    Model patches are added by task name with [`~SASRecModel.add_patch`] and chosen per call with `patch=`."""
-
-    patch_widths = {
-        "sublayers": dict.fromkeys(("attention", "feed_forward"), lambda config: config.hidden_size)
-    }
-    """Every patch of insertion `sublayers` is as wide as the hidden states."""
+    Patches of any type (`registry.PATCH_TYPES`) are added by task name with [`~TaskPatches.add_patch`] and chosen
+    per call with `patch=`."""
 
     def __init__(self, config: SASRecConfig):
         super().__init__(config)
@@ -241,12 +251,33 @@ class SASRecModel(SlotPatches, SASRecPreTrainedModel):
         self.embeddings = SASRecEmbeddings(config)
         self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_hidden_layers))
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.patches = nn.ModuleDict()
         self._init_patches()
         self.post_init()
 
     def patch_holders(self) -> list[nn.ModuleDict]:
-        """One holder per block: its sub-layers' patches of each task (`blocks.{i}.patches.<task>.<sub-layer>`)."""
+        """One holder per block: each task's adapters by place (`blocks.{i}.patches.<task>.<place>`)."""
         return [block.patches for block in self.blocks]
+
+    def patch_places(self, block: int) -> dict[str, PlaceShape]:
+        """A block's sub-layers and the weights in them, with their widths."""
+        width, inner = self.config.hidden_size, self.config.intermediate_size
+        same = PlaceShape(width, width)
+        return {
+            **dict.fromkeys(("attention", "feed_forward", "query", "key", "value"), same),
+            "dense_in": PlaceShape(width, inner),
+            "dense_out": PlaceShape(inner, width),
+        }
+
+    def layer_norms_of(self, block: int | None) -> dict[str, nn.LayerNorm]:
+        """Each sub-layer's LayerNorm (`attention_norm`, `feed_forward_norm`); outside the blocks the final one
+        (`final_norm`)."""
+        if block is None:
+            return {"final_norm": self.final_layer_norm}
+        return {
+            f"{name}_norm": getattr(self.blocks[block], name).layer_norm
+            for name in ("attention", "feed_forward")
+        }
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_items
@@ -289,15 +320,27 @@ class SASRecModel(SlotPatches, SASRecPreTrainedModel):
                 if input_ids is not None
                 else torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
             )
-        patch = self._check_patch(patch)
+        task_wide = self.task_patches(patch)
         hidden_states = self.embeddings(inputs_embeds, attention_mask)
+        # The prompt joins after the position embeddings: items keep the positions they had in pretraining, and a
+        # full-length input still fits the position table.
+        hidden_states, attention_mask, prompt_length = insert_prompts(
+            hidden_states, attention_mask, [(slice(None), task_wide.get("prompt"))]
+        )
         mask = attention_mask_matrix(attention_mask, self.config.is_causal)
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        block_outputs = [hidden_states]
         for block in self.blocks:
             hidden_states = block(hidden_states, mask, patch)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-        hidden_states = self.final_layer_norm(hidden_states)
+            block_outputs.append(hidden_states)
+        hidden_states = task_wide.get("final_norm", self.final_layer_norm)(hidden_states)
+        hidden_states = add_side_outputs(
+            hidden_states, block_outputs[1:], [(slice(None), task_wide.get("side"))]
+        )
+        # The outputs at soft-prompt positions are dropped: every item is back where the input had it.
+        hidden_states = hidden_states[:, prompt_length:]
+        all_hidden_states = (
+            tuple(h[:, prompt_length:] for h in block_outputs) if output_hidden_states else None
+        )
         if not return_dict:
             return tuple(v for v in (hidden_states, all_hidden_states) if v is not None)
         return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_hidden_states)

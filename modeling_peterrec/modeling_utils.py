@@ -50,6 +50,20 @@ def init_truncated_normal(module: nn.Module, std: float) -> None:
         init.zeros_(module.bias)
 
 
+def dilated_taps(
+    hidden_states: torch.Tensor, kernel_size: int, dilation: int, padding: tuple[int, int]
+) -> torch.Tensor:
+    """The input of a dilated convolution laid out for one matmul (im2col): for each position of a (batch, length,
+    channels) input, its `kernel_size` taps `dilation` apart side by side, (batch, length, kernel_size * channels),
+    against which a kernel laid out as (out, kernel_size * in) is a linear layer. `padding` is the zeros added
+    (left, right) along the length."""
+    length = hidden_states.shape[1]
+    padded = F.pad(hidden_states, (0, 0, *padding))
+    return torch.cat(
+        [padded[:, tap * dilation : tap * dilation + length] for tap in range(kernel_size)], dim=-1
+    )
+
+
 def check_item_ids(input_ids: torch.Tensor | None, vocab_size: int) -> None:
     """Raises when `input_ids` is missing or empty, or holds ids outside the vocabulary `[0, vocab_size)`."""
     if input_ids is None or input_ids.numel() == 0 or input_ids.shape[-1] == 0:

@@ -10,6 +10,11 @@ names relative to the task, as PEFT drops the adapter name) and a model card. Fo
   (`readout.pooler.*`). Older folders have no readout and load with the backbone config's, as before.
 - 4: records the task's `head_terms` (`registry.HEAD_TERMS`); a wide term's weights are stored with the head
   (`wide.*`). Older folders have the paper's deep head.
+- 5: records the `patch_type` (`registry.PATCH_TYPES`) and its resolved settings (`places`, `blocks`, `lora_rank`,
+  `lora_alpha`, `phm_dim`, `phm_rank`, `prompt_length`; None where the type has no such setting). Task-wide parts
+  of a patch are stored under the backbone's own `patches.` (`peterrec.patches.prompt.embeddings`,
+  `sasrec.patches.side.output.weight`, `peterrec.patches.phm_rule.weight`), per-block ones under each block's
+  (`sasrec.blocks.0.patches.query.lora_A.weight`). Older folders load as PeterRec's model patch (`model_patch`).
 
 A reader ignores keys it does not know (a newer writer's additions) with a warning and refuses only a newer format
 version, whose tensors it could misread.
@@ -23,9 +28,11 @@ import logging
 from dataclasses import dataclass, field
 
 from .registry import (
+    DEFAULT_PATCH_TYPE,
     HEAD_TERMS,
     INSERTIONS,
     METHODS,
+    PATCH_TYPES,
     READOUTS,
     TASK_KINDS,
     FineTuningMethod,
@@ -37,7 +44,23 @@ logger = logging.getLogger(__name__)
 
 PATCH_CONFIG_NAME = "patch_config.json"
 PATCH_WEIGHTS_NAME = "patch.safetensors"
-PATCH_FORMAT_VERSION = 4
+PATCH_FORMAT_VERSION = 5
+
+PATCH_SETTINGS = (
+    "insertion",
+    "places",
+    "blocks",
+    "bottleneck_size",
+    "activation",
+    "lora_rank",
+    "lora_alpha",
+    "phm_dim",
+    "phm_rank",
+    "prompt_length",
+    "train_layer_norms",
+    "train_tcl_embedding",
+)
+"""The fields that describe a patch (the patching methods' only); a patch is added with these (`add_patch`)."""
 
 
 @dataclass
@@ -48,8 +71,16 @@ class PatchConfig:
         task: the name the patch is registered under (no '.'); `load_patch(..., task=...)` may rename it.
         method: a name of `registry.METHODS`.
         head: a task kind of `registry.TASK_KINDS` with a head (`"classification"`, `"ranking"`).
-        insertion, bottleneck_size, activation: the model patch (methods that add patches).
-        train_layer_norms, train_tcl_embedding: task-owned copies of block LayerNorms / the `[TCL]` embedding.
+        patch_type: what the patching methods add (`registry.PATCH_TYPES`); formats 1 to 4: `"model_patch"`.
+        insertion: the model patch's insertion (`registry.INSERTIONS`).
+        places, blocks: where the patch goes: places in a block (sub-layers, convolutions, weights) and which
+            blocks (`registry.BLOCK_CHOICES`); None: the type's defaults.
+        bottleneck_size, activation: a bottleneck's width and nonlinearity (None: the backbone configuration's).
+        lora_rank, lora_alpha, phm_dim, phm_rank, prompt_length: the settings of LoRA, Compacter and the soft
+            prompt (`adapters.PatchKind`).
+        train_layer_norms, train_tcl_embedding: task-owned copies of the backbone's LayerNorms (`norm1`, `norm2`
+            of PeterRec's blocks; `attention_norm`, `feed_forward_norm`, `final_norm` of SASRec) / of the `[TCL]`
+            embedding.
         readout: how the task reads a user vector (`registry.READOUTS`); None (formats 1 and 2): the backbone
             config's `readout`.
         head_terms: what the head adds up (`registry.HEAD_TERMS`): the deep term, a wide term over the item bag,
@@ -67,9 +98,17 @@ class PatchConfig:
     task: str
     method: str
     head: str
+    patch_type: str = DEFAULT_PATCH_TYPE
     insertion: str | None = None
+    places: list[str] | None = None
+    blocks: str | None = None
     bottleneck_size: int | None = None
     activation: str | None = None
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    phm_dim: int | None = None
+    phm_rank: int | None = None
+    prompt_length: int | None = None
     train_layer_norms: list[str] = field(default_factory=list)
     train_tcl_embedding: bool = False
     readout: str | None = None
@@ -102,8 +141,18 @@ class PatchConfig:
             raise ValueError(
                 f"Task kind {self.head!r} has no transfer head; use 'classification' or 'ranking'."
             )
-        if method.adds_patches:
-            choose(INSERTIONS, self.insertion, f"insertion mode (method {self.method!r} adds patches)")
+        choose(PATCH_TYPES, self.patch_type, "patch type")
+        if not method.adds_patches and self.patch_type != DEFAULT_PATCH_TYPE:
+            raise ValueError(
+                f"Method {self.method!r} adds no patch; patch_type={self.patch_type!r} needs a patching method."
+            )
+        if self.insertion is not None:
+            choose(INSERTIONS, self.insertion, "insertion mode")
+        if not method.adds_patches and any(getattr(self, name) for name in PATCH_SETTINGS):
+            raise ValueError(
+                f"Method {self.method!r} adds no patch, so it takes no patch settings; got "
+                f"{ {name: getattr(self, name) for name in PATCH_SETTINGS if getattr(self, name)} }."
+            )
         if self.readout is not None:
             choose(READOUTS, self.readout, "readout")
         reads_backbone = method.adds_patches or not method.shares_backbone

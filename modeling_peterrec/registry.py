@@ -1,5 +1,5 @@
-"""One record per concept of the papers: fine-tuning methods, patch insertions, task kinds, readouts, head terms,
-model types and CmnRec's chunk rules.
+"""One record per concept of the papers: fine-tuning methods, patch insertions, patch types, task kinds, readouts,
+head terms, model types and CmnRec's chunk rules.
 
 Every other module reads these records (tables, command-line help, cards, the model, the transfer code); none of
 them keeps its own list. Adding a method, an insertion, a task kind or a readout is one new record here plus its own
@@ -152,6 +152,165 @@ SASRec's after each sub-layer of every block."""
 def insertions_of(model_type: str) -> dict[str, InsertionMode]:
     """The insertions whose patches go into `model_type`'s modules."""
     return {name: mode for name, mode in INSERTIONS.items() if mode.model_type == model_type}
+
+
+BLOCK_CHOICES = ("all", "first", "last")
+"""Which blocks of the backbone a per-block patch type goes into (Adapter4Rec's `sasrec_all`/`_first`/`_last`)."""
+
+
+@dataclass(frozen=True)
+class PatchType:
+    """A kind of task-owned patch on a frozen backbone: PeterRec's model patch or one of the adapters Adapter4Rec
+    (Fu, Yuan et al., WSDM 2024) compares. Its modules live in `modeling_peterrec.adapters`.
+
+    Attributes:
+        name: the type's identifier (`patch_type=...`, `--patch_type`).
+        title: its name in tables and cards.
+        reference: the paper that introduced it.
+        description: what it is and where it goes, in one line.
+        places: for each model type (`MODEL_TYPES`) that it fits, the places it may go: sub-layers or convolutions
+            (`attention`, `conv1`, ...), weights (`query`, ...), `hidden_states` (a side network reading the
+            blocks' outputs) or `input` (the input embeddings). A model type it does not fit is absent.
+        default_places: the places it goes by default, per model type.
+        identity_at_init: the patched backbone computes exactly the frozen one's outputs before training (a zero
+            up-projection or a zero LoRA B), with its default places.
+        per_block: it goes into the blocks chosen by `blocks` (`BLOCK_CHOICES`); otherwise it is one module per task.
+        batched_rows: in a mixed batch on the dilated-conv backbone, rows of several tasks of one kind run as one
+            group with per-row weights; the other types run one group per task.
+        settings: the `PatchConfig` fields that place or size it, beyond `places` and `blocks` (the model patch's
+            `insertion` sets its places).
+    """
+
+    name: str
+    title: str
+    reference: str
+    description: str
+    places: Mapping[str, tuple[str, ...]]
+    default_places: Mapping[str, tuple[str, ...]]
+    identity_at_init: bool = True
+    per_block: bool = True
+    batched_rows: bool = False
+    settings: tuple[str, ...] = ("bottleneck_size", "activation")
+
+
+_SUBLAYERS = {
+    "peterrec": ("conv1", "conv2"),
+    "sasrec": ("attention", "feed_forward"),
+    "cmnrec": ("controller", "read"),
+}
+
+DEFAULT_PATCH_TYPE = "model_patch"
+"""PeterRec's model patch: what patching methods add unless told otherwise, and what patch folders before format 5
+hold."""
+
+PATCH_TYPES: dict[str, PatchType] = {
+    patch_type.name: patch_type
+    for patch_type in (
+        PatchType(
+            "model_patch",
+            "PeterRec model patch",
+            "Yuan et al., SIGIR 2020, Figure 3",
+            "a bottleneck with a shortcut, placed by `insertion` (Figure 3(b)-(e) on the dilated convolutions; "
+            "serial after the sub-layers on SASRec, on the controller and the memory read on CmnRec); the parallel "
+            "insertions (d), (e) add the block's input by design, so only the serial ones start as the identity",
+            places=_SUBLAYERS,
+            default_places={
+                "peterrec": ("conv1", "conv2"),
+                **{t: p for t, p in _SUBLAYERS.items() if t != "peterrec"},
+            },
+            batched_rows=True,
+            settings=("insertion", "bottleneck_size", "activation"),
+        ),
+        PatchType(
+            "houlsby",
+            "Houlsby adapter",
+            "Houlsby et al., ICML 2019",
+            "a serial bottleneck x + up(act(down(x))) on the output of each sub-layer (each dilated convolution), "
+            "before the residual add and the LayerNorm",
+            places=_SUBLAYERS,
+            default_places=_SUBLAYERS,
+        ),
+        PatchType(
+            "parallel",
+            "parallel adapter",
+            "He et al., ICLR 2022",
+            "a bottleneck beside each sub-layer, reading the sub-layer's input, its output added to the sub-layer's",
+            places={name: _SUBLAYERS[name] for name in ("peterrec", "sasrec")},
+            default_places={name: _SUBLAYERS[name] for name in ("peterrec", "sasrec")},
+        ),
+        PatchType(
+            "pfeiffer",
+            "Pfeiffer adapter",
+            "Pfeiffer et al., EACL 2021",
+            "one serial bottleneck per block, after the feed-forward sub-layer (the block's last convolution)",
+            places={"peterrec": ("conv2",), "sasrec": ("feed_forward",)},
+            default_places={"peterrec": ("conv2",), "sasrec": ("feed_forward",)},
+        ),
+        PatchType(
+            "lora",
+            "LoRA",
+            "Hu et al., ICLR 2022",
+            "a low-rank update W + (alpha / r) B A of a weight, B starting at zero: SASRec's attention projections "
+            "(query and value by default) and feed-forward layers, PeterRec's dilated convolutions (the (out, k*in) "
+            "kernel)",
+            places={
+                "peterrec": ("conv1", "conv2"),
+                "sasrec": ("query", "key", "value", "dense_in", "dense_out"),
+            },
+            default_places={"peterrec": ("conv1", "conv2"), "sasrec": ("query", "value")},
+            settings=("lora_rank", "lora_alpha"),
+        ),
+        PatchType(
+            "compacter",
+            "Compacter",
+            "Mahabadi et al., NeurIPS 2021",
+            "a Houlsby adapter whose projections are sums of Kronecker products A_i (x) B_i (PHM layers), the small "
+            "A_i shared by all layers of the task, each B_i of rank `phm_rank` (0: full)",
+            places=_SUBLAYERS,
+            default_places=_SUBLAYERS,
+            settings=("bottleneck_size", "activation", "phm_dim", "phm_rank"),
+        ),
+        PatchType(
+            "k_adapter",
+            "K-Adapter",
+            "Wang et al., Findings of ACL 2021",
+            "a side network: per chosen block, a bottleneck layer reads the block's output plus the previous side "
+            "layer's; the last one's output is added to the backbone's last hidden state by a zero-initialised "
+            "projection",
+            places={"peterrec": ("hidden_states",), "sasrec": ("hidden_states",)},
+            default_places={"peterrec": ("hidden_states",), "sasrec": ("hidden_states",)},
+        ),
+        PatchType(
+            "soft_prompt",
+            "soft prompt",
+            "Lester et al., EMNLP 2021",
+            "`prompt_length` learned vectors inserted into the input embeddings right before each user's first item; "
+            "the outputs at prompt positions are dropped, so readouts never see them",
+            places={name: ("input",) for name in _SUBLAYERS},
+            default_places={name: ("input",) for name in _SUBLAYERS},
+            identity_at_init=False,
+            per_block=False,
+            settings=("prompt_length",),
+        ),
+    )
+}
+"""Patch types by name; `model_patch` (PeterRec's) is the default."""
+
+
+def patch_types_of(model_type: str) -> dict[str, PatchType]:
+    """The patch types that fit `model_type`."""
+    return {name: record for name, record in PATCH_TYPES.items() if model_type in record.places}
+
+
+def patch_type_for(model_type: str, patch_type: str) -> PatchType:
+    """The record of `patch_type`, or a `ValueError` naming it, the model type and the types that fit it."""
+    record = choose(PATCH_TYPES, patch_type, "patch type")
+    if model_type not in record.places:
+        raise ValueError(
+            f"Patch type {patch_type!r} does not fit model type {model_type!r}; choose one of "
+            f"{list(patch_types_of(model_type))}."
+        )
+    return record
 
 
 @dataclass(frozen=True)
@@ -400,8 +559,11 @@ MODEL_TYPES: dict[str, ModelType] = {
 """The model types of the family, by `model_type`."""
 
 
-def model_type_supports(model_type: ModelType, method: str, insertion: str | None) -> None:
-    """Raises a `ValueError` naming the method (or insertion) and the model type when they do not go together."""
+def model_type_supports(
+    model_type: ModelType, method: str, insertion: str | None, patch_type: str = DEFAULT_PATCH_TYPE
+) -> None:
+    """Raises a `ValueError` naming the method (insertion, patch type) and the model type when they do not go
+    together."""
     if not model_type.task_heads:
         raise ValueError(
             f"Model type {model_type.name!r} has no transfer heads yet: pretrain it for next-item prediction, or "
@@ -417,6 +579,7 @@ def model_type_supports(model_type: ModelType, method: str, insertion: str | Non
             f"Insertion {insertion!r} does not apply to model type {model_type.name!r}; choose one of "
             f"{list(insertions_of(model_type.name))}."
         )
+    patch_type_for(model_type.name, patch_type)
 
 
 @dataclass(frozen=True)
@@ -471,7 +634,13 @@ def require_implemented(registry: Mapping[str, object], implemented: Iterable[st
 
 
 __all__ = [
+    "BLOCK_CHOICES",
     "CHUNK_RULES",
+    "DEFAULT_PATCH_TYPE",
+    "PATCH_TYPES",
+    "PatchType",
+    "patch_type_for",
+    "patch_types_of",
     "HEAD_TERMS",
     "MODEL_TYPES",
     "ChunkRule",

@@ -75,6 +75,7 @@ def save_patch(
         spec.weights_sha256 = sha256_file(staging / PATCH_WEIGHTS_NAME)
         (staging / PATCH_CONFIG_NAME).write_text(spec.to_json_string())
         report = transfer_report(model)
+        kind = backbone_of(model).patch_kinds.get(spec.task) if spec.method_record.adds_patches else None
         card = render_patch_card(
             repo_id or folder.name,
             base_model=spec.backbone_repo_id or "peterrec-backbone",
@@ -83,10 +84,12 @@ def save_patch(
             task_kind=spec.head,
             method=spec.method,
             insertion=spec.insertion,
-            bottleneck_size=spec.bottleneck_size
-            or (model.config.patch_bottleneck_size if spec.insertion else None),
+            bottleneck_size=kind.bottleneck_size if kind is not None else None,
             readout=model.config.readout,
             head_terms=spec.head_terms,
+            patch_type=spec.patch_type,
+            patch_places=spec.places,
+            patch_blocks=spec.blocks,
             trainable_parameters=report.trainable_parameters,
             backbone_parameters=report.total_parameters,
             dataset=dataset,

@@ -1,13 +1,15 @@
 """Parameter-efficient transfer (Section 3.3): prepare a pretrained backbone for one task with one method.
 
-`prepare_for_transfer` adds the task head (with the task's own readout, Figure 2) and, for the methods that add them, the model patches (Figure 3);
+`prepare_for_transfer` adds the task head (with the task's own readout, Figure 2) and, for the methods that add them, the
+patches (PeterRec's model patches, Figure 3, or another type of `registry.PATCH_TYPES`);
 re-initialises the backbone for the from-scratch methods; freezes what the method keeps (`registry.METHODS`); and
 reports the trainable share. The prepared model carries its `PatchConfig`, which `saving.save_patch` writes.
 
 Every model type of the family transfers through the same code: its record (`registry.MODEL_TYPES`) names the
 backbone class, the head class of each task kind, the methods that apply and the default insertion; the backbone
-declares the interface used here: `add_patch`/`remove_patch`/`patch_kinds` (patches under `patches.<task>.`
-module names), the task models hold it under `base_model_prefix`, and `embed_items` is its input embedding.
+declares the interface used here (`modeling_peterrec.TaskPatches`): `add_patch`/`remove_patch`/`patch_kinds`
+(patches under `patches.<task>.` module names), the task models hold it under `base_model_prefix`, and `embed_items`
+is its input embedding.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from .adapters import PATCH_KIND_FIELDS
 from .model_types import backbone_class, head_class, model_type_of
 from .patch_config import PatchConfig, relative_name, task_name
-from .registry import METHODS, choose, model_type_supports
+from .registry import DEFAULT_PATCH_TYPE, METHODS, choose, model_type_supports
 
 # Fields of a backbone's configuration that describe the saved model rather than the architecture.
 _NOT_ARCHITECTURE = (
@@ -152,6 +155,14 @@ def prepare_for_transfer(
     bottleneck_size: int | None = None,
     activation: str | None = None,
     train_layer_norms: Sequence[str] = (),
+    patch_type: str = DEFAULT_PATCH_TYPE,
+    places: Sequence[str] | None = None,
+    blocks: str | None = None,
+    lora_rank: int | None = None,
+    lora_alpha: float | None = None,
+    phm_dim: int | None = None,
+    phm_rank: int | None = None,
+    prompt_length: int | None = None,
     train_tcl_embedding: bool = False,
     readout: str | None = None,
     head_terms: str = "deep",
@@ -161,9 +172,10 @@ def prepare_for_transfer(
 ) -> tuple[PreTrainedModel, TransferReport]:
     """Prepares a pretrained backbone for one downstream task with one fine-tuning method.
 
-    Adds the task head (a linear classifier, or a target-item table for cold-start ranking), adds the model
-    patches for the methods that add them (Figure 3, `insertion`), re-initialises the backbone for the from-scratch
-    methods, and sets `requires_grad` so that exactly the method's parameters train (`registry.METHODS`).
+    Adds the task head (a linear classifier, or a target-item table for cold-start ranking), adds the patch for the
+    methods that add one (`patch_type`: PeterRec's model patch, Figure 3, by default), re-initialises the backbone for
+    the from-scratch methods, and sets `requires_grad` so that exactly the method's parameters train
+    (`registry.METHODS`).
 
     Args:
         backbone: a backbone of the family (`PeterRecModel`, `CmnRecModel`), or any model holding one (e.g. the
@@ -174,8 +186,15 @@ def prepare_for_transfer(
         label_names / num_target_items / target_names: the output space of the head.
         insertion, bottleneck_size, activation: the model patch (methods that add patches only); `insertion`
             defaults to the model type's (`serial_two` for PeterRec, `controller_read` for CmnRec).
-        train_layer_norms: block LayerNorms (`"norm1"`, `"norm2"`) the patching methods also train, as task-owned
-            copies; the original code retrained `norm2`.
+        train_layer_norms: LayerNorms the patching methods also train, as task-owned copies in every block (the
+            shared ones stay bit-identical): `"norm1"`, `"norm2"` of PeterRec's blocks (the original code retrained
+            `norm2`); `"attention_norm"`, `"feed_forward_norm"`, `"final_norm"` of SASRec.
+        patch_type: what the patching methods add (`registry.PATCH_TYPES`: `model_patch`, `houlsby`, `parallel`,
+            `pfeiffer`, `lora`, `compacter`, `k_adapter`, `soft_prompt`), where it fits the model type.
+        places, blocks: where it goes: places in a block (sub-layers, convolutions, weights; the type's default
+            when None) and which blocks (`"all"`, `"first"`, `"last"`).
+        lora_rank, lora_alpha, phm_dim, phm_rank, prompt_length: the settings of LoRA, Compacter and the soft
+            prompt (defaults: `adapters.PATCH_SETTING_DEFAULTS`).
         train_tcl_embedding: the patching methods also train a task-owned `[TCL]` embedding.
         readout: how this task reads a user vector (`registry.READOUTS`: `"tcl"`, `"sum"`, `"mean"`,
             `"attention"`); defaults to the backbone config's (`"tcl"`, the paper's). The attention pooler's
@@ -191,23 +210,34 @@ def prepare_for_transfer(
         parameter report.
 
     Raises:
-        ValueError: the method or the insertion does not apply to the backbone's model type, or another argument
-            is invalid.
+        ValueError: the method, the insertion or the patch type does not apply to the backbone's model type (the
+            message names the types that do), or another argument is invalid.
     """
     patched = choose(METHODS, method, "method").adds_patches
     backbone = backbone_of(backbone)
     record = model_type_of(backbone.config)
-    insertion = (insertion or record.default_insertion) if patched else None
-    model_type_supports(record, method, insertion)
+    model_type_supports(record, method, insertion, patch_type)
+    settings = dict(
+        insertion=insertion,
+        places=list(places) if places is not None else None,
+        blocks=blocks,
+        bottleneck_size=bottleneck_size,
+        activation=activation,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        phm_dim=phm_dim,
+        phm_rank=phm_rank,
+        prompt_length=prompt_length,
+        train_layer_norms=list(train_layer_norms),
+        train_tcl_embedding=train_tcl_embedding,
+    )
     spec = PatchConfig(
         task=task,
         method=method,
         head=head,
-        insertion=insertion,
-        bottleneck_size=bottleneck_size if patched else None,
-        activation=activation if patched else None,
-        train_layer_norms=list(train_layer_norms) if patched else [],
-        train_tcl_embedding=train_tcl_embedding and patched,
+        patch_type=patch_type,
+        # The patch settings of a method without patches are dropped, as before patch types.
+        **(settings if patched else {}),
         readout=readout,
         head_terms=head_terms,
         label_names=list(label_names) if label_names is not None else None,
@@ -243,14 +273,16 @@ def attach(
     spec.backbone_repo_id = spec.backbone_repo_id or backbone.config.name_or_path or None
     spec.readout = spec.readout or backbone.config.readout
     if method.adds_patches:
-        backbone.add_patch(
+        kind = backbone.add_patch(
             spec.task,
-            spec.insertion,
-            spec.bottleneck_size,
-            spec.activation,
             layer_norms=spec.train_layer_norms,
             tcl_embedding=spec.train_tcl_embedding,
+            **{name: getattr(spec, name) for name in PATCH_KIND_FIELDS},
         )
+        # Recorded resolved, so that the patch rebuilds the same whatever later versions' defaults.
+        for name in PATCH_KIND_FIELDS:
+            setattr(spec, name, getattr(kind, name))
+        spec.places = list(kind.places)
     model = _build_head_model(backbone, spec)
     trainable = set(_trainable_names(model, spec))
     spec.trainable_parameters = [

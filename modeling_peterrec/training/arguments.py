@@ -11,7 +11,18 @@ import torch
 from transformers import TrainingArguments
 
 from ..configuration_item_text import ITEM_REPRESENTATIONS
-from ..registry import HEAD_TERMS, INSERTIONS, METHODS, MODEL_TYPES, READOUTS, TASK_KINDS, choose
+from ..registry import (
+    BLOCK_CHOICES,
+    DEFAULT_PATCH_TYPE,
+    HEAD_TERMS,
+    INSERTIONS,
+    METHODS,
+    MODEL_TYPES,
+    PATCH_TYPES,
+    READOUTS,
+    TASK_KINDS,
+    choose,
+)
 
 PAPER_DILATIONS = [1, 2, 4, 8] * 4
 """Dilations of the paper's 16-layer backbone (Section 4.1, following NextItNet)."""
@@ -229,12 +240,47 @@ class FinetuneArguments(DataArguments):
             "type's, serial_two for PeterRec, controller_read for CmnRec)."
         },
     )
+    patch_type: str = field(
+        default=DEFAULT_PATCH_TYPE,
+        metadata={
+            "help": "What the patching methods add: "
+            + "; ".join(f"{record.name}: {record.title}" for record in PATCH_TYPES.values())
+            + " (docs/adapters.md)."
+        },
+    )
+    places: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Where in each block the patch goes, for the types with a choice (e.g. LoRA on SASRec: query key "
+            "value dense_in dense_out; default: the type's)."
+        },
+    )
+    blocks: str | None = field(
+        default=None,
+        metadata={"help": f"Which blocks get the patch: {', '.join(BLOCK_CHOICES)} (default all)."},
+    )
     bottleneck_size: int | None = field(
         default=None, metadata={"help": "Patch bottleneck (default hidden/8)."}
     )
+    lora_rank: int | None = field(default=None, metadata={"help": "LoRA's rank r (default 8)."})
+    lora_alpha: float | None = field(
+        default=None, metadata={"help": "LoRA's alpha; the update is scaled by alpha / r (default 8)."}
+    )
+    phm_dim: int | None = field(
+        default=None, metadata={"help": "Compacter's number of Kronecker products n (default 4)."}
+    )
+    phm_rank: int | None = field(
+        default=None, metadata={"help": "Rank of Compacter's per-layer factors B_i, 0 for full (default 1)."}
+    )
+    prompt_length: int | None = field(
+        default=None, metadata={"help": "Number of soft-prompt vectors (default 4)."}
+    )
     train_layer_norms: list[str] = field(
         default_factory=list,
-        metadata={"help": "Block LayerNorms the PeterRec methods also train (norm1 norm2)."},
+        metadata={
+            "help": "LayerNorms the patching methods also train as the task's own copies (PeterRec: norm1 norm2; "
+            "SASRec: attention_norm feed_forward_norm final_norm)."
+        },
     )
     train_tcl_embedding: bool = field(
         default=False, metadata={"help": "Also train a task-owned [TCL] vector."}
@@ -277,6 +323,9 @@ class FinetuneArguments(DataArguments):
         choose(METHODS, self.method, "method")
         if self.insertion is not None:
             choose(INSERTIONS, self.insertion, "insertion")
+        choose(PATCH_TYPES, self.patch_type, "patch type")
+        if self.blocks is not None and self.blocks not in BLOCK_CHOICES:
+            raise ValueError(f"--blocks must be one of {list(BLOCK_CHOICES)}, got {self.blocks!r}.")
         if self.readout is not None:
             choose(READOUTS, self.readout, "readout")
         choose(HEAD_TERMS, self.head_terms, "head terms")

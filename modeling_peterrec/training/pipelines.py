@@ -43,7 +43,7 @@ from ..metrics import make_compute_metrics
 from ..model_types import config_class, pretraining_model_class
 from ..modeling_peterrec import ItemRankingHead
 from ..patch_config import PATCH_WEIGHTS_NAME
-from ..registry import MODEL_TYPES, TASK_KINDS, choose
+from ..registry import METHODS, MODEL_TYPES, TASK_KINDS, choose
 from ..saving import load_backbone, load_patch, save_backbone, save_patch
 from ..small_text_encoder import build_small_text_encoder
 from ..tokenization_peterrec import ItemTokenizer, UnknownItems
@@ -294,6 +294,14 @@ def finetune(
         insertion=args.insertion,
         bottleneck_size=args.bottleneck_size,
         train_layer_norms=args.train_layer_norms,
+        patch_type=args.patch_type,
+        places=args.places,
+        blocks=args.blocks,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        phm_dim=args.phm_dim,
+        phm_rank=args.phm_rank,
+        prompt_length=args.prompt_length,
         train_tcl_embedding=args.train_tcl_embedding,
         readout=args.readout,
         head_terms=args.head_terms,
@@ -322,6 +330,7 @@ def finetune(
         "task": args.task,
         "task_kind": kind,
         "method": args.method,
+        "patch_type": model.patch_config.patch_type if METHODS[args.method].adds_patches else None,
         "dataset": dataset_name(args, args.task),
         "backbone": args.backbone,
         "trainable_parameters": report.trainable_parameters,
