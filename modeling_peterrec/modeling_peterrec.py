@@ -387,7 +387,7 @@ class TaskPatches:
             insertion: the model patch's place (`registry.INSERTIONS`; default: the model type's).
             bottleneck_size, activation: a bottleneck's width and nonlinearity (default: the configuration's).
             layer_norms: LayerNorms (`layer_norms_of`: `norm1`/`norm2` of PeterRec's blocks; `attention_norm`,
-                `feed_forward_norm`, `final_norm` of SASRec) this task trains as its own copies, in every block,
+                `feed_forward_norm`, `final_norm` of SASRec; `["all"]`: every one) this task trains as its own copies, in every block,
                 so the shared backbone stays untouched (the original PeterRec code retrained `norm2`).
             tcl_embedding: give the task its own trainable copy of the `[TCL]` embedding (PeterRec only).
             patch_type, places, blocks, lora_rank, lora_alpha, phm_dim, phm_rank, prompt_length: the type and its
@@ -406,15 +406,7 @@ class TaskPatches:
             raise ValueError(
                 f"{type(self).__name__} has no [TCL] embedding to train (train_tcl_embedding is PeterRec's)."
             )
-        tunable = {
-            name for block in (None, *range(len(self.patch_holders()))) for name in self.layer_norms_of(block)
-        }
-        unknown = sorted(set(layer_norms) - tunable)
-        if unknown:
-            raise ValueError(
-                f"{type(self).__name__} has no LayerNorms {unknown} to train (train_layer_norms); it may name "
-                f"{sorted(tunable)}."
-            )
+        layer_norms = self.tuned_layer_norms(layer_norms)
         kind = resolve_patch_kind(
             self.config,
             patch_type,
@@ -452,6 +444,26 @@ class TaskPatches:
             )
         self.patch_kinds[task] = kind
         return kind
+
+    def tuned_layer_norms(self, names: Sequence[str]) -> list[str]:
+        """The LayerNorms `names` asks a task to train (`["all"]`: every one this backbone has), checked against
+        `layer_norms_of`."""
+        tunable = sorted(
+            {
+                name
+                for block in (None, *range(len(self.patch_holders())))
+                for name in self.layer_norms_of(block)
+            }
+        )
+        if list(names) == ["all"]:
+            return tunable
+        unknown = sorted(set(names) - set(tunable))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no LayerNorms {unknown} to train (train_layer_norms); it may name "
+                f"{tunable}, or 'all'."
+            )
+        return list(names)
 
     def _task_modules(
         self,

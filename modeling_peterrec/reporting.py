@@ -60,13 +60,16 @@ def _figure_class():
     return Figure, FigureCanvasAgg
 
 
-def plot_curves(panels: dict[str, dict[str, Sequence[Curve]]], path: Path, ylabels: dict[str, str]) -> None:
-    """Writes a PNG with one panel per title and one line per label: the mean over its curves (seeds) by epoch.
+def plot_curves(
+    panels: dict[str, dict[str, Sequence[Curve]]], path: Path, ylabels: dict[str, str], xlabel: str = "epoch"
+) -> None:
+    """Writes a PNG with one panel per title and one line per label: the mean over its curves (seeds) by `xlabel`.
 
     Args:
         panels: title -> label -> the curves (one per seed) to average.
         path: the PNG file.
         ylabels: title -> y-axis label.
+        xlabel: what the curves' first coordinate is (epochs of training by default).
     """
     figure_class, canvas_class = _figure_class()
     figure = figure_class(figsize=(5.5 * len(panels), 4))
@@ -78,7 +81,7 @@ def plot_curves(panels: dict[str, dict[str, Sequence[Curve]]], path: Path, ylabe
             if mean:
                 axis.plot(*zip(*mean, strict=True), marker="o", markersize=3, label=label)
         axis.set_title(title)
-        axis.set_xlabel("epoch")
+        axis.set_xlabel(xlabel)
         axis.set_ylabel(ylabels[title])
         axis.legend(fontsize=8)
     figure.tight_layout()

@@ -188,7 +188,8 @@ def prepare_for_transfer(
             defaults to the model type's (`serial_two` for PeterRec, `controller_read` for CmnRec).
         train_layer_norms: LayerNorms the patching methods also train, as task-owned copies in every block (the
             shared ones stay bit-identical): `"norm1"`, `"norm2"` of PeterRec's blocks (the original code retrained
-            `norm2`); `"attention_norm"`, `"feed_forward_norm"`, `"final_norm"` of SASRec.
+            `norm2`); `"attention_norm"`, `"feed_forward_norm"`, `"final_norm"` of SASRec; `["all"]` every one the
+            backbone has (recorded by name in the patch).
         patch_type: what the patching methods add (`registry.PATCH_TYPES`: `model_patch`, `houlsby`, `parallel`,
             `pfeiffer`, `lora`, `compacter`, `k_adapter`, `soft_prompt`), where it fits the model type.
         places, blocks: where it goes: places in a block (sub-layers, convolutions, weights; the type's default
@@ -273,6 +274,7 @@ def attach(
     spec.backbone_repo_id = spec.backbone_repo_id or backbone.config.name_or_path or None
     spec.readout = spec.readout or backbone.config.readout
     if method.adds_patches:
+        spec.train_layer_norms = backbone.tuned_layer_norms(spec.train_layer_norms)
         kind = backbone.add_patch(
             spec.task,
             layer_norms=spec.train_layer_norms,

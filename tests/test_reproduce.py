@@ -10,7 +10,9 @@ import pytest
 from datasets import load_from_disk
 
 from modeling_peterrec.data import classification_dataset, coldrec_dataset, pretraining_dataset
+from modeling_peterrec.registry import patch_types_of
 from modeling_peterrec.reproduction import (
+    DEFAULT_RESEARCH_QUESTIONS,
     PRESETS,
     Aggregate,
     Configuration,
@@ -24,6 +26,7 @@ from modeling_peterrec.reproduction import (
     popularity_metrics,
     research_plan,
     run_plan,
+    unique_configurations,
     validation_curve,
 )
 
@@ -57,7 +60,9 @@ class FakePipeline:
         self.calls: list[dict] = []
 
     def pretrain(self, args, training_args):
-        summary = {"backbone": "unused", "num_parameters": 123, "train_runtime_s": 60.0}
+        self.pretrained = [*getattr(self, "pretrained", []), (args.model_type, args.objective)]
+        backbone = str(Path(training_args.output_dir) / "backbone")
+        summary = {"backbone": backbone, "num_parameters": 123, "train_runtime_s": 60.0}
         summary["test"] = {"mrr@5": 0.25, "hr@5": 0.5}
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(training_args.output_dir) / "metrics.json").write_text(json.dumps(summary))
@@ -66,7 +71,17 @@ class FakePipeline:
     def finetune(self, args, training_args):
         test_users = load_from_disk(args.data_dir)["test"]["user_id"]
         rate, seed = training_args.learning_rate, training_args.seed
-        self.calls.append({"rate": rate, "seed": seed, "reads_test": test_users == self.real_test_users})
+        self.calls.append(
+            {
+                "rate": rate,
+                "seed": seed,
+                "reads_test": test_users == self.real_test_users,
+                "backbone": Path(args.backbone).parent.name,
+                "patch_type": args.patch_type,
+                "blocks": args.blocks,
+                "train_layer_norms": list(args.train_layer_norms),
+            }
+        )
         validation = {"accuracy": 0.9 if rate == 1e-3 else 0.6}
         summary = {
             "task_kind": "classification",
@@ -299,3 +314,89 @@ def test_transfer_report_shows_methods_beside_baselines_and_the_ablation(tmp_pat
         in markdown.split("## RQ5: what the deep part adds")[1]
     )
     assert "## RQ5: 10% of the training users" in markdown
+
+
+def test_adapter_study_plan_runs_every_patch_type_on_both_backbones_and_shares_runs():
+    plan = research_plan([6], ["genest", "lifestatus", "coldrec"])
+    assert list(plan) == ["rq6_types", "rq6_blocks", "rq6_layer_norms", "rq6_scaling"]
+    assert {c.task for group in plan.values() for c in group} == {"genest", "coldrec"}
+    assert {c.readout for group in plan.values() for c in group} == {"attention"}
+    patched = {(c.objective, c.patch_type) for c in plan["rq6_types"] if c.method == "peterrec"}
+    assert patched == {("causal", name) for name in patch_types_of("peterrec")} | {
+        ("sasrec", name) for name in patch_types_of("sasrec")
+    }
+    # Insertions place PeterRec's model patch on the dilated convolutions only.
+    assert {
+        c.insertion for c in plan["rq6_types"] if c.objective == "sasrec" or c.patch_type != "model_patch"
+    } == {None}
+    houlsby = Configuration("genest", "peterrec", "sasrec", patch_type="houlsby", readout="attention")
+    # Every block, frozen LayerNorms and 100% of the users are the placed type's own run in rq6_types.
+    assert houlsby in plan["rq6_types"] and houlsby in plan["rq6_blocks"]
+    assert houlsby in plan["rq6_layer_norms"] and houlsby in plan["rq6_scaling"]
+    assert Configuration("genest", "peterrec", "sasrec", patch_type="houlsby", blocks="all") == replace(
+        houlsby, readout="tcl"
+    )
+    assert "sasrec-genest-peterrec-houlsby-blocks_last-readout_attention" in {
+        c.name for c in plan["rq6_blocks"]
+    }
+    with pytest.raises(ValueError, match="Unknown patch type .nonexistent."):
+        Configuration("genest", "peterrec", "causal", patch_type="nonexistent")
+    assert len(unique_configurations(plan)) == 2 * (2 * 2 + 8 + 8 + 2 * 2 + 2 + 2 * 2 * 2)
+    assert DEFAULT_RESEARCH_QUESTIONS == (1, 2, 3, 4, 5)  # the study runs when asked for
+
+
+def test_adapter_study_pretrains_sasrec_passes_patch_settings_and_reports(tmp_path):
+    root = synthetic_root(tmp_path / "data")
+    fake = FakePipeline(load_from_disk(str(root / "genest"))["test"]["user_id"])
+    runner = Reproduction(
+        replace(PRESETS["smoke"], seeds=(0,)),
+        tmp_path / "runs",
+        data_dir=root,
+        cache_dir=tmp_path / "cache",
+        finetune_fn=fake.finetune,
+        pretrain_fn=fake.pretrain,
+    )
+    report = run_plan(runner, research_plan([6], ["genest"]), ["genest"], tmp_path / "results", "x")
+    assert sorted(fake.pretrained) == [("peterrec", "causal"), ("sasrec", "causal")]
+    passed = {
+        (c["backbone"], c["patch_type"], c["blocks"], tuple(c["train_layer_norms"])) for c in fake.calls
+    }
+    assert ("sasrec", "lora", None, ()) in passed and ("causal", "k_adapter", None, ()) in passed
+    assert ("sasrec", "houlsby", "first", ()) in passed and ("causal", "houlsby", None, ("all",)) in passed
+    assert len(fake.calls) == len(report["configurations"]) == 34
+    markdown = (tmp_path / "results" / "reproduction.md").read_text()
+    types = markdown.split("## RQ6: which patch type")[1].split("## ")[0]
+    assert "| sasrec: LoRA | 0.5000 |" in types and "| causal: FineAll | 0.5000 |" in types
+    assert "| causal: Houlsby adapter, last blocks |" in markdown.split("## RQ6: where to insert")[1]
+    assert "| sasrec: FineAll, 10% of users | 0.5000 |" in markdown
+    assert "sasrec: SASRec" in markdown.split("## Backbones")[1].split("## ")[0]
+    assert {"rq6_types.png", "rq6_scaling.png"} <= set(report["plots"])
+    assert (tmp_path / "results" / "rq6_types.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.slow
+def test_adapter_study_runs_the_real_pipeline_on_sasrec(tmp_path):
+    root = synthetic_root(tmp_path / "data")
+    runner = Reproduction(
+        replace(PRESETS["smoke"], seeds=(0,)), tmp_path / "runs", data_dir=root, cache_dir=tmp_path / "cache"
+    )
+    chosen = [
+        c
+        for c in research_plan([6], ["genest"])["rq6_types"]
+        if c.objective == "sasrec" and c.patch_type in ("lora", "soft_prompt")
+    ]
+    report = run_plan(runner, {"rq6_types": chosen}, ["genest"], tmp_path / "results", "x")
+    assert report["backbones"]["sasrec"]["test"]["hr@10"] >= 0.0
+    lora = report["configurations"]["sasrec-genest-peterrec-lora-readout_attention"]
+    config = json.loads(
+        (
+            tmp_path
+            / "runs"
+            / "sasrec-genest-peterrec-lora-readout_attention"
+            / "seed0"
+            / "patch"
+            / "patch_config.json"
+        ).read_text()
+    )
+    assert config["patch_type"] == "lora" and lora["patch_size_bytes"] > 0 and lora["seconds_per_step"] > 0
+    assert 0.0 <= lora["test"]["0"]["accuracy"] <= 1.0

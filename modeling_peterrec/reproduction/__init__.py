@@ -1,4 +1,5 @@
-"""Reproduction of the paper's experiments (Section 4, RQ1-RQ4) on MovieLens-1M: `peterrec reproduce`.
+"""Reproduction of the paper's experiments (Section 4, RQ1-RQ4), the transfer study (RQ5) and the adapter study
+(RQ6, Adapter4Rec) on MovieLens-1M: `peterrec reproduce`.
 
 Every number in `results/` comes from one command. One job per module:
 
@@ -23,14 +24,24 @@ from .baselines import (
 from .cli import ReproduceArguments, main
 from .folds import fold_indices, user_folds
 from .investigation import investigate
-from .plan import PRESETS, Configuration, Preset, research_plan
+from .plan import (
+    DEFAULT_RESEARCH_QUESTIONS,
+    PRESETS,
+    SOURCE_BACKBONES,
+    Configuration,
+    Preset,
+    research_plan,
+    unique_configurations,
+)
 from .report import Aggregate, render_report, write_plots
 from .runner import Reproduction, derived_task, reproduce, run_plan, validation_curve
 from .selection import Selection, candidates, choose_candidate
 
 __all__ = [
     "BASELINES",
+    "DEFAULT_RESEARCH_QUESTIONS",
     "PRESETS",
+    "SOURCE_BACKBONES",
     "Aggregate",
     "Configuration",
     "Preset",
@@ -53,6 +64,7 @@ __all__ = [
     "reproduce",
     "research_plan",
     "run_plan",
+    "unique_configurations",
     "user_folds",
     "validation_curve",
     "write_plots",

@@ -17,7 +17,15 @@ from .._io import write_json
 from ..reporting import markdown_table
 from .baselines import BASELINES
 from .investigation import investigate
-from .plan import ALL_TASKS, PRESETS, RESEARCH_QUESTIONS, SELECTION_SCHEMES, TASKS, Preset
+from .plan import (
+    ALL_TASKS,
+    DEFAULT_RESEARCH_QUESTIONS,
+    PRESETS,
+    RESEARCH_QUESTIONS,
+    SELECTION_SCHEMES,
+    TASKS,
+    Preset,
+)
 from .report import baselines_table
 from .runner import Reproduction, reproduce
 
@@ -30,8 +38,11 @@ class ReproduceArguments:
         default="cpu", metadata={"help": "Model size and budget.", "choices": sorted(PRESETS)}
     )
     rq: list[int] = field(
-        default_factory=lambda: list(RESEARCH_QUESTIONS),
-        metadata={"help": "Research questions to run.", "choices": list(RESEARCH_QUESTIONS)},
+        default_factory=lambda: list(DEFAULT_RESEARCH_QUESTIONS),
+        metadata={
+            "help": "Research questions to run (6: the adapter study of docs/adapters.md, run only when named).",
+            "choices": list(RESEARCH_QUESTIONS),
+        },
     )
     tasks: list[str] = field(
         default_factory=lambda: list(TASKS), metadata={"help": "Tasks to run.", "choices": list(ALL_TASKS)}

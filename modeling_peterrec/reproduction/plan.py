@@ -10,6 +10,9 @@
 - RQ5 (not in the paper; docs/transfer.md): transfer with a whole-history readout (the attention pooling):
   PeterRec against PeterZero, FineAll and FineCLS with the same head, the head-terms ablation (deep only, wide
   only, wide & deep; `registry.HEAD_TERMS`), and 10% of the training users, beside the classical baselines.
+- RQ6 (Adapter4Rec, Fu, Yuan et al., WSDM 2024; docs/adapters.md): every patch type (`registry.PATCH_TYPES`) on
+  the dilated-conv and the self-attention backbone against FineAll and FineCLS, where to insert (first, last or
+  all blocks), LayerNorm tuning on and off, and 10%, 30% and 100% of the target training users.
 """
 
 from __future__ import annotations
@@ -18,7 +21,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..registry import INSERTIONS, METHODS, TASK_KINDS, TaskKind, choose, insertions_of
+from ..registry import (
+    BLOCK_CHOICES,
+    DEFAULT_PATCH_TYPE,
+    INSERTIONS,
+    METHODS,
+    TASK_KINDS,
+    TaskKind,
+    choose,
+    insertions_of,
+    patch_type_for,
+    patch_types_of,
+)
 
 
 @dataclass(frozen=True)
@@ -144,7 +158,45 @@ part alone (a linear model of the item bag trained in the same pipeline)."""
 RQ5_FEW_LABEL_METHODS = ("peterrec", "peter_zero", "fine_all")
 RQ5_FEW_LABEL_FRACTION = 0.1
 RQ2_METHODS = ("fine_cls", "fine_last1", "fine_last2", "fine_all")
-RESEARCH_QUESTIONS = (1, 2, 3, 4, 5)
+RQ6_TASKS = ("genest", "ageest", "coldrec")
+RQ6_BACKBONES = ("causal", "sasrec")
+"""Adapter4Rec's question on a convolutional and a Transformer user model, both pretrained causally."""
+RQ6_BASELINE_METHODS = ("fine_all", "fine_cls")
+RQ6_PLACED_TYPE = "houlsby"
+"""The patch type whose place, LayerNorm tuning and data scaling RQ6 varies (Adapter4Rec's main adapter)."""
+RQ6_FRACTIONS = (0.1, 0.3, 1.0)
+RESEARCH_QUESTIONS = (1, 2, 3, 4, 5, 6)
+DEFAULT_RESEARCH_QUESTIONS = (1, 2, 3, 4, 5)
+"""What `peterrec reproduce` runs unless told: the paper's questions and the transfer study; RQ6 (the adapter study,
+about 100 fine-tuning runs per seed) runs when asked for."""
+
+
+@dataclass(frozen=True)
+class SourceBackbone:
+    """A backbone the reproduction pretrains on the ColdRec source domain (`Configuration.objective` names it).
+
+    Attributes:
+        name: the key (`causal`, `masked`, `sasrec`), also the folder of its run.
+        model_type: its model type (`registry.MODEL_TYPES`).
+        objective: its pretraining objective (`causal` next-item or `masked` items).
+        title: its name in the report.
+    """
+
+    name: str
+    model_type: str
+    objective: str
+    title: str
+
+
+SOURCE_BACKBONES = {
+    backbone.name: backbone
+    for backbone in (
+        SourceBackbone("causal", "peterrec", "causal", "NextItNet (causal dilated convolutions)"),
+        SourceBackbone("masked", "peterrec", "masked", "GRec encoder (masked items, non-causal)"),
+        SourceBackbone("sasrec", "sasrec", "causal", "SASRec (causal self-attention, 2 blocks)"),
+    )
+}
+"""The source backbones by name: PeterRec's two objectives (RQ1-RQ5) and the Transformer of RQ6."""
 
 
 def task_kind(task: str) -> TaskKind:
@@ -160,8 +212,10 @@ def insertion_title(insertion: str) -> str:
 
 @dataclass(frozen=True)
 class Configuration:
-    """One fine-tuning setting, run once per seed: a task, a method, the backbone's pretraining objective, and
-    the PeterRec patch options (ignored by the methods without patches)."""
+    """One fine-tuning setting, run once per seed: a task, a method, the source backbone (`SOURCE_BACKBONES`, named
+    by its objective for PeterRec's), and the patch options (ignored by the methods without patches): its type
+    (`registry.PATCH_TYPES`), PeterRec's insertion for the model patch on the dilated convolutions, and the blocks
+    it goes into."""
 
     task: str
     method: str
@@ -173,13 +227,26 @@ class Configuration:
     train_tcl_embedding: bool = False
     readout: str = "tcl"
     head_terms: str = "deep"
+    patch_type: str = DEFAULT_PATCH_TYPE
+    blocks: str | None = None
 
     def __post_init__(self) -> None:
+        model_type = choose(SOURCE_BACKBONES, self.objective, "source backbone").model_type
         if not choose(METHODS, self.method, "fine-tuning method").adds_patches:
-            for name in ("insertion", "bottleneck_size"):
+            for name in ("insertion", "bottleneck_size", "blocks"):
                 object.__setattr__(self, name, None)
+            object.__setattr__(self, "patch_type", DEFAULT_PATCH_TYPE)
             object.__setattr__(self, "train_layer_norms", ())
             object.__setattr__(self, "train_tcl_embedding", False)
+        else:
+            patch_type_for(model_type, self.patch_type)
+        if self.patch_type != DEFAULT_PATCH_TYPE or model_type != "peterrec":
+            # Insertions place PeterRec's model patch on the dilated convolutions; elsewhere the type's places hold.
+            object.__setattr__(self, "insertion", None)
+        if self.blocks is not None:
+            choose(dict.fromkeys(BLOCK_CHOICES), self.blocks, "blocks")
+        if self.blocks == BLOCK_CHOICES[0]:
+            object.__setattr__(self, "blocks", None)  # every block: the default, one name for one setting
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}.")
 
@@ -187,8 +254,12 @@ class Configuration:
     def name(self) -> str:
         """Folder name of the configuration's runs, unique per setting."""
         parts = [self.objective, self.task, self.method]
+        if self.patch_type != DEFAULT_PATCH_TYPE:
+            parts.append(self.patch_type)
         if self.insertion is not None:
             parts.append(self.insertion)
+        if self.blocks is not None:
+            parts.append(f"blocks_{self.blocks}")
         if self.bottleneck_size is not None:
             parts.append(f"bottleneck{self.bottleneck_size}")
         parts.extend(f"train_{norm}" for norm in self.train_layer_norms)
@@ -261,7 +332,64 @@ def research_plan(rqs: Iterable[int], tasks: Sequence[str]) -> dict[str, list[Co
             for fraction in (RQ5_FEW_LABEL_FRACTION, 1.0)
             for method in RQ5_FEW_LABEL_METHODS
         ]
+    if 6 in rqs:
+        plan.update(adapter_study_plan([task for task in chosen if task in RQ6_TASKS]))
     return {key: configurations for key, configurations in plan.items() if configurations}
+
+
+def adapter_study_plan(tasks: Sequence[str]) -> dict[str, list[Configuration]]:
+    """RQ6's configurations, every one reading users with RQ5's attention pooling: `rq6_types`, each patch type on
+    each backbone it fits beside FineAll and FineCLS; `rq6_blocks`, the placed type in the first, last or all blocks;
+    `rq6_layer_norms`, the placed type with every LayerNorm tuned as the task's copy; `rq6_scaling`, the placed type
+    and FineAll on 10%, 30% and 100% of the training users."""
+
+    def study(task: str, method: str, backbone: str, **fields: Any) -> Configuration:
+        return Configuration(task, method, backbone, readout=TRANSFER_READOUT, **fields)
+
+    def placed(task: str, backbone: str, **fields: Any) -> Configuration:
+        return study(task, "peterrec", backbone, patch_type=RQ6_PLACED_TYPE, **fields)
+
+    def types_of(backbone: str) -> list[str]:
+        return list(patch_types_of(SOURCE_BACKBONES[backbone].model_type))
+
+    return {
+        "rq6_types": [
+            *(
+                study(task, method, b)
+                for task in tasks
+                for b in RQ6_BACKBONES
+                for method in RQ6_BASELINE_METHODS
+            ),
+            *(
+                study(task, "peterrec", b, patch_type=t)
+                for task in tasks
+                for b in RQ6_BACKBONES
+                for t in types_of(b)
+            ),
+        ],
+        "rq6_blocks": [
+            placed(task, b, blocks=blocks)
+            for task in tasks
+            for b in RQ6_BACKBONES
+            for blocks in BLOCK_CHOICES
+        ],
+        "rq6_layer_norms": [
+            placed(task, b, train_layer_norms=norms)
+            for task in tasks
+            for b in RQ6_BACKBONES
+            for norms in ((), ("all",))
+        ],
+        "rq6_scaling": [
+            configuration
+            for task in tasks
+            for b in RQ6_BACKBONES
+            for fraction in RQ6_FRACTIONS
+            for configuration in (
+                placed(task, b, train_fraction=fraction),
+                study(task, "fine_all", b, train_fraction=fraction),
+            )
+        ],
+    }
 
 
 def unique_configurations(plan: dict[str, list[Configuration]]) -> list[Configuration]:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .._io import write_json
-from ..registry import HEAD_TERMS, INSERTIONS, METHODS, insertions_of
-from ..reporting import markdown_table, plot_curves
+from ..registry import BLOCK_CHOICES, HEAD_TERMS, INSERTIONS, METHODS, PATCH_TYPES, insertions_of
+from ..reporting import markdown_table, plot_comparison, plot_curves
 from .baselines import BASELINES
 from .plan import (
     ALL_TASKS,
@@ -26,9 +26,15 @@ from .plan import (
     RQ5_FEW_LABEL_METHODS,
     RQ5_HEAD_TERMS,
     RQ5_METHODS,
+    RQ6_BACKBONES,
+    RQ6_BASELINE_METHODS,
+    RQ6_PLACED_TYPE,
+    RQ6_TASKS,
+    SOURCE_BACKBONES,
     TASK_TITLES,
     TRANSFER_READOUT,
     Configuration,
+    adapter_study_plan,
     insertion_title,
     task_kind,
 )
@@ -149,10 +155,10 @@ def render_report(report: dict[str, Any]) -> str:
         "## Backbones (pretrained on the ColdRec source domain)",
         "",
         markdown_table(
-            ["Objective", "Parameters", "HR@10", "NDCG@10", "MRR@5", "HR@5", "Pretraining time"],
+            ["Backbone", "Parameters", "HR@10", "NDCG@10", "MRR@5", "HR@5", "Pretraining time"],
             [
                 [
-                    objective,
+                    f"{objective}: {SOURCE_BACKBONES[objective].title}",
                     f"{summary['num_parameters']:,}",
                     *(
                         f"{summary['test'][metric]:.4f}" if metric in summary["test"] else "–"
@@ -277,6 +283,8 @@ def render_report(report: dict[str, Any]) -> str:
         )
     if "rq5_transfer" in plan:
         _transfer_sections(section, results, report.get("classical_baselines", {}), tasks)
+    if "rq6_types" in plan:
+        _adapter_sections(section, results, [task for task in tasks if task in RQ6_TASKS])
     selected = {name: result["selection"] for name, result in results.items() if result.get("selection")}
     if selected:
         section(
@@ -345,6 +353,92 @@ def _transfer_sections(
             _methods_by_task_table(results, columns, few),
             "Each seed draws its own subset of training users; validation and test users are unchanged.",
         )
+
+
+def _study_rows(
+    results: dict[str, dict[str, Any]],
+    rows: Sequence[tuple[str, Configuration]],
+    tasks: Sequence[str],
+    costs: bool = False,
+) -> str:
+    """Rows: one configuration each (title, configuration for the task `{task}`); columns: every task's measures,
+    then with `costs` the trainable share, the patch file and the seconds per training step of the first task."""
+    metrics = [
+        (task, metric, f"{TASK_TITLES[task]} {title}")
+        for task in tasks
+        for metric, title in reported_metrics(task)
+    ]
+    header = ["Configuration", *(title for _, _, title in metrics)]
+    if costs:
+        header += [f"Trainable ({TASK_TITLES[tasks[0]]})", "Patch KiB", "s/step"]
+    table = []
+    for title, configuration in rows:
+        row = [title] + [
+            _cell(results.get(replace(configuration, task=task).name), metric) for task, metric, _ in metrics
+        ]
+        if costs:
+            first = results.get(replace(configuration, task=tasks[0]).name)
+            size = None if first is None else first.get("patch_size_bytes")
+            step = None if first is None else first.get("seconds_per_step")
+            row += [
+                _share(first),
+                "–" if size is None else f"{size / 1024:.1f}",
+                "–" if step is None else f"{step:.3f}",
+            ]
+        table.append(row)
+    return markdown_table(header, table)
+
+
+def _adapter_sections(section: Any, results: dict[str, dict[str, Any]], tasks: Sequence[str]) -> None:
+    """RQ6's tables (Adapter4Rec): the patch types, where to insert, LayerNorm tuning and the target data's size."""
+    if not tasks:
+        return
+    plan = {key: {c.name: c for c in group} for key, group in adapter_study_plan(["{task}"]).items()}
+
+    def title(configuration: Configuration) -> str:
+        method = METHODS[configuration.method].title
+        if METHODS[configuration.method].adds_patches:
+            method = PATCH_TYPES[configuration.patch_type].title
+        return f"{configuration.objective}: {method}"
+
+    types = [(title(c), c) for c in plan["rq6_types"].values()]
+    section(
+        "RQ6: which patch type (Adapter4Rec), on a convolutional and a self-attention backbone",
+        _study_rows(results, types, tasks, costs=True),
+        f"Backbones: {'; '.join(f'`{b}` {SOURCE_BACKBONES[b].title}' for b in RQ6_BACKBONES)}, each pretrained on "
+        f"the source domain; every configuration reads users with the {TRANSFER_READOUT} pooling. "
+        f"{', '.join(METHODS[m].title for m in RQ6_BASELINE_METHODS)} are the references; the other rows freeze the "
+        "backbone and train their patch and the head. s/step: training time per optimizer step of the first seed, "
+        "evaluations included (`benchmarks/patch_types.py` times the step alone). Plot: `rq6_types.png`.",
+    )
+    blocks = [
+        (f"{c.objective}: {PATCH_TYPES[RQ6_PLACED_TYPE].title}, {c.blocks or BLOCK_CHOICES[0]} blocks", c)
+        for c in plan["rq6_blocks"].values()
+    ]
+    section(
+        f"RQ6: where to insert ({PATCH_TYPES[RQ6_PLACED_TYPE].title})", _study_rows(results, blocks, tasks)
+    )
+    norms = [
+        (
+            f"{c.objective}: {PATCH_TYPES[RQ6_PLACED_TYPE].title}, LayerNorms {'tuned' if c.train_layer_norms else 'frozen'}",
+            c,
+        )
+        for c in plan["rq6_layer_norms"].values()
+    ]
+    section(
+        "RQ6: LayerNorm tuning",
+        _study_rows(results, norms, tasks, costs=True),
+        "Tuned: every LayerNorm of the backbone trains as the task's own copy (the shared ones stay untouched).",
+    )
+    scaling = [
+        (f"{title(c)}, {round(100 * c.train_fraction)}% of users", c) for c in plan["rq6_scaling"].values()
+    ]
+    section(
+        "RQ6: scaling the target training data down",
+        _study_rows(results, scaling, tasks),
+        "Each seed draws its own subset of training users; validation and test users are unchanged. Plot: "
+        "`rq6_scaling.png`.",
+    )
 
 
 def _tuning_sentence(preset: dict[str, Any]) -> str:
@@ -440,7 +534,59 @@ def write_plots(report: dict[str, Any], output_dir: Path) -> list[str]:
         if panels:
             plot_curves(panels, output_dir / name, ylabels)
             written.append(name)
+    if "rq6_types" in plan:
+        written += _adapter_plots(results, [task for task in tasks if task in RQ6_TASKS], output_dir)
     return written
+
+
+def _adapter_plots(results: dict[str, dict[str, Any]], tasks: Sequence[str], output_dir: Path) -> list[str]:
+    """RQ6's figures: each configuration's test measure per task (`rq6_types.png`) and the measure against the share
+    of training users (`rq6_scaling.png`)."""
+    study, written = adapter_study_plan(tasks), []
+    ylabels = {TASK_TITLES[task]: f"test {task_kind(task).selection_title}" for task in tasks}
+    bars = {
+        TASK_TITLES[task]: {
+            f"{c.objective}: {c.patch_type if METHODS[c.method].adds_patches else METHODS[c.method].title}": Aggregate.of(
+                [run[task_kind(task).selection_metric] for run in results[c.name]["test"].values()]
+            ).mean
+            for c in study["rq6_types"]
+            if c.task == task and c.name in results
+        }
+        for task in tasks
+    }
+    bars = {title: values for title, values in bars.items() if values}
+    if bars:
+        plot_comparison(bars, output_dir / "rq6_types.png", ylabels)
+        written.append("rq6_types.png")
+    lines = {
+        TASK_TITLES[task]: {
+            label: [
+                [
+                    (c.train_fraction, results[c.name]["test"][seed][task_kind(task).selection_metric])
+                    for c in group
+                ]
+                for seed in results[group[0].name]["test"]
+            ]
+            for label, group in _scaling_lines(study["rq6_scaling"], task).items()
+            if all(c.name in results for c in group)
+        }
+        for task in tasks
+    }
+    lines = {title: curves for title, curves in lines.items() if curves}
+    if lines:
+        plot_curves(lines, output_dir / "rq6_scaling.png", ylabels, xlabel="share of the training users")
+        written.append("rq6_scaling.png")
+    return written
+
+
+def _scaling_lines(configurations: Sequence[Configuration], task: str) -> dict[str, list[Configuration]]:
+    """RQ6's scaling configurations of `task` by line (backbone and method), in order of the share of users."""
+    lines: dict[str, list[Configuration]] = {}
+    for c in configurations:
+        if c.task == task:
+            method = c.patch_type if METHODS[c.method].adds_patches else METHODS[c.method].title
+            lines.setdefault(f"{c.objective}: {method}", []).append(c)
+    return {label: sorted(group, key=lambda c: c.train_fraction) for label, group in lines.items()}
 
 
 def write_report(report: dict[str, Any], output_dir: Path) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Runs a reproduction plan (`plan.py`) and resumes it: pretraining, validation-only tuning, one test read per
 configuration and seed, the baselines, and the report (`report.py`).
 
-The runner pretrains one backbone per objective (causal NextItNet, masked GRec encoder) on the ColdRec source domain
-(`pretrain_source`), fine-tunes every configuration of the plan with `training.finetune` (once per seed) and computes
+The runner pretrains each source backbone the plan needs (`plan.SOURCE_BACKBONES`: causal NextItNet, masked GRec
+encoder, SASRec) on the ColdRec source domain (`pretrain_source`), fine-tunes every configuration of the plan with `training.finetune` (once per seed) and computes
 the baselines (`baselines.py`) on the same rows.
 
 Honest tuning: when a preset's grid (`Preset.tune`) has several candidates, each configuration picks one by the mean
@@ -40,7 +40,8 @@ from .folds import user_folds
 from .plan import (
     ALL_TASKS,
     DATASET_TITLES,
-    RESEARCH_QUESTIONS,
+    DEFAULT_RESEARCH_QUESTIONS,
+    SOURCE_BACKBONES,
     TASKS,
     Configuration,
     Preset,
@@ -188,17 +189,18 @@ class Reproduction:
 
     # Pretraining ---------------------------------------------------------------------------------------------
 
-    def backbone(self, objective: str) -> dict[str, Any]:
-        """Pretrains (or finds) the backbone of one objective on the source domain; returns its summary."""
-        run_dir = self.work_dir / "backbones" / objective
+    def backbone(self, name: str) -> dict[str, Any]:
+        """Pretrains (or finds) one source backbone (`plan.SOURCE_BACKBONES`) on the source domain; returns its
+        summary."""
+        run_dir = self.work_dir / "backbones" / name
         if (run_dir / METRICS_FILE).is_file():
             return json.loads((run_dir / METRICS_FILE).read_text())
         if not self.run_missing:
             raise FileNotFoundError(
-                f"No {objective} backbone in {run_dir}; run the reproduction without --report_only first."
+                f"No {name} backbone in {run_dir}; run the reproduction without --report_only first."
             )
-        preset = self.preset
-        logger.info(f"Pretraining the {objective} backbone ({preset.name} preset)")
+        preset, source = self.preset, SOURCE_BACKBONES[name]
+        logger.info(f"Pretraining the {name} backbone ({preset.name} preset)")
         data = (
             {"data_dir": str(Path(self.data_dir) / "pretrain_source")}
             if self.data_dir is not None
@@ -207,7 +209,8 @@ class Reproduction:
         summary = self.pretrain_fn(
             PretrainArguments(
                 task="pretrain_source",
-                objective=objective,
+                model_type=source.model_type,
+                objective=source.objective,
                 hidden_size=preset.hidden_size,
                 dilations=list(preset.dilations),
                 max_length=preset.max_length,
@@ -288,7 +291,9 @@ class Reproduction:
             readout=configuration.readout,
             head_terms=configuration.head_terms,
             method=configuration.method,
-            insertion=configuration.insertion or "serial_two",
+            insertion=configuration.insertion,
+            patch_type=configuration.patch_type,
+            blocks=configuration.blocks,
             bottleneck_size=configuration.bottleneck_size,
             train_layer_norms=list(configuration.train_layer_norms),
             train_tcl_embedding=configuration.train_tcl_embedding,
@@ -381,6 +386,8 @@ class Reproduction:
             "trainable_parameters": first["trainable_parameters"],
             "total_parameters": first["total_parameters"],
             "trainable_share": first["trainable_parameters"] / first["total_parameters"],
+            "patch_size_bytes": first.get("patch_size_bytes"),
+            "seconds_per_step": seconds_per_step(first["log_history"]),
             "test": {seed: flat_test_metrics(summary) for seed, summary in summaries.items()},
             "validation": {seed: summary["validation"] for seed, summary in summaries.items()},
             "curves": {
@@ -426,6 +433,13 @@ def validation_curve(log_history: list[dict[str, Any]], metric: str) -> list[tup
     return curve
 
 
+def seconds_per_step(log_history: list[dict[str, Any]]) -> float | None:
+    """Training time per optimizer step of a run (the Trainer's `train_runtime` over its steps; the evaluations during
+    training included), or None when the history lacks it."""
+    final = next((entry for entry in reversed(log_history) if "train_runtime" in entry), None)
+    return final["train_runtime"] / final["step"] if final and final.get("step") else None
+
+
 def flat_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """The test measures of a `finetune` summary, full-ranking ones prefixed `full_`, without the loss."""
     metrics = {key: value for key, value in summary["test"].items() if key != "loss"}
@@ -436,7 +450,7 @@ def flat_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
 def reproduce(
     preset: Preset,
     output_dir: str | Path = "results",
-    rqs: Iterable[int] = RESEARCH_QUESTIONS,
+    rqs: Iterable[int] = DEFAULT_RESEARCH_QUESTIONS,
     tasks: Sequence[str] = TASKS,
     dataset: str = "ml-1m",
     data_dir: str | Path | None = None,
@@ -478,8 +492,8 @@ def run_plan(
         )
     started = time.perf_counter()
     configurations = unique_configurations(plan)
-    objectives = sorted({configuration.objective for configuration in configurations})
-    backbones = {objective: runner.backbone(objective) for objective in objectives}
+    names = sorted({configuration.objective for configuration in configurations})
+    backbones = {name: runner.backbone(name) for name in names}
     results = {}
     for position, configuration in enumerate(configurations, 1):
         logger.info(f"[{position}/{len(configurations)}] {configuration.name}")
@@ -501,8 +515,8 @@ def run_plan(
         "tasks": list(tasks),
         "plan": {key: [configuration.name for configuration in group] for key, group in plan.items()},
         "backbones": {
-            objective: {key: value for key, value in summary.items() if key != "log_history"}
-            for objective, summary in backbones.items()
+            name: {key: value for key, value in summary.items() if key != "log_history"}
+            for name, summary in backbones.items()
         },
         "configurations": results,
         "baselines": baselines,

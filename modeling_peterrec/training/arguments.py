@@ -279,7 +279,7 @@ class FinetuneArguments(DataArguments):
         default_factory=list,
         metadata={
             "help": "LayerNorms the patching methods also train as the task's own copies (PeterRec: norm1 norm2; "
-            "SASRec: attention_norm feed_forward_norm final_norm)."
+            "SASRec: attention_norm feed_forward_norm final_norm; all: every one)."
         },
     )
     train_tcl_embedding: bool = field(
