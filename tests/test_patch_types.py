@@ -317,6 +317,22 @@ def test_layer_norm_tuning_on_sasrec_trains_task_owned_copies():
     )
 
 
+@pytest.mark.parametrize(
+    "model_type, expected",
+    [("peterrec", ["norm1", "norm2"]), ("sasrec", ["attention_norm", "feed_forward_norm", "final_norm"])],
+)
+def test_tuning_all_layer_norms_names_every_one_the_backbone_has(model_type, expected, tmp_path):
+    backbone = pretrained(model_type).base_model
+    model, _ = classification(backbone, "houlsby", train_layer_norms=["all"])
+    assert model.patch_config.train_layer_norms == expected  # recorded by name, so the patch reloads the same
+    tuned = {
+        name.split(".")[-2] for name, p in model.named_parameters() if p.requires_grad and "norm" in name
+    }
+    assert tuned == set(expected)
+    with pytest.raises(ValueError, match="or 'all'"):
+        classification(pretrained(model_type).base_model, "houlsby", train_layer_norms=["nonexistent"])
+
+
 @pytest.mark.parametrize("patch_type, model_type", UNSUPPORTED)
 def test_unsupported_pairs_raise_naming_the_type_the_model_type_and_the_allowed_types(patch_type, model_type):
     allowed = [name for name, record in PATCH_TYPES.items() if model_type in record.places]
