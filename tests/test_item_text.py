@@ -22,7 +22,9 @@ from modeling_peterrec import (
 )
 from modeling_peterrec.cli import main
 from modeling_peterrec.data import movielens_item_texts_from_file, read_item_texts
+from modeling_peterrec.inference import recommend, score
 from modeling_peterrec.item_text import ITEM_ENCODER_FOLDER, ITEM_TEXTS_NAME
+from modeling_peterrec.predict_command import PredictArguments, run_predict
 from modeling_peterrec.small_text_encoder import build_small_text_encoder
 from modeling_peterrec.training import PretrainArguments, load_backbone
 from tests.test_remote_code import BACKBONE_SCRIPT, run_clean
@@ -275,6 +277,36 @@ def test_adding_an_item_by_text_scores_it_without_changing_any_parameter(
     reloaded = SASRecForNextItemPrediction.from_pretrained(tmp_path / "model")
     assert reloaded.sasrec.item_text.items[-1] == "brand new"
     assert torch.equal(logits(reloaded, with_new), logits(model, with_new))
+
+
+@pytest.mark.parametrize("representation", ["text", "text_id"])
+def test_a_cold_item_added_by_text_is_recommended_and_scored_by_its_logit(
+    text_encoder_folder, tmp_path, representation
+):
+    model, tokenizer = text_model(text_encoder_folder, representation).eval(), item_tokenizer()
+    (cold_id,) = model.add_item_texts({"brand new": "Brand New (2026) | Animation Comedy"}, tokenizer)
+    histories = [["toy", "heat"], ["casino"]]
+    everything = recommend(model, tokenizer, histories, k=len(tokenizer))
+    chosen = recommend(model, tokenizer, histories, k=1, candidates=["brand new", "heat"])
+    for row, history in enumerate(histories):
+        with torch.no_grad():
+            row_logits = model(torch.tensor([tokenizer.encode_items(history)])).logits[0, -1]
+        cold_logit = float(row_logits[cold_id])
+        assert "brand new" in everything[row].items
+        allowed = [name for name in ("brand new", "heat") if name not in history]
+        best = max(allowed, key=lambda name: float(row_logits[tokenizer.convert_tokens_to_ids(name)]))
+        assert chosen[row].items == [best]
+        (scored,) = score(model, tokenizer, [history], ["brand new"])
+        assert scored == pytest.approx([cold_logit], abs=1e-5)
+    # `peterrec predict` serves the saved folder, cold item included.
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "users.csv").write_text("user,item,timestamp\nu1,toy,1\nu1,heat,2\nu2,casino,1\n")
+    args = PredictArguments(str(tmp_path / "model"), str(tmp_path / "users.csv"), str(tmp_path / "out.jsonl"))
+    args.top_k, args.progress = len(tokenizer), False
+    run_predict(args)
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["item"] for row in rows if row["user"] == "u1"] == everything[0].items
 
 
 def test_item_texts_must_cover_the_vocabulary(text_encoder_folder, tmp_path):
