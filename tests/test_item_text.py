@@ -402,6 +402,7 @@ def test_small_text_encoder_loads_like_any_hub_model(text_encoder_folder):
 def test_pretrain_command_trains_items_from_their_text(tmp_path):
     data = synthetic_tasks(tmp_path / "data", num_users=24)
     texts = {f"i{n}": f"item {n} | {'Comedy' if n < 20 else 'Drama'}" for n in range(40)}
+    texts["cold"] = "an item of the target domain | Musical"  # in no training sequence
     (tmp_path / "texts.json").write_text(json.dumps(texts))
     main(
         ["pretrain", "--model_type", "sasrec", "--item_representation", "text"]
@@ -410,9 +411,10 @@ def test_pretrain_command_trains_items_from_their_text(tmp_path):
         + ["--hidden_size", "16", "--max_length", "12", "--num_train_epochs", "1"]
         + ["--output_dir", str(tmp_path / "pretrain"), *QUICK_TRAINING]
     )
-    # No --item_encoder: the small text encoder was built over the training items' texts.
+    # No --item_encoder: the small text encoder was built over every item text of the catalogue.
     encoder_folder = tmp_path / "pretrain" / "small_text_encoder"
     assert AutoModel.from_pretrained(encoder_folder).config.hidden_size == 64
+    assert AutoTokenizer.from_pretrained(encoder_folder).tokenize("Comedy Musical") == ["comedy", "musical"]
     model, tokenizer = load_backbone(tmp_path / "pretrain" / "backbone")
     assert model.config.item_representation == "text"
     assert model.config.item_encoder == str(encoder_folder)

@@ -165,7 +165,7 @@ class PretrainArguments(DataArguments):
         default=None,
         metadata={
             "help": "The item encoder's text model, a Hub id or a folder (AutoModel + its tokenizer). Default with "
-            "a text representation: a small BERT built here over the training items' texts (docs/text_items.md)."
+            "a text representation: a small BERT built here over every item text of the catalogue (docs/text_items.md)."
         },
     )
     item_texts: str | None = field(

@@ -155,23 +155,19 @@ def pretraining_item_texts(args: PretrainArguments) -> dict[str, str]:
 
 
 def pretraining_item_encoder(
-    args: PretrainArguments,
-    training_args: TrainingArguments,
-    tokenizer: ItemTokenizer,
-    item_texts: dict[str, str],
+    args: PretrainArguments, training_args: TrainingArguments, item_texts: dict[str, str]
 ) -> str:
-    """`--item_encoder`, or the folder of a small text encoder built over the vocabulary items' texts (no
-    pretrained text model can be downloaded offline; `small_text_encoder`), written once by the main process."""
+    """`--item_encoder`, or the folder of a small text encoder (no pretrained text model can be downloaded offline;
+    `small_text_encoder`) whose vocabulary covers every item text of the catalogue, the target domain's included,
+    written once by the main process. Item texts are item metadata, not interactions or labels
+    (`small_text_encoder` says why this leaks nothing)."""
     if args.item_encoder is not None:
         return args.item_encoder
     folder = Path(training_args.output_dir) / "small_text_encoder"
-    items = tokenizer.convert_ids_to_tokens(list(range(tokenizer.first_item_id, len(tokenizer))))
     with training_args.main_process_first(desc="small text encoder"):
         if not (folder / "config.json").is_file():
-            build_small_text_encoder(
-                [item_texts.get(item, "") for item in items], folder, seed=training_args.seed
-            )
-            logger.info(f"Built a small text encoder over {len(items):,} item texts in {folder}")
+            build_small_text_encoder(item_texts.values(), folder, seed=training_args.seed)
+            logger.info(f"Built a small text encoder over {len(item_texts):,} item texts in {folder}")
     return str(folder)
 
 
@@ -206,7 +202,7 @@ def pretrain(
     item_encoder = item_texts = None
     if ITEM_REPRESENTATIONS[args.item_representation].text:
         item_texts = pretraining_item_texts(args)
-        item_encoder = pretraining_item_encoder(args, training_args, tokenizer, item_texts)
+        item_encoder = pretraining_item_encoder(args, training_args, item_texts)
     config = pretraining_config(args, len(tokenizer), item_encoder)
     set_seed(training_args.seed)
     model = pretraining_model_class(config)(config)
