@@ -65,6 +65,7 @@ from .trainers import (
     RANKING_CUTOFFS,
     PeterRecTrainer,
     PretrainingTrainer,
+    cold_target_test_metrics,
     compute_pretraining_metrics,
     full_ranking_test_metrics,
     pipeline_trainer,
@@ -313,7 +314,10 @@ def finetune(
         compute_metrics=make_compute_metrics(kind, RANKING_CUTOFFS),
     )
     _, log_history, results = train_and_test(trainer, test, training_args)
-    full_metrics = full_ranking_test_metrics(trainer, test) if kind == "ranking" else None
+    full_metrics = None
+    if kind == "ranking":
+        results["test"].update(cold_target_test_metrics(trainer, test))
+        full_metrics = full_ranking_test_metrics(trainer, test)
     summary = {
         "task": args.task,
         "task_kind": kind,
@@ -392,7 +396,8 @@ def _evaluate_patch(args: EvaluateArguments, training_args: TrainingArguments, b
 
 def evaluate(args: EvaluateArguments, training_args: TrainingArguments) -> dict[str, Any]:
     """Test metrics of a backbone (held-out last item over the whole item pool) or of a backbone with a patch
-    (the task's metrics; for ranking also the full ranking). Writes `metrics.json` into `output_dir`."""
+    (the task's metrics; for ranking also the full ranking, and both on the rows whose target item is cold).
+    Writes `metrics.json` into `output_dir`."""
     backbone, tokenizer = load_backbone(args.backbone)
     training_args = replace(training_args, load_best_model_at_end=False, eval_strategy="no")
     run = _evaluate_backbone if args.patch is None else _evaluate_patch
@@ -400,6 +405,7 @@ def evaluate(args: EvaluateArguments, training_args: TrainingArguments) -> dict[
     metrics = strip_prefix(trainer.evaluate(evaluated, metric_key_prefix=args.split), args.split)
     summary.update(split=args.split, metrics=metrics)
     if isinstance(trainer.model, ItemRankingHead):
+        metrics.update(cold_target_test_metrics(trainer, evaluated))
         summary["full_ranking"] = full_ranking_test_metrics(trainer, evaluated)
     if trainer.is_world_process_zero():
         write_json(Path(training_args.output_dir) / METRICS_FILE, summary)
