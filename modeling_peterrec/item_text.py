@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,7 +133,7 @@ class ItemTextEncoder(nn.Module):
         self.texts: list[str] = []
         self.text_tokenizer = None
         self._texts_version = 0
-        self._cached_matrix: tuple[tuple, torch.Tensor] | None = None
+        self._reused: dict[str, tuple[tuple, torch.Tensor]] = {}
 
     @property
     def num_items(self) -> int:
@@ -145,11 +145,6 @@ class ItemTextEncoder(nn.Module):
     def put_texts(self, ids: Sequence[int], items: Sequence[str], texts: Sequence[str]) -> None:
         """Sets the texts of items `ids` (named `items`), replacing known ones and appending new ones; afterwards
         every id from `first_item_id` to the largest must have a text. Only the given texts are tokenized."""
-        if self.text_tokenizer is None:
-            raise ValueError(
-                "The item encoder has no text tokenizer; set `text_tokenizer` (AutoTokenizer.from_pretrained of the "
-                "text model) before giving items their texts."
-            )
         rows = [int(item_id) - self.first_item_id for item_id in ids]
         if not rows:
             return
@@ -170,6 +165,23 @@ class ItemTextEncoder(nn.Module):
                 f"Item ids {missing[:5]} would have no text; every item after the special tokens needs one, in id "
                 "order."
             )
+        grown = size - self.num_items
+        index = torch.tensor(rows, device=self.text_input_ids.device)
+        for name, values in zip(("text_input_ids", "text_attention_mask"), self.tokenize(texts), strict=True):
+            buffer = getattr(self, name)
+            buffer = torch.cat([buffer, buffer.new_zeros(grown, self.max_text_length)])
+            buffer[index] = values.to(buffer)
+            setattr(self, name, buffer)
+        self.items, self.texts = all_items, all_texts
+        self._texts_version += 1
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) of `texts` for the text model: right-padded to `max_text_length` tokens."""
+        if self.text_tokenizer is None:
+            raise ValueError(
+                "The item encoder has no text tokenizer; set `text_tokenizer` (AutoTokenizer.from_pretrained of the "
+                "text model) before giving items their texts."
+            )
         encoded = self.text_tokenizer(
             list(texts),
             padding="max_length",
@@ -178,18 +190,7 @@ class ItemTextEncoder(nn.Module):
             padding_side="right",
             return_tensors="pt",
         )
-        grown = size - self.num_items
-        index = torch.tensor(rows, device=self.text_input_ids.device)
-        for name, values in (
-            ("text_input_ids", encoded["input_ids"]),
-            ("text_attention_mask", encoded["attention_mask"]),
-        ):
-            buffer = getattr(self, name)
-            buffer = torch.cat([buffer, buffer.new_zeros(grown, self.max_text_length)])
-            buffer[index] = values.to(buffer)
-            setattr(self, name, buffer)
-        self.items, self.texts = all_items, all_texts
-        self._texts_version += 1
+        return encoded["input_ids"], encoded["attention_mask"]
 
     def save(self, folder: str | os.PathLike) -> None:
         """Writes `item_texts.json` and the text tokenizer (`item_encoder/`) into a saved model's folder."""
@@ -241,13 +242,12 @@ class ItemTextEncoder(nn.Module):
 
     # --- encoding -------------------------------------------------------------------------------------------------
 
-    def _encode_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        mask = self.text_attention_mask[rows]
-        width = max(1, int(mask.sum(1).max()))  # texts are right-padded: drop the all-padding columns
-        mask = mask[:, :width]
-        states = self.text_model(
-            input_ids=self.text_input_ids[rows, :width], attention_mask=mask
-        ).last_hidden_state
+    def _encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        width = max(
+            1, int(attention_mask.sum(1).max())
+        )  # texts are right-padded: drop the all-padding columns
+        mask = attention_mask[:, :width]
+        states = self.text_model(input_ids=input_ids[:, :width], attention_mask=mask).last_hidden_state
         if self.pooling == "first":
             pooled = states[:, 0]
         else:
@@ -255,27 +255,43 @@ class ItemTextEncoder(nn.Module):
             pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
         return self.projection(pooled)
 
-    def encode(self, rows: torch.Tensor) -> torch.Tensor:
-        """(n, hidden_size) vectors of the items of text rows `rows` (item id minus `first_item_id`), encoded in
-        chunks of `item_encoder_batch_size`; with gradients and several chunks, each chunk is recomputed in the
-        backward pass (see the module docstring for the cost)."""
-        if rows.numel() and int(rows.max()) >= self.num_items:
-            raise ValueError(
-                f"Item id {int(rows.max()) + self.first_item_id} has no text ({self.num_items} items have one); "
-                "give new items their texts with `add_item_texts`."
-            )
-        chunks = rows.split(self.chunk_size)
+    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(n, hidden_size) vectors of n tokenized texts (`tokenize`), encoded in chunks of
+        `item_encoder_batch_size`; with gradients and several chunks, each chunk is recomputed in the backward pass
+        (see the module docstring for the cost)."""
+        chunks = list(
+            zip(input_ids.split(self.chunk_size), attention_mask.split(self.chunk_size), strict=True)
+        )
         if not chunks:
             return self.projection.weight.new_zeros(0, self.projection.out_features)
         recompute = torch.is_grad_enabled() and len(chunks) > 1
         return torch.cat(
             [
-                checkpoint(self._encode_rows, chunk, use_reentrant=False)
+                checkpoint(self._encode_tokens, *chunk, use_reentrant=False)
                 if recompute
-                else self._encode_rows(chunk)
+                else self._encode_tokens(*chunk)
                 for chunk in chunks
             ]
         )
+
+    def encode(self, rows: torch.Tensor) -> torch.Tensor:
+        """(n, hidden_size) vectors of the items of text rows `rows` (item id minus `first_item_id`)."""
+        if rows.numel() and int(rows.max()) >= self.num_items:
+            raise ValueError(
+                f"Item id {int(rows.max()) + self.first_item_id} has no text ({self.num_items} items have one); "
+                "give new items their texts with `add_item_texts`."
+            )
+        return self.encode_tokens(self.text_input_ids[rows], self.text_attention_mask[rows])
+
+    def reuse(self, name: str, version: int, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """`compute()`, an encoding of texts; without gradients in eval mode, its last result kept under `name`
+        while no weight of the encoder and not the texts' `version` has changed."""
+        if torch.is_grad_enabled() or self.training:
+            return compute()
+        key = (version, tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        if name not in self._reused or self._reused[name][0] != key:
+            self._reused[name] = (key, compute())
+        return self._reused[name][1]
 
     def item_matrix(self) -> torch.Tensor:
         """(num_items, hidden_size) vectors of every item with a text, in id order: encoded once per call, or,
@@ -286,12 +302,7 @@ class ItemTextEncoder(nn.Module):
                 "folder saved with them)."
             )
         rows = torch.arange(self.num_items, device=self.text_input_ids.device)
-        if torch.is_grad_enabled() or self.training:
-            return self.encode(rows)
-        key = (self._texts_version, tuple((p.data_ptr(), p._version) for p in self.parameters()))
-        if self._cached_matrix is None or self._cached_matrix[0] != key:
-            self._cached_matrix = (key, self.encode(rows))
-        return self._cached_matrix[1]
+        return self.reuse("catalogue", self._texts_version, lambda: self.encode(rows))
 
     def embed(
         self, input_ids: torch.Tensor, id_embeddings: nn.Embedding, item_matrix: torch.Tensor | None = None
