@@ -72,8 +72,9 @@ def id_embedding_rows(config: PreTrainedConfig) -> int:
 
 
 def uses_item_text(config: PreTrainedConfig) -> bool:
-    """Whether the configuration's items are (partly) encoded from their text."""
-    return ITEM_REPRESENTATIONS[config.item_representation].text
+    """Whether the configuration's items are (partly) encoded from their text (model types without the
+    `item_representation` field have ID embeddings)."""
+    return ITEM_REPRESENTATIONS[getattr(config, "item_representation", "id")].text
 
 
 def item_encoder_fields(item_encoder: str | os.PathLike) -> dict:
@@ -340,6 +341,86 @@ class ItemTextEncoder(nn.Module):
         return torch.cat([output_layer.weight, item_matrix.to(output_layer.weight.dtype)]), bias
 
 
+class TargetItemTexts(nn.Module):
+    """The texts of a ranking head's target items, tokenized for the backbone's item encoder. The token ids are
+    non-persistent buffers: the texts themselves travel in the patch's configuration (`PatchConfig.target_texts`)."""
+
+    def __init__(self, max_text_length: int):
+        super().__init__()
+        empty = torch.zeros(0, max_text_length, dtype=torch.long)
+        self.register_buffer("input_ids", empty, persistent=False)
+        self.register_buffer("attention_mask", empty.clone(), persistent=False)
+        self.texts: list[str] = []
+        self.version = 0
+
+    def put(self, texts: Sequence[str], encoder: ItemTextEncoder) -> None:
+        input_ids, attention_mask = encoder.tokenize(texts)
+        self.input_ids = input_ids.to(self.input_ids.device)
+        self.attention_mask = attention_mask.to(self.attention_mask.device)
+        self.texts = list(texts)
+        self.version += 1
+
+
+class TextTargetsMixin:
+    """The ColdRec ranking head (`ItemRankingHead`; goes before it in the bases) over a backbone whose items come from
+    their text: a target item's vector is the backbone's item encoder over the target's text, plus its row of the
+    target-item table for `"text_id"` (`"text"` has no table), so a target item with a text and no training pair is
+    ranked by its text. The item encoder is part of the backbone: frozen by the patching methods and FineCLS, trained
+    by FineAll. The target texts are recorded in the patch (`PatchConfig.target_texts`) and given by
+    `set_target_texts`; with ID items the head is `ItemRankingHead` as it was."""
+
+    def _add_target_embeddings(self, config: PreTrainedConfig) -> None:
+        super()._add_target_embeddings(config)
+        self.target_texts = TargetItemTexts(config.max_text_length) if uses_item_text(config) else None
+        if (
+            self.target_texts is not None
+            and not ITEM_REPRESENTATIONS[config.item_representation].id_embeddings
+        ):
+            self.target_embeddings = None
+
+    def set_target_texts(self, texts: Sequence[str] | None) -> None:
+        """Gives the target items their texts, in target-index order (that of the patch's `target_names`)."""
+        count = self.config.num_target_items
+        if self.target_texts is None:
+            raise ValueError("Target texts are for a backbone whose items come from their text.")
+        if texts is None or len(texts) != count or not all(isinstance(text, str) for text in texts):
+            raise ValueError(
+                f"This ranking head's backbone encodes items from their text: it needs the text of each of its "
+                f"{count} target items in target order (target_texts), got {None if texts is None else len(texts)}."
+            )
+        self.target_texts.put(texts, self.base_model.item_text)
+
+    def _target_text_vectors(self, candidates: torch.Tensor | None) -> torch.Tensor:
+        """The item encoder's vectors of every target item (None) or of (batch, n) `candidates`: a training step
+        encodes only its batch's distinct candidates; otherwise every target is encoded and reused."""
+        encoder, texts = self.base_model.item_text, self.target_texts
+        if not texts.texts:
+            raise ValueError(
+                "The ranking head's target items have no texts yet; give them with set_target_texts."
+            )
+        if candidates is not None and (torch.is_grad_enabled() or self.training):
+            unique, inverse = candidates.unique(return_inverse=True)
+            return encoder.encode_tokens(texts.input_ids[unique], texts.attention_mask[unique])[inverse]
+        matrix = encoder.reuse(
+            f"targets.{id(texts)}",
+            texts.version,
+            lambda: encoder.encode_tokens(texts.input_ids, texts.attention_mask),
+        )
+        return matrix if candidates is None else matrix[candidates]
+
+    def target_matrix(self) -> torch.Tensor:
+        if self.target_texts is None:
+            return super().target_matrix()
+        vectors = self._target_text_vectors(None)
+        return vectors if self.target_embeddings is None else vectors + self.target_embeddings.weight
+
+    def target_vectors(self, candidates: torch.Tensor) -> torch.Tensor:
+        if self.target_texts is None:
+            return super().target_vectors(candidates)
+        vectors = self._target_text_vectors(candidates)
+        return vectors if self.target_embeddings is None else vectors + self.target_embeddings(candidates)
+
+
 class TextItemsMixin:
     """What a model whose items may come from their text adds to `PreTrainedModel` (goes before it in the bases):
     the item texts and the text tokenizer travel with `save_pretrained` / `from_pretrained` (`item_texts.json`,
@@ -458,7 +539,9 @@ __all__ = [
     "ITEM_ENCODER_FOLDER",
     "ITEM_TEXTS_NAME",
     "ItemTextEncoder",
+    "TargetItemTexts",
     "TextItemsMixin",
+    "TextTargetsMixin",
     "first_item_id",
     "grow_rows",
     "id_embedding_rows",

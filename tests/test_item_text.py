@@ -457,3 +457,51 @@ def test_a_text_item_backbone_transfers_and_its_patch_reloads(text_encoder_folde
     save_patch(model, tmp_path / "patch")
     reloaded = load_patch(tmp_path / "patch", SASRecModel.from_pretrained(tmp_path / "backbone"))
     torch.testing.assert_close(logits(reloaded, batch), logits(model, batch))
+
+
+TARGET_TEXTS = {
+    "toy2": "Toy Story 2 (1999) | Animation Children's Comedy",
+    "heat2": "Heat 2 (2026) | Action Crime Thriller",
+    "brand new": "Brand New (2026) | Fantasy Musical",  # in no training pair below
+}
+
+
+@pytest.mark.parametrize(("representation", "method"), [("text", "peterrec"), ("text_id", "fine_all")])
+def test_a_ranking_head_over_text_items_ranks_target_items_by_their_text(
+    text_encoder_folder, tmp_path, representation, method
+):
+    text_model(text_encoder_folder, representation).save_pretrained(tmp_path / "backbone")
+    arguments = dict(
+        method=method, task="coldrec", head="ranking", num_target_items=3, target_names=list(TARGET_TEXTS)
+    )
+    with pytest.raises(ValueError, match="target_texts"):
+        prepare_for_transfer(SASRecModel.from_pretrained(tmp_path / "backbone"), **arguments)
+    model, _ = prepare_for_transfer(
+        SASRecModel.from_pretrained(tmp_path / "backbone"),
+        **arguments,
+        target_texts=list(TARGET_TEXTS.values()),
+    )
+    assert (model.target_embeddings is None) == (representation == "text")  # "text_id" keeps the ID table
+    batch = batch_of(item_tokenizer())
+    model.train()(**batch, labels=torch.tensor([0, 1])).loss.backward()
+    assert (model.sasrec.item_text.projection.weight.grad is not None) == (method == "fine_all")
+    model.eval()
+    encoder = model.sasrec.item_text
+    with torch.no_grad():
+        users = model.user_vectors(batch["input_ids"], batch["attention_mask"])
+        vectors = encoder.encode_tokens(*encoder.tokenize(list(TARGET_TEXTS.values())))
+        if model.target_embeddings is not None:
+            vectors = vectors + model.target_embeddings.weight
+        scores = model.score(batch["input_ids"], batch["attention_mask"])
+        candidates = torch.tensor([[2, 0], [1, 2]])
+        candidate_scores = model.score(batch["input_ids"], batch["attention_mask"], candidates)
+    torch.testing.assert_close(scores, users @ vectors.T)  # "brand new" too: ranked by its text alone
+    torch.testing.assert_close(candidate_scores, scores.gather(1, candidates))
+    # The target texts travel in the patch, which reloads onto the backbone with the same scores.
+    save_patch(model, tmp_path / "patch")
+    assert json.loads((tmp_path / "patch" / "patch_config.json").read_text())["target_texts"] == list(
+        TARGET_TEXTS.values()
+    )
+    reloaded = load_patch(tmp_path / "patch", SASRecModel.from_pretrained(tmp_path / "backbone"))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.score(batch["input_ids"], batch["attention_mask"]), scores)

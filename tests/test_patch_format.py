@@ -57,7 +57,7 @@ def test_saved_tensor_names_are_relative_to_the_task(tmp_path):
     assert "peterrec.blocks.0.patches.norm2.weight" in names
     assert not any("gender" in name for name in names)
     config = json.loads((folder / PATCH_CONFIG_NAME).read_text())
-    assert config["format_version"] == PATCH_FORMAT_VERSION == 4
+    assert config["format_version"] == PATCH_FORMAT_VERSION == 5
     assert set(config["trainable_parameters"]) == names
 
 

@@ -38,7 +38,7 @@ from ..data import (
     movielens_item_texts,
     read_item_texts,
 )
-from ..item_text import item_encoder_fields
+from ..item_text import item_encoder_fields, uses_item_text
 from ..metrics import make_compute_metrics
 from ..model_types import config_class, pretraining_model_class
 from ..modeling_peterrec import ItemRankingHead
@@ -48,7 +48,7 @@ from ..saving import load_backbone, load_patch, save_backbone, save_patch
 from ..small_text_encoder import build_small_text_encoder
 from ..tokenization_peterrec import ItemTokenizer, UnknownItems
 from ..transfer import prepare_for_transfer
-from .arguments import EvaluateArguments, FinetuneArguments, PretrainArguments
+from .arguments import DataArguments, EvaluateArguments, FinetuneArguments, PretrainArguments
 from .checkpoints import resume_target
 from .datasets import (
     dataset_name,
@@ -142,17 +142,28 @@ def pretraining_config(
     return config
 
 
-def pretraining_item_texts(args: PretrainArguments) -> dict[str, str]:
-    """The item texts of a pretraining run with items from their text: `--item_texts`, else the MovieLens release's
-    (title, year and genres)."""
+def run_item_texts(args: DataArguments) -> dict[str, str]:
+    """The item texts of a run with items from their text: `--item_texts`, else the MovieLens release's (title,
+    year and genres)."""
     if args.item_texts is not None:
         return read_item_texts(args.item_texts)
-    if args.data_dir is not None or args.train_files:
+    if args.data_dir is not None or getattr(args, "train_files", None):
         raise ValueError(
-            f"--item_representation {args.item_representation} needs the items' texts: pass --item_texts, a JSON "
-            "object item id -> text."
+            "Items from their text need the items' texts: pass --item_texts, a JSON object item id -> text."
         )
     return movielens_item_texts(args.dataset, args.cache_dir)
+
+
+def target_item_texts(args: FinetuneArguments, target_names: list[str]) -> list[str]:
+    """The text of each ColdRec target item, in target order, for a ranking head over items from their text."""
+    texts = run_item_texts(args)
+    missing = [name for name in target_names if name not in texts]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the {len(target_names)} target items have no text, e.g. {missing[:5]}; every target "
+            "item needs one."
+        )
+    return [texts[name] for name in target_names]
 
 
 def pretraining_item_encoder(
@@ -202,7 +213,7 @@ def pretrain(
         num_windows, dataset = len(train), dataset_name(args, args.task)
     item_encoder = item_texts = None
     if ITEM_REPRESENTATIONS[args.item_representation].text:
-        item_texts = pretraining_item_texts(args)
+        item_texts = run_item_texts(args)
         item_encoder = pretraining_item_encoder(args, training_args, item_texts)
     config = pretraining_config(args, len(tokenizer), item_encoder)
     set_seed(training_args.seed)
@@ -283,6 +294,9 @@ def finetune(
     kind, train, validation, test = task_datasets(
         splits, tokenizer, args.num_eval_negatives, training_args.seed
     )
+    head = head_arguments(splits, kind, args)
+    if kind == "ranking" and uses_item_text(backbone.config):  # target items ranked by their text
+        head["target_texts"] = target_item_texts(args, head["target_names"])
     model, report = prepare_for_transfer(
         backbone,
         method=args.method,
@@ -295,7 +309,7 @@ def finetune(
         readout=args.readout,
         head_terms=args.head_terms,
         seed=training_args.seed,
-        **head_arguments(splits, kind, args),
+        **head,
     )
     logger.info(str(report))
     train_collator, eval_collator = task_collators(tokenizer, model, args.max_length, kind)
