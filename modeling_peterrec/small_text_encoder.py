@@ -12,9 +12,10 @@ the target domain's words too, and a vocabulary of the source items alone would 
 (Animation, Fantasy, Musical) as [UNK]. This leaks no label: an item's text is item metadata (title, year, genres),
 known for every item of the catalogue before any user interacts with it; the vocabulary is the set of words of those
 texts, their ids ordered by how often a word occurs in them, and nothing in it depends on a user, an interaction, a
-split or a task label. A word that only target items' texts contain gets its own embedding row, which pretraining
-never updates (no source item's text contains it): it stays at its random initialisation until a transfer method
-trains the item encoder (FineAll), but it is a word of its own instead of one [UNK] shared by all unknown words.
+split or a task label. A word that only target items' texts contain gets its own embedding row, which gets no
+gradient in pretraining (no source item's text contains it): apart from weight decay it stays at its random
+initialisation until a transfer method trains the item encoder (FineAll), but it is a word of its own instead of one
+[UNK] shared by all unknown words.
 """
 
 from __future__ import annotations

@@ -399,10 +399,11 @@ def test_small_text_encoder_loads_like_any_hub_model(text_encoder_folder):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_pretrain_command_trains_items_from_their_text(tmp_path):
+def test_pretrain_and_finetune_commands_train_items_from_their_text(tmp_path):
     data = synthetic_tasks(tmp_path / "data", num_users=24)
     texts = {f"i{n}": f"item {n} | {'Comedy' if n < 20 else 'Drama'}" for n in range(40)}
     texts["cold"] = "an item of the target domain | Musical"  # in no training sequence
+    texts.update({f"t{n}": f"target {n} | {'Animation' if n < 20 else 'Musical'}" for n in range(40)})
     (tmp_path / "texts.json").write_text(json.dumps(texts))
     main(
         ["pretrain", "--model_type", "sasrec", "--item_representation", "text"]
@@ -425,6 +426,17 @@ def test_pretrain_command_trains_items_from_their_text(tmp_path):
     metrics = read_metrics(tmp_path / "pretrain")
     assert metrics["config"]["item_representation"] == "text"
     assert 0 <= metrics["test"]["ndcg@10"] <= metrics["test"]["hr@10"] <= 1
+    # ColdRec on it: the ranking head encodes the target items from the texts of --item_texts.
+    main(
+        ["finetune", "--backbone", str(tmp_path / "pretrain" / "backbone"), "--data_dir", data["coldrec"]]
+        + ["--task", "coldrec", "--method", "peterrec", "--item_texts", str(tmp_path / "texts.json")]
+        + ["--max_length", "12", "--num_eval_negatives", "5", "--num_train_epochs", "1"]
+        + ["--output_dir", str(tmp_path / "coldrec"), *QUICK_TRAINING]
+    )
+    patch = json.loads((tmp_path / "coldrec" / "patch" / "patch_config.json").read_text())
+    assert patch["target_texts"] == [texts[name] for name in patch["target_names"]]
+    finetuned = read_metrics(tmp_path / "coldrec")
+    assert finetuned["test"]["cold_rows"] == finetuned["test_full_ranking"]["cold_rows"] >= 0
     with pytest.raises(SystemExit):
         main(
             [
