@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 
 from .data.collators import left_pad
 from .model_types import model_class
-from .registry import MODEL_TYPES, ModelType, tcl_position
+from .registry import MODEL_TYPES, TASK_KINDS, ModelType, require_implemented, tcl_position
 from .serving import MultiTaskPeterRec
 from .tokenization_peterrec import ItemTokenizer
 
@@ -140,6 +140,9 @@ HEADS: dict[str, HeadServing] = {
 }
 """How each kind of head is served (next item, masked item, ColdRec ranking, user-profile classification); a model
 type's record says which of its classes is which (`served_heads`)."""
+require_implemented(
+    {name: kind for name, kind in TASK_KINDS.items() if kind.head is not None}, HEADS, "inference HEADS"
+)
 
 
 def served_heads(record: ModelType) -> dict[str, str]:
@@ -156,9 +159,10 @@ def served_heads(record: ModelType) -> dict[str, str]:
 def head_serving(model: nn.Module) -> HeadServing:
     """The `HEADS` record of a model of any model type of the family."""
     record = MODEL_TYPES.get(getattr(getattr(model, "config", None), "model_type", None))
-    for kind, name in served_heads(record).items() if record is not None else ():
-        if isinstance(model, model_class(record, name)):
-            return HEADS[kind]
+    if record is not None:
+        for kind, name in served_heads(record).items():
+            if isinstance(model, model_class(record, name)):
+                return HEADS[kind]
     heads = sorted(name for record in MODEL_TYPES.values() for name in served_heads(record).values())
     raise TypeError(
         f"{type(model).__name__} has no recommend/predict head; pass a pretraining model, a task model "
