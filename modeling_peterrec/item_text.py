@@ -20,7 +20,9 @@ goes through in chunks of `item_encoder_batch_size` texts; with more than one ch
 recomputed in the backward pass (activation checkpointing), so memory holds one chunk's activations at a time, for
 one more forward pass (about 8 instead of 6 x P x N x T). Without gradients (evaluation, serving) the item matrix
 is encoded once and reused until a weight or a text changes. A task model (`SASRecModel` without the output layer)
-encodes only the distinct items of its batch. docs/text_items.md has measured step times.
+encodes only the distinct items of its batch; its ColdRec head encodes its target items from their texts
+(`TextTargetsMixin`), in a training step only the distinct targets of the batch. docs/text_items.md has measured step
+times.
 """
 
 from __future__ import annotations

@@ -209,10 +209,10 @@ def prepare_for_transfer(
     insertion = (insertion or record.default_insertion) if patched else None
     model_type_supports(record, method, insertion)
     if (target_texts is not None) != _encodes_targets(backbone, head):
+        items = getattr(backbone.config, "item_representation", "id")
         raise ValueError(
             "target_texts (the text of each target item) are needed by, and only by, a ranking head over a backbone "
-            f"whose items come from their text; this backbone's items are {getattr(backbone.config, 'item_representation', 'id')!r} "
-            f"and the head is {head!r}."
+            f"whose items come from their text; this backbone's items are {items!r} and the head is {head!r}."
         )
     spec = PatchConfig(
         task=task,
