@@ -29,7 +29,12 @@ VOCAB_SIZE, LENGTH, BATCH_SIZE = 3708, 200, 64
 LABELS = ["female", "male"]
 BACKBONES = {
     "peterrec": {"hidden_size": 64, "dilations": [1, 2, 4, 8] * 3},
-    "sasrec": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 201},
+    "sasrec": {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 201,
+    },
     "cmnrec": {"hidden_size": 64, "memory_slots": 4, "chunking": "tsc"},
 }
 """The `cpu` sizes of the reproduction for PeterRec; SASRec and CmnRec as in docs/sasrec.md and docs/cmnrec.md."""
@@ -54,7 +59,13 @@ def measure(model_type: str, method: str, patch_type: str | None, repeats: int) 
     backbone = make_backbone(model_type)
     options = {"patch_type": patch_type} if patch_type else {}
     model, report = prepare_for_transfer(
-        backbone, method, task="bench", head="classification", label_names=LABELS, readout="attention", **options
+        backbone,
+        method,
+        task="bench",
+        head="classification",
+        label_names=LABELS,
+        readout="attention",
+        **options,
     )
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -79,7 +90,9 @@ def measure(model_type: str, method: str, patch_type: str | None, repeats: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model-types", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
     parser.add_argument("--repeats", type=int, default=5, help="Timed steps per configuration (median).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")

@@ -17,7 +17,7 @@ Where each concept lives (one job per file):
 - `saving.py`: patch folders: save, read, check, attach.
 - `sharing.py`: backbone and patch folders to the Hub, with their cards.
 - `serving.py`: `MultiTaskPeterRec`, many tasks on one backbone.
-- `inference.py`: `recommend` and `predict`, item names in, items or labels out.
+- `inference.py`: `recommend`, `score` and `predict`, item names in, items, scores or labels out.
 - `predict_command.py`: `run_predict`, file-to-file batch prediction streamed a batch of users at a time.
 - `export.py`: `torch.export` / ONNX programs and the serving folder (docs/serving.md).
 - `_io.py`: crash-safe writes of files and folders.
@@ -32,7 +32,7 @@ from .configuration_cmnrec import CmnRecConfig
 from .configuration_item_text import ITEM_REPRESENTATIONS
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
 from .configuration_sasrec import SASRecConfig
-from .inference import Prediction, Recommendations, predict, recommend
+from .inference import Prediction, Recommendations, predict, recommend, score
 from .item_text import ItemTextEncoder
 from .modeling_cmnrec import (
     CmnRecForItemRanking,
@@ -108,6 +108,7 @@ __all__ = [
     "Recommendations",
     "predict",
     "recommend",
+    "score",
     "PatchConfig",
     "TransferReport",
     "load_patch",

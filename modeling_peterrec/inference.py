@@ -6,7 +6,7 @@ cold-start ranking head (ColdRec, Section 3.3) scores its target items. `predict
 user-profile classification head (GenEst, AgeEst, LifeEst). Both take a task model or a `MultiTaskPeterRec` server
 with `task=` (one task for all users, or one per user: different tasks in one batch).
 
-Each head is one record of `HEADS`: how its input is laid out around the items (`[TCL]` as in Figure 2), how it
+Each kind of head is one record of `HEADS`: how its input is laid out around the items (`[TCL]` as in Figure 2), how it
 scores a batch, and what its outputs are called. The exported serving module (`export.py`) runs the same
 `HeadServing.scores`, so exported and eager outputs are the same function.
 """
@@ -18,16 +18,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from .data.collators import left_pad
-from .modeling_peterrec import (
-    PeterRecForItemRanking,
-    PeterRecForMaskedItemPrediction,
-    PeterRecForNextItemPrediction,
-    PeterRecForSequenceClassification,
-    PeterRecPreTrainedModel,
-)
-from .registry import tcl_position
+from .model_types import model_class
+from .registry import MODEL_TYPES, TASK_KINDS, ModelType, require_implemented, tcl_position
 from .serving import MultiTaskPeterRec
 from .tokenization_peterrec import ItemTokenizer
 
@@ -68,6 +63,13 @@ class OutputNames:
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", {name: i for i, name in enumerate(self.names)})
 
+    def columns(self, names: Sequence[str], what: str) -> list[int]:
+        """The output columns of `names` (`what` they are, for the error when some are not outputs)."""
+        unknown = [name for name in names if name not in self.index]
+        if unknown:
+            raise ValueError(f"{what} {unknown[:5]} are not items this model scores.")
+        return [self.index[name] for name in names]
+
 
 @dataclass(frozen=True)
 class HeadServing:
@@ -81,9 +83,9 @@ class HeadServing:
     """
 
     recommends: bool
-    layout: Callable[[PeterRecPreTrainedModel, ItemTokenizer], tuple[tuple[int, ...], tuple[int, ...]]]
-    scores: Callable[[PeterRecPreTrainedModel, torch.Tensor, torch.Tensor], torch.Tensor]
-    output_names: Callable[[PeterRecPreTrainedModel, ItemTokenizer], OutputNames]
+    layout: Callable[[PreTrainedModel, ItemTokenizer], tuple[tuple[int, ...], tuple[int, ...]]]
+    scores: Callable[[PreTrainedModel, torch.Tensor, torch.Tensor], torch.Tensor]
+    output_names: Callable[[PreTrainedModel, ItemTokenizer], OutputNames]
 
 
 def _no_specials(model, tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -130,23 +132,41 @@ def _label_names(model, tokenizer) -> OutputNames:
     return OutputNames(tuple(model.config.id2label[i] for i in range(model.config.num_labels)))
 
 
-HEADS: dict[type, HeadServing] = {
-    PeterRecForNextItemPrediction: HeadServing(True, _no_specials, _last_position_logits, _vocabulary_names),
-    PeterRecForMaskedItemPrediction: HeadServing(True, _mask_after, _last_position_logits, _vocabulary_names),
-    PeterRecForItemRanking: HeadServing(True, _tcl_layout, _ranking_scores, _target_names),
-    PeterRecForSequenceClassification: HeadServing(False, _tcl_layout, _class_logits, _label_names),
+HEADS: dict[str, HeadServing] = {
+    "next_item": HeadServing(True, _no_specials, _last_position_logits, _vocabulary_names),
+    "masked_item": HeadServing(True, _mask_after, _last_position_logits, _vocabulary_names),
+    "ranking": HeadServing(True, _tcl_layout, _ranking_scores, _target_names),
+    "classification": HeadServing(False, _tcl_layout, _class_logits, _label_names),
 }
-"""How each head class is served (next item, masked item, ColdRec ranking, user-profile classification)."""
+"""How each kind of head is served (next item, masked item, ColdRec ranking, user-profile classification); a model
+type's record says which of its classes is which (`served_heads`)."""
+require_implemented(
+    {name: kind for name, kind in TASK_KINDS.items() if kind.head is not None}, HEADS, "inference HEADS"
+)
+
+
+def served_heads(record: ModelType) -> dict[str, str]:
+    """The class name of each kind of head (`HEADS`) that a model type has: its pretraining models and its transfer
+    task heads."""
+    names = {
+        "next_item": record.pretraining_class,
+        "masked_item": record.masked_pretraining_class,
+        **record.task_heads,
+    }
+    return {kind: name for kind, name in names.items() if name is not None}
 
 
 def head_serving(model: nn.Module) -> HeadServing:
-    """The `HEADS` record of a task model."""
-    for head_class, record in HEADS.items():
-        if isinstance(model, head_class):
-            return record
+    """The `HEADS` record of a model of any model type of the family."""
+    record = MODEL_TYPES.get(getattr(getattr(model, "config", None), "model_type", None))
+    if record is not None:
+        for kind, name in served_heads(record).items():
+            if isinstance(model, model_class(record, name)):
+                return HEADS[kind]
+    heads = sorted(name for record in MODEL_TYPES.values() for name in served_heads(record).values())
     raise TypeError(
         f"{type(model).__name__} has no recommend/predict head; pass a pretraining model, a task model "
-        f"({', '.join(cls.__name__ for cls in HEADS)}) or a MultiTaskPeterRec with task=."
+        f"({', '.join(heads)}) or a MultiTaskPeterRec with task=."
     )
 
 
@@ -197,7 +217,7 @@ class _Task:
     """One task of a call: its model (a task model, or a server's task), record, and output names."""
 
     name: str | None
-    model: PeterRecPreTrainedModel
+    model: PreTrainedModel
     head: HeadServing
     outputs: OutputNames
 
@@ -311,11 +331,8 @@ def top_k(
     allowed[:, : outputs.first] = False
     for row, history in enumerate(histories):
         if candidates[row] is not None:
-            unknown = [name for name in candidates[row] if name not in outputs.index]
-            if unknown:
-                raise ValueError(f"Candidates {unknown[:5]} of user {row} are not items this model scores.")
             chosen = torch.zeros(scores.shape[1], dtype=torch.bool)
-            chosen[[outputs.index[name] for name in candidates[row]]] = True
+            chosen[outputs.columns(candidates[row], f"Candidates of user {row}")] = True
             allowed[row] &= chosen
         blocked = list(history) if exclude_seen else []
         blocked += list(exclude[row] or [])
@@ -364,9 +381,10 @@ def recommend(
     """Top-`k` items for each user, best first, with their scores.
 
     Args:
-        model: a pretraining model (`PeterRecForNextItemPrediction` scores the next item over the vocabulary,
-            `PeterRecForMaskedItemPrediction` the item at a `[MASK]` after the history), a ColdRec ranking model
-            (its patch's `target_names`), or a `MultiTaskPeterRec` server with `task=`.
+        model: a pretraining model of any model type (next-item prediction, e.g. `PeterRecForNextItemPrediction`,
+            `SASRecForNextItemPrediction`, scores the next item over the vocabulary, items added by text included;
+            masked-item prediction the item at a `[MASK]` after the history), a ColdRec ranking model (its patch's
+            `target_names`), or a `MultiTaskPeterRec` server with `task=`.
         tokenizer: the backbone's `ItemTokenizer` (its vocabulary maps item names to ids).
         histories: per user, item names oldest first. Unknown items are read as `[UNK]` and reported
             (`ItemTokenizer.check_unknown_items`; `allow_unknown_items` turns its error into a warning).
@@ -403,6 +421,33 @@ def recommend(
             )
             for row, recommendations in zip(rows, picked, strict=True):
                 results[start + row] = recommendations
+    return results
+
+
+def score(
+    model: nn.Module,
+    tokenizer: ItemTokenizer,
+    histories: Sequence[Sequence[str]],
+    items: Sequence[str] | Sequence[Sequence[str]],
+    batch_size: int = 256,
+    task: str | Sequence[str] | None = None,
+    max_length: int | None = None,
+    allow_unknown_items: bool = False,
+) -> list[list[float]]:
+    """The head's score (logit) of each named item for each user, in the order given: `items` is one list for all
+    users or one per user. Any item the head scores may be named, a cold item added by `add_item_texts` included;
+    an item it does not score is a `ValueError`. The other arguments are those of `recommend`."""
+    tokenizer.check_unknown_items(histories, allow_unknown_items=allow_unknown_items)
+    runner = Runner(model, tokenizer, task, max_length, recommends=True)
+    items = _as_per_user(items, len(histories), "items")
+    results: list[list[float] | None] = [None] * len(histories)
+    for start in range(0, len(histories), batch_size):
+        batch = histories[start : start + batch_size]
+        for spec, rows, scores in runner.score(batch, start):
+            for row, row_scores in zip(rows, scores.float().cpu(), strict=True):
+                names = [str(item) for item in items[start + row]]
+                columns = spec.outputs.columns(names, f"Items of user {start + row}")
+                results[start + row] = row_scores[columns].tolist()
     return results
 
 
@@ -443,5 +488,7 @@ __all__ = [
     "head_serving",
     "predict",
     "recommend",
+    "score",
+    "served_heads",
     "top_k",
 ]

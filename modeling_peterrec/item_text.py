@@ -20,14 +20,16 @@ goes through in chunks of `item_encoder_batch_size` texts; with more than one ch
 recomputed in the backward pass (activation checkpointing), so memory holds one chunk's activations at a time, for
 one more forward pass (about 8 instead of 6 x P x N x T). Without gradients (evaluation, serving) the item matrix
 is encoded once and reused until a weight or a text changes. A task model (`SASRecModel` without the output layer)
-encodes only the distinct items of its batch. docs/text_items.md has measured step times.
+encodes only the distinct items of its batch; its ColdRec head encodes its target items from their texts
+(`TextTargetsMixin`), in a training step only the distinct targets of the batch. docs/text_items.md has measured step
+times.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,8 +74,9 @@ def id_embedding_rows(config: PreTrainedConfig) -> int:
 
 
 def uses_item_text(config: PreTrainedConfig) -> bool:
-    """Whether the configuration's items are (partly) encoded from their text."""
-    return ITEM_REPRESENTATIONS[config.item_representation].text
+    """Whether the configuration's items are (partly) encoded from their text (model types without the
+    `item_representation` field have ID embeddings)."""
+    return ITEM_REPRESENTATIONS[getattr(config, "item_representation", "id")].text
 
 
 def item_encoder_fields(item_encoder: str | os.PathLike) -> dict:
@@ -133,7 +136,7 @@ class ItemTextEncoder(nn.Module):
         self.texts: list[str] = []
         self.text_tokenizer = None
         self._texts_version = 0
-        self._cached_matrix: tuple[tuple, torch.Tensor] | None = None
+        self._reused: dict[str, tuple[tuple, torch.Tensor]] = {}
 
     @property
     def num_items(self) -> int:
@@ -145,11 +148,6 @@ class ItemTextEncoder(nn.Module):
     def put_texts(self, ids: Sequence[int], items: Sequence[str], texts: Sequence[str]) -> None:
         """Sets the texts of items `ids` (named `items`), replacing known ones and appending new ones; afterwards
         every id from `first_item_id` to the largest must have a text. Only the given texts are tokenized."""
-        if self.text_tokenizer is None:
-            raise ValueError(
-                "The item encoder has no text tokenizer; set `text_tokenizer` (AutoTokenizer.from_pretrained of the "
-                "text model) before giving items their texts."
-            )
         rows = [int(item_id) - self.first_item_id for item_id in ids]
         if not rows:
             return
@@ -170,6 +168,23 @@ class ItemTextEncoder(nn.Module):
                 f"Item ids {missing[:5]} would have no text; every item after the special tokens needs one, in id "
                 "order."
             )
+        grown = size - self.num_items
+        index = torch.tensor(rows, device=self.text_input_ids.device)
+        for name, values in zip(("text_input_ids", "text_attention_mask"), self.tokenize(texts), strict=True):
+            buffer = getattr(self, name)
+            buffer = torch.cat([buffer, buffer.new_zeros(grown, self.max_text_length)])
+            buffer[index] = values.to(buffer)
+            setattr(self, name, buffer)
+        self.items, self.texts = all_items, all_texts
+        self._texts_version += 1
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) of `texts` for the text model: right-padded to `max_text_length` tokens."""
+        if self.text_tokenizer is None:
+            raise ValueError(
+                "The item encoder has no text tokenizer; set `text_tokenizer` (AutoTokenizer.from_pretrained of the "
+                "text model) before giving items their texts."
+            )
         encoded = self.text_tokenizer(
             list(texts),
             padding="max_length",
@@ -178,18 +193,7 @@ class ItemTextEncoder(nn.Module):
             padding_side="right",
             return_tensors="pt",
         )
-        grown = size - self.num_items
-        index = torch.tensor(rows, device=self.text_input_ids.device)
-        for name, values in (
-            ("text_input_ids", encoded["input_ids"]),
-            ("text_attention_mask", encoded["attention_mask"]),
-        ):
-            buffer = getattr(self, name)
-            buffer = torch.cat([buffer, buffer.new_zeros(grown, self.max_text_length)])
-            buffer[index] = values.to(buffer)
-            setattr(self, name, buffer)
-        self.items, self.texts = all_items, all_texts
-        self._texts_version += 1
+        return encoded["input_ids"], encoded["attention_mask"]
 
     def save(self, folder: str | os.PathLike) -> None:
         """Writes `item_texts.json` and the text tokenizer (`item_encoder/`) into a saved model's folder."""
@@ -241,13 +245,12 @@ class ItemTextEncoder(nn.Module):
 
     # --- encoding -------------------------------------------------------------------------------------------------
 
-    def _encode_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        mask = self.text_attention_mask[rows]
-        width = max(1, int(mask.sum(1).max()))  # texts are right-padded: drop the all-padding columns
-        mask = mask[:, :width]
-        states = self.text_model(
-            input_ids=self.text_input_ids[rows, :width], attention_mask=mask
-        ).last_hidden_state
+    def _encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        width = max(
+            1, int(attention_mask.sum(1).max())
+        )  # texts are right-padded: drop the all-padding columns
+        mask = attention_mask[:, :width]
+        states = self.text_model(input_ids=input_ids[:, :width], attention_mask=mask).last_hidden_state
         if self.pooling == "first":
             pooled = states[:, 0]
         else:
@@ -255,27 +258,43 @@ class ItemTextEncoder(nn.Module):
             pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
         return self.projection(pooled)
 
-    def encode(self, rows: torch.Tensor) -> torch.Tensor:
-        """(n, hidden_size) vectors of the items of text rows `rows` (item id minus `first_item_id`), encoded in
-        chunks of `item_encoder_batch_size`; with gradients and several chunks, each chunk is recomputed in the
-        backward pass (see the module docstring for the cost)."""
-        if rows.numel() and int(rows.max()) >= self.num_items:
-            raise ValueError(
-                f"Item id {int(rows.max()) + self.first_item_id} has no text ({self.num_items} items have one); "
-                "give new items their texts with `add_item_texts`."
-            )
-        chunks = rows.split(self.chunk_size)
+    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(n, hidden_size) vectors of n tokenized texts (`tokenize`), encoded in chunks of
+        `item_encoder_batch_size`; with gradients and several chunks, each chunk is recomputed in the backward pass
+        (see the module docstring for the cost)."""
+        chunks = list(
+            zip(input_ids.split(self.chunk_size), attention_mask.split(self.chunk_size), strict=True)
+        )
         if not chunks:
             return self.projection.weight.new_zeros(0, self.projection.out_features)
         recompute = torch.is_grad_enabled() and len(chunks) > 1
         return torch.cat(
             [
-                checkpoint(self._encode_rows, chunk, use_reentrant=False)
+                checkpoint(self._encode_tokens, *chunk, use_reentrant=False)
                 if recompute
-                else self._encode_rows(chunk)
+                else self._encode_tokens(*chunk)
                 for chunk in chunks
             ]
         )
+
+    def encode(self, rows: torch.Tensor) -> torch.Tensor:
+        """(n, hidden_size) vectors of the items of text rows `rows` (item id minus `first_item_id`)."""
+        if rows.numel() and int(rows.max()) >= self.num_items:
+            raise ValueError(
+                f"Item id {int(rows.max()) + self.first_item_id} has no text ({self.num_items} items have one); "
+                "give new items their texts with `add_item_texts`."
+            )
+        return self.encode_tokens(self.text_input_ids[rows], self.text_attention_mask[rows])
+
+    def reuse(self, name: str, version: int, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """`compute()`, an encoding of texts; without gradients in eval mode, its last result kept under `name`
+        while no weight of the encoder and not the texts' `version` has changed."""
+        if torch.is_grad_enabled() or self.training:
+            return compute()
+        key = (version, tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        if name not in self._reused or self._reused[name][0] != key:
+            self._reused[name] = (key, compute())
+        return self._reused[name][1]
 
     def item_matrix(self) -> torch.Tensor:
         """(num_items, hidden_size) vectors of every item with a text, in id order: encoded once per call, or,
@@ -286,12 +305,7 @@ class ItemTextEncoder(nn.Module):
                 "folder saved with them)."
             )
         rows = torch.arange(self.num_items, device=self.text_input_ids.device)
-        if torch.is_grad_enabled() or self.training:
-            return self.encode(rows)
-        key = (self._texts_version, tuple((p.data_ptr(), p._version) for p in self.parameters()))
-        if self._cached_matrix is None or self._cached_matrix[0] != key:
-            self._cached_matrix = (key, self.encode(rows))
-        return self._cached_matrix[1]
+        return self.reuse("catalogue", self._texts_version, lambda: self.encode(rows))
 
     def embed(
         self, input_ids: torch.Tensor, id_embeddings: nn.Embedding, item_matrix: torch.Tensor | None = None
@@ -327,6 +341,86 @@ class ItemTextEncoder(nn.Module):
         if bias is not None:
             bias = torch.cat([bias, bias.new_zeros(len(item_matrix))])
         return torch.cat([output_layer.weight, item_matrix.to(output_layer.weight.dtype)]), bias
+
+
+class TargetItemTexts(nn.Module):
+    """The texts of a ranking head's target items, tokenized for the backbone's item encoder. The token ids are
+    non-persistent buffers: the texts themselves travel in the patch's configuration (`PatchConfig.target_texts`)."""
+
+    def __init__(self, max_text_length: int):
+        super().__init__()
+        empty = torch.zeros(0, max_text_length, dtype=torch.long)
+        self.register_buffer("input_ids", empty, persistent=False)
+        self.register_buffer("attention_mask", empty.clone(), persistent=False)
+        self.texts: list[str] = []
+        self.version = 0
+
+    def put(self, texts: Sequence[str], encoder: ItemTextEncoder) -> None:
+        input_ids, attention_mask = encoder.tokenize(texts)
+        self.input_ids = input_ids.to(self.input_ids.device)
+        self.attention_mask = attention_mask.to(self.attention_mask.device)
+        self.texts = list(texts)
+        self.version += 1
+
+
+class TextTargetsMixin:
+    """The ColdRec ranking head (`ItemRankingHead`; goes before it in the bases) over a backbone whose items come from
+    their text: a target item's vector is the backbone's item encoder over the target's text, plus its row of the
+    target-item table for `"text_id"` (`"text"` has no table), so a target item with a text and no training pair is
+    ranked by its text. The item encoder is part of the backbone: frozen by the patching methods and FineCLS, trained
+    by FineAll. The target texts are recorded in the patch (`PatchConfig.target_texts`) and given by
+    `set_target_texts`; with ID items the head is `ItemRankingHead` as it was."""
+
+    def _add_target_embeddings(self, config: PreTrainedConfig) -> None:
+        super()._add_target_embeddings(config)
+        self.target_texts = TargetItemTexts(config.max_text_length) if uses_item_text(config) else None
+        if (
+            self.target_texts is not None
+            and not ITEM_REPRESENTATIONS[config.item_representation].id_embeddings
+        ):
+            self.target_embeddings = None
+
+    def set_target_texts(self, texts: Sequence[str] | None) -> None:
+        """Gives the target items their texts, in target-index order (that of the patch's `target_names`)."""
+        count = self.config.num_target_items
+        if self.target_texts is None:
+            raise ValueError("Target texts are for a backbone whose items come from their text.")
+        if texts is None or len(texts) != count or not all(isinstance(text, str) for text in texts):
+            raise ValueError(
+                f"This ranking head's backbone encodes items from their text: it needs the text of each of its "
+                f"{count} target items in target order (target_texts), got {None if texts is None else len(texts)}."
+            )
+        self.target_texts.put(texts, self.base_model.item_text)
+
+    def _target_text_vectors(self, candidates: torch.Tensor | None) -> torch.Tensor:
+        """The item encoder's vectors of every target item (None) or of (batch, n) `candidates`: a training step
+        encodes only its batch's distinct candidates; otherwise every target is encoded and reused."""
+        encoder, texts = self.base_model.item_text, self.target_texts
+        if not texts.texts:
+            raise ValueError(
+                "The ranking head's target items have no texts yet; give them with set_target_texts."
+            )
+        if candidates is not None and (torch.is_grad_enabled() or self.training):
+            unique, inverse = candidates.unique(return_inverse=True)
+            return encoder.encode_tokens(texts.input_ids[unique], texts.attention_mask[unique])[inverse]
+        matrix = encoder.reuse(
+            f"targets.{id(texts)}",
+            texts.version,
+            lambda: encoder.encode_tokens(texts.input_ids, texts.attention_mask),
+        )
+        return matrix if candidates is None else matrix[candidates]
+
+    def target_matrix(self) -> torch.Tensor:
+        if self.target_texts is None:
+            return super().target_matrix()
+        vectors = self._target_text_vectors(None)
+        return vectors if self.target_embeddings is None else vectors + self.target_embeddings.weight
+
+    def target_vectors(self, candidates: torch.Tensor) -> torch.Tensor:
+        if self.target_texts is None:
+            return super().target_vectors(candidates)
+        vectors = self._target_text_vectors(candidates)
+        return vectors if self.target_embeddings is None else vectors + self.target_embeddings(candidates)
 
 
 class TextItemsMixin:
@@ -447,7 +541,9 @@ __all__ = [
     "ITEM_ENCODER_FOLDER",
     "ITEM_TEXTS_NAME",
     "ItemTextEncoder",
+    "TargetItemTexts",
     "TextItemsMixin",
+    "TextTargetsMixin",
     "first_item_id",
     "grow_rows",
     "id_embedding_rows",

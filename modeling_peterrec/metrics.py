@@ -7,6 +7,9 @@ cards and in the reproduction tables.
 - Item recommendation (ColdRec): HR@k and MRR@k of the true item ranked among 99 uniformly sampled negatives, the
   paper's protocol ("Evaluation Protocols", Section 4.1), and the same measures plus NDCG@k over the full ranking of
   all target items, since sampled metrics are known to mislead.
+- Cold target items (ColdRec): the same measures restricted to the rows whose true target item never occurs in a
+  training pair of the task (`cold_item_rows`, `cold_item_metrics`), reported apart as `cold_<measure>` with their
+  count `cold_rows`: such an item is ranked by what the head knows without interactions (its text, or nothing).
 - Pretraining: MRR@5 / HR@5 of the held-out last item ranked over the whole item pool (Section 4.1,
   "pre-training ... calculated based on the rank in the whole item pool").
 
@@ -24,6 +27,8 @@ import torch
 __all__ = [
     "build_ranking_candidates",
     "classification_metrics",
+    "cold_item_metrics",
+    "cold_item_rows",
     "exclusion_mask",
     "full_rank_of_positive",
     "full_ranking_metrics",
@@ -293,6 +298,25 @@ def full_ranking_metrics(
 ) -> dict[str, float]:
     """HR@k, MRR@k and NDCG@k of the true item ranked over all items (see `full_rank_of_positive`)."""
     return ranking_metrics(full_rank_of_positive(scores, positives, exclude_mask).cpu(), ks)
+
+
+def cold_item_rows(targets: ArrayLike, training_targets: Iterable[int]) -> torch.Tensor:
+    """`(N,)` boolean mask, True where the row's true target item is cold: it never occurs among
+    `training_targets` (the target items of every training pair of the task)."""
+    seen = torch.as_tensor(sorted(set(training_targets)), dtype=torch.long)
+    return ~torch.isin(_as_tensor(targets, "targets").long().reshape(-1), seen)
+
+
+def cold_item_metrics(
+    metrics_of: Callable[[torch.Tensor], dict[str, float]], cold: ArrayLike
+) -> dict[str, float]:
+    """The measures of the rows whose target item is cold: `cold_rows`, their count, and `cold_<name>` for each
+    measure of `metrics_of(rows)` (rows: the cold rows' positions), none when no row is cold."""
+    rows = torch.as_tensor(cold, dtype=torch.bool).reshape(-1).nonzero().reshape(-1)
+    metrics = {"cold_rows": len(rows)}
+    if len(rows):
+        metrics.update({f"cold_{name}": value for name, value in metrics_of(rows).items()})
+    return metrics
 
 
 def make_compute_metrics(

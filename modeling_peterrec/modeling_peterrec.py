@@ -987,9 +987,18 @@ class ItemRankingHead:
         users = self._user_vectors_from(input_ids, attention_mask, None)
         return self._candidate_scores(users, self._wide_scores(input_ids), candidates)
 
+    def target_matrix(self) -> torch.Tensor:
+        """(num_target_items, hidden) vectors of every target item: the target-item table (a head over items from
+        their text encodes them, `item_text.TextTargetsMixin`)."""
+        return self.target_embeddings.weight
+
+    def target_vectors(self, candidates: torch.Tensor) -> torch.Tensor:
+        """(batch, n, hidden) vectors of (batch, n) target items."""
+        return self.target_embeddings(candidates)
+
     def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
         """Scores of every target item for (batch, hidden) user representations."""
-        return users @ self.target_embeddings.weight.T
+        return users @ self.target_matrix().T
 
     def _candidate_scores(
         self, users: torch.Tensor | None, wide: torch.Tensor | None, candidates: torch.Tensor | None
@@ -1001,7 +1010,7 @@ class ItemRankingHead:
     def _deep_scores(self, users: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
         if candidates is None:
             return self.logits_from_user_vectors(users)
-        return torch.einsum("bh,bnh->bn", users, self.target_embeddings(candidates))
+        return torch.einsum("bh,bnh->bn", users, self.target_vectors(candidates))
 
     def _check_targets(self, ids: torch.Tensor, name: str) -> None:
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.config.num_target_items):

@@ -42,7 +42,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .adapters import PlaceShape, adapt, add_side_outputs, insert_prompts
 from .configuration_sasrec import FEED_FORWARD_ACTIVATIONS, SASRecConfig
-from .item_text import ItemTextEncoder, TextItemsMixin, id_embedding_rows, uses_item_text
+from .item_text import ItemTextEncoder, TextItemsMixin, TextTargetsMixin, id_embedding_rows, uses_item_text
 from .modeling_peterrec import (
     ClassificationHead,
     ItemBagTerm,
@@ -432,9 +432,9 @@ class SASRecForSequenceClassification(ClassificationHead, SASRecForUserTask):
         self.post_init()
 
 
-class SASRecForItemRanking(ItemRankingHead, SASRecForUserTask):
+class SASRecForItemRanking(TextTargetsMixin, ItemRankingHead, SASRecForUserTask):
     """Cold-start item recommendation (ColdRec, PeterRec Section 3.3) from the SASRec user vector; see
-    `ItemRankingHead`."""
+    `ItemRankingHead`. With items from their text, target items are encoded from their texts (`TextTargetsMixin`)."""
 
     def __init__(self, config: SASRecConfig):
         super().__init__(config, config.num_target_items)

@@ -15,6 +15,8 @@ names relative to the task, as PEFT drops the adapter name) and a model card. Fo
   of a patch are stored under the backbone's own `patches.` (`peterrec.patches.prompt.embeddings`,
   `sasrec.patches.side.output.weight`, `peterrec.patches.phm_rule.weight`), per-block ones under each block's
   (`sasrec.blocks.0.patches.query.lora_A.weight`). Older folders load as PeterRec's model patch (`model_patch`).
+  The same format records a ranking head's `target_texts` when its backbone's items come from their text
+  (the head encodes its target items from them; `item_text.TextTargetsMixin`).
 
 A reader ignores keys it does not know (a newer writer's additions) with a warning and refuses only a newer format
 version, whose tensors it could misread.
@@ -87,6 +89,8 @@ class PatchConfig:
             or both.
         label_names: class names in label-id order (classification).
         num_target_items, target_names, ranking_loss, num_negatives: the ranking head.
+        target_texts: the text of each target item, in target order, for a backbone whose items come from their
+            text (format 5).
         backbone_fingerprint: SHA-256 of the frozen backbone's own weights.
         backbone_repo_id, backbone_revision: where the backbone lives on the Hub, when known.
         trainable_parameters: names of the trained parameters, relative to the task (format 2).
@@ -116,6 +120,7 @@ class PatchConfig:
     label_names: list[str] | None = None
     num_target_items: int | None = None
     target_names: list[str] | None = None
+    target_texts: list[str] | None = None
     ranking_loss: str = "bpr"
     num_negatives: int = 1
     backbone_fingerprint: str = ""
@@ -167,6 +172,10 @@ class PatchConfig:
             raise ValueError("A classification task needs label_names (class names in label-id order).")
         if self.head == "ranking" and not self.num_target_items:
             raise ValueError("A ranking task needs num_target_items (the size of the target-item table).")
+        if self.target_texts is not None and len(self.target_texts) != self.num_target_items:
+            raise ValueError(
+                f"target_texts has {len(self.target_texts)} texts for {self.num_target_items} target items."
+            )
 
     def to_json_string(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"

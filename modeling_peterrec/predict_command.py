@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers import AutoConfig
 
-from .configuration_peterrec import PeterRecConfig
 from .data.importers import iter_histories
 from .inference import Runner, class_probabilities, head_serving, top_k
-from .modeling_peterrec import PeterRecForMaskedItemPrediction, PeterRecForNextItemPrediction, PeterRecModel
+from .model_types import backbone_class, model_type_of, pretraining_model_class
 from .saving import load_patch
 from .tokenization_peterrec import ItemTokenizer
 
@@ -75,14 +75,16 @@ class PredictArguments:
 
 
 def load_for_prediction(model_name_or_path: str, patch: str | None = None):
-    """The model that `run_predict` serves and its tokenizer: the backbone with the patch, or without a patch the
-    pretraining model (next-item for a causal backbone, masked-item otherwise)."""
+    """The model that `run_predict` serves and its tokenizer, for the model type that the folder's `config.json`
+    names (`registry.MODEL_TYPES`): the backbone with the patch, or without a patch the pretraining model (next-item
+    for a causal backbone, masked-item otherwise). Item texts saved with the folder (and items added by text) come
+    with it."""
     tokenizer = ItemTokenizer.from_pretrained(model_name_or_path)
+    config = AutoConfig.from_pretrained(model_name_or_path)
     if patch is not None:
-        return load_patch(patch, PeterRecModel.from_pretrained(model_name_or_path)), tokenizer
-    config = PeterRecConfig.from_pretrained(model_name_or_path)
-    model_class = PeterRecForNextItemPrediction if config.is_causal else PeterRecForMaskedItemPrediction
-    return model_class.from_pretrained(model_name_or_path).eval(), tokenizer
+        backbone = backbone_class(model_type_of(config)).from_pretrained(model_name_or_path)
+        return load_patch(patch, backbone), tokenizer
+    return pretraining_model_class(config).from_pretrained(model_name_or_path).eval(), tokenizer
 
 
 def read_users(args: PredictArguments) -> Iterator[tuple[list[str], list[list[str]]]]:

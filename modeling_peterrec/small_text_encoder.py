@@ -2,10 +2,20 @@
 
 Adapter4Rec's item encoder is a pretrained BERT-base or RoBERTa-base from the Hub (`--item_encoder
 bert-base-uncased`). Offline, `build_small_text_encoder` makes a stand-in with the same interface: a word-level
-vocabulary built with `tokenizers` over the source items' texts (lower-cased, split on spaces and punctuation;
-words it has not seen read as [UNK]) and a small randomly initialised BERT (`transformers.BertConfig`, by default 2
-layers of width 64). It is saved as a normal Hugging Face folder (model and tokenizer) that the item encoder loads
-like any Hub model; its weights learn only from next-item prediction, so it is no pretrained language model.
+vocabulary built with `tokenizers` over the texts it is given (lower-cased, split on spaces and punctuation; words it
+has not seen read as [UNK]) and a small randomly initialised BERT (`transformers.BertConfig`, by default 2 layers of
+width 64). It is saved as a normal Hugging Face folder (model and tokenizer) that the item encoder loads like any Hub
+model; its weights learn only from next-item prediction, so it is no pretrained language model.
+
+`pretrain` builds the vocabulary over every item text of the catalogue, all domains: a pretrained tokenizer knows
+the target domain's words too, and a vocabulary of the source items alone would read ML-1M ColdRec's target genres
+(Animation, Fantasy, Musical) as [UNK]. This leaks no label: an item's text is item metadata (title, year, genres),
+known for every item of the catalogue before any user interacts with it; the vocabulary is the set of words of those
+texts, their ids ordered by how often a word occurs in them, and nothing in it depends on a user, an interaction, a
+split or a task label. A word that only target items' texts contain gets its own embedding row, which gets no
+gradient in pretraining (no source item's text contains it): apart from weight decay it stays at its random
+initialisation until a transfer method trains the item encoder (FineAll), but it is a word of its own instead of one
+[UNK] shared by all unknown words.
 """
 
 from __future__ import annotations

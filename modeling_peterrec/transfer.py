@@ -24,6 +24,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .adapters import PATCH_KIND_FIELDS
+from .item_text import uses_item_text
 from .model_types import backbone_class, head_class, model_type_of
 from .patch_config import PatchConfig, relative_name, task_name
 from .registry import DEFAULT_PATCH_TYPE, METHODS, choose, model_type_supports
@@ -95,6 +96,11 @@ def backbone_fingerprint(backbone: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def _encodes_targets(backbone: PreTrainedModel, head: str) -> bool:
+    """Whether the task head encodes its target items from their texts: ColdRec ranking over items from their text."""
+    return head == "ranking" and uses_item_text(backbone.config)
+
+
 def _build_head_model(backbone: PreTrainedModel, spec: PatchConfig) -> PreTrainedModel:
     """The task model around an existing backbone: the new head is initialised, the backbone is shared as it is."""
     fields = {key: value for key, value in backbone.config.to_dict().items() if key not in _NOT_ARCHITECTURE}
@@ -151,6 +157,7 @@ def prepare_for_transfer(
     label_names: Sequence[str] | None = None,
     num_target_items: int | None = None,
     target_names: Sequence[str] | None = None,
+    target_texts: Sequence[str] | None = None,
     insertion: str | None = None,
     bottleneck_size: int | None = None,
     activation: str | None = None,
@@ -184,6 +191,8 @@ def prepare_for_transfer(
         task: name under which the patch is registered (no '.').
         head: `"classification"` or `"ranking"` (`registry.TASK_KINDS`).
         label_names / num_target_items / target_names: the output space of the head.
+        target_texts: the text of each target item, in target order: required by a ranking head over a backbone
+            whose items come from their text (it encodes its targets from them), refused otherwise.
         insertion, bottleneck_size, activation: the model patch (methods that add patches only); `insertion`
             defaults to the model type's (`serial_two` for PeterRec, `controller_read` for CmnRec).
         train_layer_norms: LayerNorms the patching methods also train, as task-owned copies in every block (the
@@ -232,6 +241,12 @@ def prepare_for_transfer(
         train_layer_norms=list(train_layer_norms),
         train_tcl_embedding=train_tcl_embedding,
     )
+    if (target_texts is not None) != _encodes_targets(backbone, head):
+        items = getattr(backbone.config, "item_representation", "id")
+        raise ValueError(
+            "target_texts (the text of each target item) are needed by, and only by, a ranking head over a backbone "
+            f"whose items come from their text; this backbone's items are {items!r} and the head is {head!r}."
+        )
     spec = PatchConfig(
         task=task,
         method=method,
@@ -244,6 +259,7 @@ def prepare_for_transfer(
         label_names=list(label_names) if label_names is not None else None,
         num_target_items=num_target_items if head == "ranking" else None,
         target_names=list(target_names) if target_names is not None else None,
+        target_texts=list(target_texts) if target_texts is not None else None,
         ranking_loss=ranking_loss,
         num_negatives=num_negatives,
     )
@@ -286,6 +302,8 @@ def attach(
             setattr(spec, name, getattr(kind, name))
         spec.places = list(kind.places)
     model = _build_head_model(backbone, spec)
+    if _encodes_targets(backbone, spec.head):
+        model.set_target_texts(spec.target_texts)
     trainable = set(_trainable_names(model, spec))
     spec.trainable_parameters = [
         relative_name(name, spec.task) for name, _ in model.named_parameters() if name in trainable

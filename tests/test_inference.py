@@ -14,13 +14,21 @@ from modeling_peterrec import (
     prepare_for_transfer,
     save_patch,
 )
-from modeling_peterrec.inference import HistoryEncoder, predict, recommend
+from modeling_peterrec.inference import HistoryEncoder, predict, recommend, score
+from modeling_peterrec.model_types import config_class, pretraining_model_class
+from modeling_peterrec.registry import MODEL_TYPES
 from modeling_peterrec.tokenization_peterrec import ItemTokenizer
 
 ITEMS = [f"item{i}" for i in range(20)]
 TARGETS = [f"target{i}" for i in range(7)]
 LABELS = ["F", "M", "X"]
 HISTORIES = [ITEMS[3:9], ITEMS[:2], ITEMS[10:19], [ITEMS[5]], ITEMS[::3]]
+TINY_FIELDS = {
+    "peterrec": {"hidden_size": 16, "dilations": [1, 2]},
+    "cmnrec": {"hidden_size": 16, "embedding_size": 8, "controller_size": 16, "memory_width": 8},
+    "sasrec": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2},
+}
+"""A tiny configuration of each model type of `registry.MODEL_TYPES`."""
 
 
 def tokenizer() -> ItemTokenizer:
@@ -93,6 +101,23 @@ def test_next_item_recommendations_equal_a_brute_force_sort():
             torch.tensor(result.scores), scores[torch.tensor(tok.convert_tokens_to_ids(result.items))]
         )
         assert not set(result.items) & set(history)
+
+
+@pytest.mark.parametrize("model_type", list(MODEL_TYPES))
+def test_the_next_item_model_of_every_model_type_recommends_its_top_logits(model_type):
+    torch.manual_seed(0)
+    config = config_class(MODEL_TYPES[model_type])(vocab_size=len(tokenizer()), **TINY_FIELDS[model_type])
+    model, tok = pretraining_model_class(config)(config).eval(), tokenizer()
+    results = recommend(model, tok, HISTORIES, k=6)
+    names = tok.convert_ids_to_tokens(list(range(len(tok))))
+    for history, result in zip(HISTORIES, results, strict=True):
+        with torch.no_grad():
+            logits = model(torch.tensor([tok.encode_items(history)])).logits[0, -1]
+        assert result.items == brute_force(logits, names, set(names[: tok.first_item_id]) | set(history), 6)
+        assert not set(result.items) & set(history)
+        expected = logits[tok.convert_tokens_to_ids(result.items)]
+        torch.testing.assert_close(torch.tensor(result.scores), expected)
+        torch.testing.assert_close(torch.tensor(score(model, tok, [history], result.items)[0]), expected)
 
 
 def test_seen_items_are_kept_when_asked_and_special_tokens_never_appear():

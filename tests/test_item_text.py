@@ -22,7 +22,9 @@ from modeling_peterrec import (
 )
 from modeling_peterrec.cli import main
 from modeling_peterrec.data import movielens_item_texts_from_file, read_item_texts
+from modeling_peterrec.inference import recommend, score
 from modeling_peterrec.item_text import ITEM_ENCODER_FOLDER, ITEM_TEXTS_NAME
+from modeling_peterrec.predict_command import PredictArguments, run_predict
 from modeling_peterrec.small_text_encoder import build_small_text_encoder
 from modeling_peterrec.training import PretrainArguments, load_backbone
 from tests.test_remote_code import BACKBONE_SCRIPT, run_clean
@@ -277,6 +279,36 @@ def test_adding_an_item_by_text_scores_it_without_changing_any_parameter(
     assert torch.equal(logits(reloaded, with_new), logits(model, with_new))
 
 
+@pytest.mark.parametrize("representation", ["text", "text_id"])
+def test_a_cold_item_added_by_text_is_recommended_and_scored_by_its_logit(
+    text_encoder_folder, tmp_path, representation
+):
+    model, tokenizer = text_model(text_encoder_folder, representation).eval(), item_tokenizer()
+    (cold_id,) = model.add_item_texts({"brand new": "Brand New (2026) | Animation Comedy"}, tokenizer)
+    histories = [["toy", "heat"], ["casino"]]
+    everything = recommend(model, tokenizer, histories, k=len(tokenizer))
+    chosen = recommend(model, tokenizer, histories, k=1, candidates=["brand new", "heat"])
+    for row, history in enumerate(histories):
+        with torch.no_grad():
+            row_logits = model(torch.tensor([tokenizer.encode_items(history)])).logits[0, -1]
+        cold_logit = float(row_logits[cold_id])
+        assert "brand new" in everything[row].items
+        allowed = [name for name in ("brand new", "heat") if name not in history]
+        best = max(allowed, key=lambda name: float(row_logits[tokenizer.convert_tokens_to_ids(name)]))
+        assert chosen[row].items == [best]
+        (scored,) = score(model, tokenizer, [history], ["brand new"])
+        assert scored == pytest.approx([cold_logit], abs=1e-5)
+    # `peterrec predict` serves the saved folder, cold item included.
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "users.csv").write_text("user,item,timestamp\nu1,toy,1\nu1,heat,2\nu2,casino,1\n")
+    args = PredictArguments(str(tmp_path / "model"), str(tmp_path / "users.csv"), str(tmp_path / "out.jsonl"))
+    args.top_k, args.progress = len(tokenizer), False
+    run_predict(args)
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["item"] for row in rows if row["user"] == "u1"] == everything[0].items
+
+
 def test_item_texts_must_cover_the_vocabulary(text_encoder_folder, tmp_path):
     with pytest.raises(ValueError, match=r"1 of the 5 vocabulary items have no text, e\.g\. \['sabrina'\]"):
         SASRecForNextItemPrediction.from_item_encoder(
@@ -367,9 +399,11 @@ def test_small_text_encoder_loads_like_any_hub_model(text_encoder_folder):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_pretrain_command_trains_items_from_their_text(tmp_path):
+def test_pretrain_and_finetune_commands_train_items_from_their_text(tmp_path):
     data = synthetic_tasks(tmp_path / "data", num_users=24)
     texts = {f"i{n}": f"item {n} | {'Comedy' if n < 20 else 'Drama'}" for n in range(40)}
+    texts["cold"] = "an item of the target domain | Musical"  # in no training sequence
+    texts.update({f"t{n}": f"target {n} | {'Animation' if n < 20 else 'Musical'}" for n in range(40)})
     (tmp_path / "texts.json").write_text(json.dumps(texts))
     main(
         ["pretrain", "--model_type", "sasrec", "--item_representation", "text"]
@@ -378,9 +412,10 @@ def test_pretrain_command_trains_items_from_their_text(tmp_path):
         + ["--hidden_size", "16", "--max_length", "12", "--num_train_epochs", "1"]
         + ["--output_dir", str(tmp_path / "pretrain"), *QUICK_TRAINING]
     )
-    # No --item_encoder: the small text encoder was built over the training items' texts.
+    # No --item_encoder: the small text encoder was built over every item text of the catalogue.
     encoder_folder = tmp_path / "pretrain" / "small_text_encoder"
     assert AutoModel.from_pretrained(encoder_folder).config.hidden_size == 64
+    assert AutoTokenizer.from_pretrained(encoder_folder).tokenize("Comedy Musical") == ["comedy", "musical"]
     model, tokenizer = load_backbone(tmp_path / "pretrain" / "backbone")
     assert model.config.item_representation == "text"
     assert model.config.item_encoder == str(encoder_folder)
@@ -391,6 +426,17 @@ def test_pretrain_command_trains_items_from_their_text(tmp_path):
     metrics = read_metrics(tmp_path / "pretrain")
     assert metrics["config"]["item_representation"] == "text"
     assert 0 <= metrics["test"]["ndcg@10"] <= metrics["test"]["hr@10"] <= 1
+    # ColdRec on it: the ranking head encodes the target items from the texts of --item_texts.
+    main(
+        ["finetune", "--backbone", str(tmp_path / "pretrain" / "backbone"), "--data_dir", data["coldrec"]]
+        + ["--task", "coldrec", "--method", "peterrec", "--item_texts", str(tmp_path / "texts.json")]
+        + ["--max_length", "12", "--num_eval_negatives", "5", "--num_train_epochs", "1"]
+        + ["--output_dir", str(tmp_path / "coldrec"), *QUICK_TRAINING]
+    )
+    patch = json.loads((tmp_path / "coldrec" / "patch" / "patch_config.json").read_text())
+    assert patch["target_texts"] == [texts[name] for name in patch["target_names"]]
+    finetuned = read_metrics(tmp_path / "coldrec")
+    assert finetuned["test"]["cold_rows"] == finetuned["test_full_ranking"]["cold_rows"] >= 0
     with pytest.raises(SystemExit):
         main(
             [
@@ -423,3 +469,51 @@ def test_a_text_item_backbone_transfers_and_its_patch_reloads(text_encoder_folde
     save_patch(model, tmp_path / "patch")
     reloaded = load_patch(tmp_path / "patch", SASRecModel.from_pretrained(tmp_path / "backbone"))
     torch.testing.assert_close(logits(reloaded, batch), logits(model, batch))
+
+
+TARGET_TEXTS = {
+    "toy2": "Toy Story 2 (1999) | Animation Children's Comedy",
+    "heat2": "Heat 2 (2026) | Action Crime Thriller",
+    "brand new": "Brand New (2026) | Fantasy Musical",  # in no training pair below
+}
+
+
+@pytest.mark.parametrize(("representation", "method"), [("text", "peterrec"), ("text_id", "fine_all")])
+def test_a_ranking_head_over_text_items_ranks_target_items_by_their_text(
+    text_encoder_folder, tmp_path, representation, method
+):
+    text_model(text_encoder_folder, representation).save_pretrained(tmp_path / "backbone")
+    arguments = dict(
+        method=method, task="coldrec", head="ranking", num_target_items=3, target_names=list(TARGET_TEXTS)
+    )
+    with pytest.raises(ValueError, match="target_texts"):
+        prepare_for_transfer(SASRecModel.from_pretrained(tmp_path / "backbone"), **arguments)
+    model, _ = prepare_for_transfer(
+        SASRecModel.from_pretrained(tmp_path / "backbone"),
+        **arguments,
+        target_texts=list(TARGET_TEXTS.values()),
+    )
+    assert (model.target_embeddings is None) == (representation == "text")  # "text_id" keeps the ID table
+    batch = batch_of(item_tokenizer())
+    model.train()(**batch, labels=torch.tensor([0, 1])).loss.backward()
+    assert (model.sasrec.item_text.projection.weight.grad is not None) == (method == "fine_all")
+    model.eval()
+    encoder = model.sasrec.item_text
+    with torch.no_grad():
+        users = model.user_vectors(batch["input_ids"], batch["attention_mask"])
+        vectors = encoder.encode_tokens(*encoder.tokenize(list(TARGET_TEXTS.values())))
+        if model.target_embeddings is not None:
+            vectors = vectors + model.target_embeddings.weight
+        scores = model.score(batch["input_ids"], batch["attention_mask"])
+        candidates = torch.tensor([[2, 0], [1, 2]])
+        candidate_scores = model.score(batch["input_ids"], batch["attention_mask"], candidates)
+    torch.testing.assert_close(scores, users @ vectors.T)  # "brand new" too: ranked by its text alone
+    torch.testing.assert_close(candidate_scores, scores.gather(1, candidates))
+    # The target texts travel in the patch, which reloads onto the backbone with the same scores.
+    save_patch(model, tmp_path / "patch")
+    assert json.loads((tmp_path / "patch" / "patch_config.json").read_text())["target_texts"] == list(
+        TARGET_TEXTS.values()
+    )
+    reloaded = load_patch(tmp_path / "patch", SASRecModel.from_pretrained(tmp_path / "backbone"))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.score(batch["input_ids"], batch["attention_mask"]), scores)

@@ -10,6 +10,8 @@ from torch import nn
 from modeling_peterrec.metrics import (
     build_ranking_candidates,
     classification_metrics,
+    cold_item_metrics,
+    cold_item_rows,
     exclusion_mask,
     full_rank_of_positive,
     full_ranking_metrics,
@@ -194,3 +196,32 @@ def test_ranking_convention_runs_through_trainer_evaluate(tmp_path):
     assert metrics["eval_hr@1"] == pytest.approx(2 / 4)
     assert metrics["eval_hr@2"] == pytest.approx(3 / 4)
     assert metrics["eval_mrr@2"] == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+
+
+def test_cold_target_items_are_reported_apart_with_hand_computed_values():
+    # Five target items; training pairs hold targets 0, 1 and 4, so targets 2 and 3 are cold.
+    targets = torch.tensor([0, 2, 3, 1])
+    cold = cold_item_rows(targets, [0, 1, 1, 4])
+    assert cold.tolist() == [False, True, True, False]
+    scores = torch.tensor(
+        [
+            [0.9, 0.1, 0.2, 0.3, 0.4],  # target 0 ranks 0
+            [0.5, 0.9, 0.8, 0.1, 0.2],  # target 2 (cold): only 0.9 is higher, rank 1
+            [0.5, 0.6, 0.7, 0.1, 0.2],  # target 3 (cold): item 1 is another positive, so rank 3, not 4
+            [0.1, 0.2, 0.3, 0.4, 0.5],  # target 1 ranks 3
+        ]
+    )
+    mask = exclusion_mask([[0], [2], [1, 3], [1]], 5)
+
+    def metrics_of(rows):
+        return full_ranking_metrics(scores[rows], targets[rows], mask[rows], ks=(1, 2, 4))
+
+    metrics = cold_item_metrics(metrics_of, cold)
+    assert metrics["cold_rows"] == 2
+    assert metrics["cold_hr@1"] == 0.0
+    assert metrics["cold_hr@2"] == pytest.approx(1 / 2)
+    assert metrics["cold_mrr@2"] == pytest.approx((1 / 2) / 2)
+    assert metrics["cold_ndcg@2"] == pytest.approx((1 / math.log2(3)) / 2)
+    assert metrics["cold_hr@4"] == pytest.approx(1.0)
+    assert metrics["cold_mrr@4"] == pytest.approx((1 / 2 + 1 / 4) / 2)
+    assert cold_item_metrics(metrics_of, cold_item_rows(targets, range(5))) == {"cold_rows": 0}

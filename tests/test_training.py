@@ -159,6 +159,11 @@ def test_ranking_finetuning_reports_sampled_and_full_ranking(pipeline, tmp_path)
     # The sampled candidates are a subset of all target items, so no true item ranks better in the full ranking.
     for name in names:
         assert metrics["test_full_ranking"][name] <= metrics["test"][name] + 1e-12
+    # Cold target items (in no training pair) are counted apart, in both protocols.
+    splits = load_from_disk(data["coldrec"])
+    trained = {target for targets in splits["train"]["targets"] for target in targets}
+    cold = sum(target not in trained for targets in splits["test"]["targets"] for target in targets)
+    assert metrics["test"]["cold_rows"] == metrics["test_full_ranking"]["cold_rows"] == cold
     main(
         [
             "evaluate",

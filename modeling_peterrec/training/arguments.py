@@ -73,6 +73,13 @@ class DataArguments:
         default=100,
         metadata={"help": "Longest input: the pretraining window, the most recent items when fine-tuning."},
     )
+    item_texts: str | None = field(
+        default=None,
+        metadata={
+            "help": "Items from their text: a JSON object item id -> text, for the items (pretrain) or the target "
+            "items (finetune, ColdRec); default for MovieLens tasks: title, year and genres."
+        },
+    )
 
 
 @dataclass
@@ -176,13 +183,7 @@ class PretrainArguments(DataArguments):
         default=None,
         metadata={
             "help": "The item encoder's text model, a Hub id or a folder (AutoModel + its tokenizer). Default with "
-            "a text representation: a small BERT built here over the training items' texts (docs/text_items.md)."
-        },
-    )
-    item_texts: str | None = field(
-        default=None,
-        metadata={
-            "help": "A JSON object item id -> text (default for MovieLens tasks: title, year and genres)."
+            "a text representation: a small BERT built here over every item text of the catalogue (docs/text_items.md)."
         },
     )
 

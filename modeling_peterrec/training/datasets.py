@@ -20,7 +20,7 @@ from ..data import (
     one_row_per_target,
     tokenize_dataset,
 )
-from ..metrics import build_ranking_candidates
+from ..metrics import build_ranking_candidates, cold_item_rows
 from ..modeling_peterrec import PeterRecPreTrainedModel
 from ..registry import TASK_KINDS, tcl_position
 from ..tokenization_peterrec import ItemTokenizer
@@ -147,12 +147,14 @@ def _check_negatives_available(splits, num_items: int, num_eval_negatives: int) 
 def ranking_datasets(splits, tokenizer: ItemTokenizer, num_eval_negatives: int, seed: int):
     """(train, validation, test) rows with one row per target item (`target`), as in the original code.
 
-    Evaluation rows also get `positives` (all of the user's targets, which never serve as negatives) and
+    Evaluation rows also get `positives` (all of the user's targets, which never serve as negatives),
     `candidate_ids`: the true item in column 0 and `num_eval_negatives` uniformly sampled negatives after it, drawn
-    once with a fixed seed (the paper's protocol, Section 4.1).
+    once with a fixed seed (the paper's protocol, Section 4.1), and `cold_target`: whether the true item is a cold
+    item, one that occurs in no training pair (`metrics.cold_item_rows`).
     """
     num_items = len(splits["train"].features["targets"].feature.names)
     _check_negatives_available(splits, num_items, num_eval_negatives)
+    training_targets = {target for targets in splits["train"]["targets"] for target in targets}
     rows = {}
     for name in SPLITS:
         dataset = tokenize_dataset(splits[name], tokenizer)
@@ -167,6 +169,9 @@ def ranking_datasets(splits, tokenizer: ItemTokenizer, num_eval_negatives: int, 
                 seed=seed,
             )
             dataset = dataset.add_column("candidate_ids", candidates.tolist())
+            dataset = dataset.add_column(
+                "cold_target", cold_item_rows(dataset["target"], training_targets).tolist()
+            )
         rows[name] = dataset
     return rows["train"], rows["validation"], rows["test"]
 

@@ -38,7 +38,7 @@ from ..data import (
     movielens_item_texts,
     read_item_texts,
 )
-from ..item_text import item_encoder_fields
+from ..item_text import item_encoder_fields, uses_item_text
 from ..metrics import make_compute_metrics
 from ..model_types import config_class, pretraining_model_class
 from ..modeling_peterrec import ItemRankingHead
@@ -48,7 +48,7 @@ from ..saving import load_backbone, load_patch, save_backbone, save_patch
 from ..small_text_encoder import build_small_text_encoder
 from ..tokenization_peterrec import ItemTokenizer, UnknownItems
 from ..transfer import prepare_for_transfer
-from .arguments import EvaluateArguments, FinetuneArguments, PretrainArguments
+from .arguments import DataArguments, EvaluateArguments, FinetuneArguments, PretrainArguments
 from .checkpoints import resume_target
 from .datasets import (
     dataset_name,
@@ -65,6 +65,7 @@ from .trainers import (
     RANKING_CUTOFFS,
     PeterRecTrainer,
     PretrainingTrainer,
+    cold_target_test_metrics,
     compute_pretraining_metrics,
     full_ranking_test_metrics,
     pipeline_trainer,
@@ -141,37 +142,44 @@ def pretraining_config(
     return config
 
 
-def pretraining_item_texts(args: PretrainArguments) -> dict[str, str]:
-    """The item texts of a pretraining run with items from their text: `--item_texts`, else the MovieLens release's
-    (title, year and genres)."""
+def run_item_texts(args: DataArguments) -> dict[str, str]:
+    """The item texts of a run with items from their text: `--item_texts`, else the MovieLens release's (title,
+    year and genres)."""
     if args.item_texts is not None:
         return read_item_texts(args.item_texts)
-    if args.data_dir is not None or args.train_files:
+    if args.data_dir is not None or getattr(args, "train_files", None):
         raise ValueError(
-            f"--item_representation {args.item_representation} needs the items' texts: pass --item_texts, a JSON "
-            "object item id -> text."
+            "Items from their text need the items' texts: pass --item_texts, a JSON object item id -> text."
         )
     return movielens_item_texts(args.dataset, args.cache_dir)
 
 
+def target_item_texts(args: FinetuneArguments, target_names: list[str]) -> list[str]:
+    """The text of each ColdRec target item, in target order, for a ranking head over items from their text."""
+    texts = run_item_texts(args)
+    missing = [name for name in target_names if name not in texts]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the {len(target_names)} target items have no text, e.g. {missing[:5]}; every target "
+            "item needs one."
+        )
+    return [texts[name] for name in target_names]
+
+
 def pretraining_item_encoder(
-    args: PretrainArguments,
-    training_args: TrainingArguments,
-    tokenizer: ItemTokenizer,
-    item_texts: dict[str, str],
+    args: PretrainArguments, training_args: TrainingArguments, item_texts: dict[str, str]
 ) -> str:
-    """`--item_encoder`, or the folder of a small text encoder built over the vocabulary items' texts (no
-    pretrained text model can be downloaded offline; `small_text_encoder`), written once by the main process."""
+    """`--item_encoder`, or the folder of a small text encoder (no pretrained text model can be downloaded offline;
+    `small_text_encoder`) whose vocabulary covers every item text of the catalogue, the target domain's included,
+    written once by the main process. Item texts are item metadata, not interactions or labels
+    (`small_text_encoder` says why this leaks nothing)."""
     if args.item_encoder is not None:
         return args.item_encoder
     folder = Path(training_args.output_dir) / "small_text_encoder"
-    items = tokenizer.convert_ids_to_tokens(list(range(tokenizer.first_item_id, len(tokenizer))))
     with training_args.main_process_first(desc="small text encoder"):
         if not (folder / "config.json").is_file():
-            build_small_text_encoder(
-                [item_texts.get(item, "") for item in items], folder, seed=training_args.seed
-            )
-            logger.info(f"Built a small text encoder over {len(items):,} item texts in {folder}")
+            build_small_text_encoder(item_texts.values(), folder, seed=training_args.seed)
+            logger.info(f"Built a small text encoder over {len(item_texts):,} item texts in {folder}")
     return str(folder)
 
 
@@ -205,8 +213,8 @@ def pretrain(
         num_windows, dataset = len(train), dataset_name(args, args.task)
     item_encoder = item_texts = None
     if ITEM_REPRESENTATIONS[args.item_representation].text:
-        item_texts = pretraining_item_texts(args)
-        item_encoder = pretraining_item_encoder(args, training_args, tokenizer, item_texts)
+        item_texts = run_item_texts(args)
+        item_encoder = pretraining_item_encoder(args, training_args, item_texts)
     config = pretraining_config(args, len(tokenizer), item_encoder)
     set_seed(training_args.seed)
     model = pretraining_model_class(config)(config)
@@ -286,6 +294,9 @@ def finetune(
     kind, train, validation, test = task_datasets(
         splits, tokenizer, args.num_eval_negatives, training_args.seed
     )
+    head = head_arguments(splits, kind, args)
+    if kind == "ranking" and uses_item_text(backbone.config):  # target items ranked by their text
+        head["target_texts"] = target_item_texts(args, head["target_names"])
     model, report = prepare_for_transfer(
         backbone,
         method=args.method,
@@ -306,7 +317,7 @@ def finetune(
         readout=args.readout,
         head_terms=args.head_terms,
         seed=training_args.seed,
-        **head_arguments(splits, kind, args),
+        **head,
     )
     logger.info(str(report))
     train_collator, eval_collator = task_collators(tokenizer, model, args.max_length, kind)
@@ -325,7 +336,10 @@ def finetune(
         compute_metrics=make_compute_metrics(kind, RANKING_CUTOFFS),
     )
     _, log_history, results = train_and_test(trainer, test, training_args)
-    full_metrics = full_ranking_test_metrics(trainer, test) if kind == "ranking" else None
+    full_metrics = None
+    if kind == "ranking":
+        results["test"].update(cold_target_test_metrics(trainer, test))
+        full_metrics = full_ranking_test_metrics(trainer, test)
     summary = {
         "task": args.task,
         "task_kind": kind,
@@ -405,7 +419,8 @@ def _evaluate_patch(args: EvaluateArguments, training_args: TrainingArguments, b
 
 def evaluate(args: EvaluateArguments, training_args: TrainingArguments) -> dict[str, Any]:
     """Test metrics of a backbone (held-out last item over the whole item pool) or of a backbone with a patch
-    (the task's metrics; for ranking also the full ranking). Writes `metrics.json` into `output_dir`."""
+    (the task's metrics; for ranking also the full ranking, and both on the rows whose target item is cold).
+    Writes `metrics.json` into `output_dir`."""
     backbone, tokenizer = load_backbone(args.backbone)
     training_args = replace(training_args, load_best_model_at_end=False, eval_strategy="no")
     run = _evaluate_backbone if args.patch is None else _evaluate_patch
@@ -413,6 +428,7 @@ def evaluate(args: EvaluateArguments, training_args: TrainingArguments) -> dict[
     metrics = strip_prefix(trainer.evaluate(evaluated, metric_key_prefix=args.split), args.split)
     summary.update(split=args.split, metrics=metrics)
     if isinstance(trainer.model, ItemRankingHead):
+        metrics.update(cold_target_test_metrics(trainer, evaluated))
         summary["full_ranking"] = full_ranking_test_metrics(trainer, evaluated)
     if trainer.is_world_process_zero():
         write_json(Path(training_args.output_dir) / METRICS_FILE, summary)

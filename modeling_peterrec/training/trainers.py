@@ -1,5 +1,6 @@
 """The `Trainer`s of the pipeline and the glue to the metrics: evaluation batches from their own collator, the
-held-out-item evaluation of pretraining (Section 4.1), and the full ranking of the cold-start test split."""
+held-out-item evaluation of pretraining (Section 4.1), and the full ranking of the cold-start test split, with the
+rows whose target item is cold reported apart."""
 
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ from transformers import (
     TrainingArguments,
 )
 
-from ..metrics import exclusion_mask, full_rank_of_positive, full_ranking_metrics, ranking_metrics
+from ..metrics import (
+    cold_item_metrics,
+    exclusion_mask,
+    full_rank_of_positive,
+    full_ranking_metrics,
+    ranking_metrics,
+    sampled_ranking_metrics,
+)
 from .arguments import AUTO_METRIC
 
 RANKING_CUTOFFS = (5, 10)
@@ -104,18 +112,39 @@ def compute_pretraining_metrics(prediction: EvalPrediction) -> dict[str, float]:
     return ranking_metrics(prediction.predictions, RANKING_CUTOFFS)
 
 
+def _ranking_scores(trainer: PeterRecTrainer, dataset, with_candidates: bool) -> torch.Tensor:
+    """The ranking head's scores of each row of `dataset`: of its sampled candidates, or of every target item."""
+    collator = replace(trainer.eval_data_collator, with_candidates=with_candidates)
+    trainer.eval_data_collator, kept = collator, trainer.eval_data_collator
+    try:
+        scores = trainer.predict(dataset, metric_key_prefix="scores").predictions
+    finally:
+        trainer.eval_data_collator = kept
+    return torch.as_tensor(scores[0] if isinstance(scores, tuple) else scores)
+
+
 def full_ranking_test_metrics(trainer: PeterRecTrainer, test) -> dict[str, float]:
     """HR@k, MRR@k and NDCG@k of each true target item ranked over all target items, the user's other targets
-    excluded (they are not wrong answers)."""
-    full = replace(trainer.eval_data_collator, with_candidates=False)
-    trainer.eval_data_collator, sampled = full, trainer.eval_data_collator
-    try:
-        scores = trainer.predict(test, metric_key_prefix="full").predictions
-    finally:
-        trainer.eval_data_collator = sampled
-    scores = torch.as_tensor(scores[0] if isinstance(scores, tuple) else scores)
+    excluded (they are not wrong answers); also on the rows whose target is cold (`cold_item_metrics`)."""
+    scores = _ranking_scores(trainer, test, with_candidates=False)
     mask = exclusion_mask(test["positives"], scores.shape[1])
-    return full_ranking_metrics(scores, test["target"], mask, RANKING_CUTOFFS)
+    targets = torch.as_tensor(test["target"])
+
+    def metrics_of(rows: torch.Tensor | slice) -> dict[str, float]:
+        return full_ranking_metrics(scores[rows], targets[rows], mask[rows], RANKING_CUTOFFS)
+
+    return {**metrics_of(slice(None)), **cold_item_metrics(metrics_of, test["cold_target"])}
+
+
+def cold_target_test_metrics(trainer: PeterRecTrainer, test) -> dict[str, float]:
+    """The sampled-candidate measures (the paper's protocol) of the rows of `test` whose target item is cold, as
+    `cold_<measure>`, with their count `cold_rows`."""
+
+    def metrics_of(rows: torch.Tensor) -> dict[str, float]:
+        scores = _ranking_scores(trainer, test.select(rows.tolist()), with_candidates=True)
+        return sampled_ranking_metrics(scores, RANKING_CUTOFFS)
+
+    return cold_item_metrics(metrics_of, test["cold_target"])
 
 
 def pipeline_trainer(
@@ -145,6 +174,7 @@ def pipeline_trainer(
 __all__ = [
     "RANKING_CUTOFFS",
     "PeterRecTrainer",
+    "cold_target_test_metrics",
     "PretrainingTrainer",
     "compute_pretraining_metrics",
     "full_ranking_test_metrics",
