@@ -117,6 +117,24 @@ PRESETS = {
         window_stride=100,
         early_stopping_patience=4,
     ),
+    "quick": Preset(
+        "quick",
+        64,
+        (1, 2, 4, 8) * 2,
+        50,
+        4,
+        6,
+        5,
+        64,
+        64,
+        learning_rate=2e-3,
+        selection="validation",
+        evaluations_per_run=6,
+        pretrain_learning_rate=2e-3,
+        pretrain_lr_scheduler_type="cosine",
+        pretrain_warmup_steps=100,
+        early_stopping_patience=2,
+    ),
     "paper": Preset(
         "paper", 256, (1, 2, 4, 8) * 4, 100, 10, 20, 10, 32, 64, tune={"learning_rate": (1e-3, 1e-4)}
     ),
@@ -126,7 +144,9 @@ the users; 400 would cover 90%, at about twice the fine-tuning time, not measure
 stopping, sized for two CPU cores; its learning rate and epochs were chosen on the validation split
 (docs/transfer.md). `paper`: the paper's backbone (hidden 256, dilations [1, 2, 4, 8] x 4,
 Section 4.1) and its learning-rate range 1e-3 to 1e-4 (chosen by 3-fold cross-validation), for a GPU.
-`smoke`: a seconds-long check of the plumbing."""
+`quick`: the demo's size (8 conv layers of width 64, the 50 most recent items), pretrained 4 epochs and fine-tuned up
+to 6 (ColdRec 5) with early stopping, the cpu preset's learning rate, for studies of many configurations on CPU
+(RQ6's ~100 runs per seed); its numbers are not the cpu preset's. `smoke`: a seconds-long check of the plumbing."""
 
 PROFILE_TASKS = ("genest", "ageest", "lifestatus")
 TASKS = (*PROFILE_TASKS, "coldrec")
