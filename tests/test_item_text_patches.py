@@ -5,6 +5,9 @@ folder, reloaded, served in mixed batches, and run from `peterrec finetune`."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,6 +18,7 @@ from modeling_peterrec import (
     PeterRecConfig,
     PeterRecModel,
     SASRecConfig,
+    SASRecForNextItemPrediction,
     SASRecModel,
     load_patch,
     prepare_for_transfer,
@@ -44,7 +48,12 @@ def backbone_folder(tmp_path_factory):
     """A SASRec backbone whose items come from their text, over a tiny BERT (one layer of width 16)."""
     root = tmp_path_factory.mktemp("item_patches")
     encoder = build_small_text_encoder(
-        ITEM_TEXTS.values(), root / "bert", hidden_size=16, num_hidden_layers=1, num_attention_heads=2, max_length=16
+        ITEM_TEXTS.values(),
+        root / "bert",
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_length=16,
     )
     text_model(encoder, max_text_length=10).save_pretrained(root / "backbone")  # + prompts: 16 positions
     return root / "backbone"
@@ -86,11 +95,15 @@ def trained_groups(model) -> set[str]:
     return groups
 
 
-def test_lora_in_the_item_encoder_is_the_identity_at_init_and_leaves_the_backbone_bit_identical(backbone_folder):
+def test_lora_in_the_item_encoder_is_the_identity_at_init_and_leaves_the_backbone_bit_identical(
+    backbone_folder,
+):
     backbone = fresh_backbone(backbone_folder)
     frozen = {name: tensor.clone() for name, tensor in backbone.state_dict().items()}
     fingerprint = backbone_fingerprint(backbone)
-    model, report = prepare_for_transfer(backbone, method="peterrec", patch_target="item_encoder", **CLASSIFICATION)
+    model, report = prepare_for_transfer(
+        backbone, method="peterrec", patch_target="item_encoder", **CLASSIFICATION
+    )
     encoder = model.sasrec.item_text
     tokens = encoder.tokenize(list(ITEM_TEXTS.values()))
     with torch.no_grad():
@@ -132,7 +145,11 @@ def test_lora_in_the_item_encoder_is_the_identity_at_init_and_leaves_the_backbon
 def test_the_patch_target_chooses_exactly_which_parameters_train(backbone_folder, patch_target, expected):
     user_patch = {} if patch_target == "item_encoder" else {"patch_type": "lora"}
     model, _ = prepare_for_transfer(
-        fresh_backbone(backbone_folder), method="peterrec", patch_target=patch_target, **user_patch, **CLASSIFICATION
+        fresh_backbone(backbone_folder),
+        method="peterrec",
+        patch_target=patch_target,
+        **user_patch,
+        **CLASSIFICATION,
     )
     assert trained_groups(model) == expected
     model.train()(**batch_of(item_tokenizer()), labels=torch.tensor([0, 1])).loss.backward()
@@ -144,7 +161,9 @@ def test_the_patch_target_chooses_exactly_which_parameters_train(backbone_folder
 
 
 def test_the_item_encoder_is_refused_on_a_backbone_with_id_items(tmp_path):
-    sasrec = SASRecModel(SASRecConfig(vocab_size=12, hidden_size=8, num_hidden_layers=1, max_position_embeddings=8))
+    sasrec = SASRecModel(
+        SASRecConfig(vocab_size=12, hidden_size=8, num_hidden_layers=1, max_position_embeddings=8)
+    )
     peterrec = PeterRecModel(PeterRecConfig(vocab_size=12, hidden_size=8, dilations=[1, 2]))
     for backbone in (sasrec, peterrec):
         with pytest.raises(ValueError, match="item encoder over item texts.*'id'"):
@@ -225,7 +244,9 @@ def test_an_item_encoder_adapter_saves_as_peft_files_in_the_patch_folder_and_rel
     torch.testing.assert_close(outputs(renamed, batch), expected, rtol=0, atol=0)
 
 
-def test_a_damaged_item_encoder_adapter_is_refused_and_leaves_the_backbone_as_it_was(backbone_folder, tmp_path):
+def test_a_damaged_item_encoder_adapter_is_refused_and_leaves_the_backbone_as_it_was(
+    backbone_folder, tmp_path
+):
     model, _ = prepare_for_transfer(
         fresh_backbone(backbone_folder), method="peterrec", patch_target="item_encoder", **CLASSIFICATION
     )
@@ -250,7 +271,9 @@ def test_mixed_batches_serve_tasks_with_different_item_encoder_adapters(backbone
     batch = batch_of(item_tokenizer())
     setups = {
         "gender": dict(patch_target="item_encoder", **CLASSIFICATION),
-        "coldrec": dict(patch_target="both", item_patch_type="prompt_tuning", patch_type="houlsby", **RANKING),
+        "coldrec": dict(
+            patch_target="both", item_patch_type="prompt_tuning", patch_type="houlsby", **RANKING
+        ),
         "plain": dict(patch_type="lora", **{**CLASSIFICATION, "task": "plain"}),
     }
     for name, setup in setups.items():
@@ -262,7 +285,13 @@ def test_mixed_batches_serve_tasks_with_different_item_encoder_adapters(backbone
         server.load_patch(tmp_path / name)
     server.load_patch(tmp_path / "gender", task="gender_again")
     tokenizer = item_tokenizer()
-    sequences = [["toy", "heat", "jumanji"], ["casino", "sabrina"], ["jumanji"], ["toy", "heat", "jumanji"], ["heat"]]
+    sequences = [
+        ["toy", "heat", "jumanji"],
+        ["casino", "sabrina"],
+        ["jumanji"],
+        ["toy", "heat", "jumanji"],
+        ["heat"],
+    ]
     tasks = ["gender", "coldrec", "plain", "gender_again", "coldrec"]
     mixed = tokenizer(sequences, padding=True, return_tensors="pt")
     rows = server(mixed["input_ids"], mixed["attention_mask"], task=tasks)
@@ -274,7 +303,9 @@ def test_mixed_batches_serve_tasks_with_different_item_encoder_adapters(backbone
     torch.testing.assert_close(rows[0], rows[3], rtol=0, atol=1e-6)  # one patch under two names
     # The adapters differ: the same user gets other class logits through the plain item encoder.
     first = tokenizer([sequences[0]], return_tensors="pt")
-    assert not torch.allclose(server(first["input_ids"], task="gender"), server(first["input_ids"], task="plain"))
+    assert not torch.allclose(
+        server(first["input_ids"], task="gender"), server(first["input_ids"], task="plain")
+    )
 
 
 def test_finetune_command_patches_the_item_encoder(tmp_path):
@@ -282,11 +313,14 @@ def test_finetune_command_patches_the_item_encoder(tmp_path):
     tokenizer = ItemTokenizer.from_sequences([[f"i{n}" for n in range(40)]])
     texts = {f"i{n}": f"item {n} | {'Comedy' if n < 20 else 'Drama'}" for n in range(40)}
     encoder = build_small_text_encoder(
-        texts.values(), tmp_path / "bert", hidden_size=16, num_hidden_layers=1, num_attention_heads=2, max_length=8
+        texts.values(),
+        tmp_path / "bert",
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_length=8,
     )
     torch.manual_seed(0)
-    from modeling_peterrec import SASRecForNextItemPrediction
-
     model = SASRecForNextItemPrediction.from_item_encoder(
         encoder, tokenizer, texts, hidden_size=8, num_hidden_layers=1, max_position_embeddings=16
     )
@@ -305,5 +339,22 @@ def test_finetune_command_patches_the_item_encoder(tmp_path):
     reloaded = load_patch(patch, backbone)
     assert reloaded.patch_name == "gender" and "gender" in backbone.item_text.patches
     assert summary["trainable_parameters"] == sum(
-        p.numel() for name, p in reloaded.named_parameters() if ".lora_" in name or not name.startswith("sasrec.")
+        p.numel()
+        for name, p in reloaded.named_parameters()
+        if ".lora_" in name or not name.startswith("sasrec.")
     )
+
+
+def test_peft_is_imported_only_for_an_item_encoder_adapter_and_its_absence_names_the_extra(
+    backbone_folder, monkeypatch
+):
+    code = "import sys, modeling_peterrec; assert 'peft' not in sys.modules, 'peft imported with the package'"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"pip install 'peterrec\[text\]'"):
+        prepare_for_transfer(
+            fresh_backbone(backbone_folder), method="peterrec", patch_target="item_encoder", **CLASSIFICATION
+        )
+    prepare_for_transfer(
+        fresh_backbone(backbone_folder), method="peterrec", **CLASSIFICATION
+    )  # no PEFT needed
