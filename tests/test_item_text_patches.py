@@ -43,19 +43,20 @@ RANKING = dict(
 )
 
 
+def tiny_bert(texts, folder, max_length: int = 16):
+    """A tiny BERT (one layer of width 16) with a word-level vocabulary of `texts`, as a Hub-style folder."""
+    return build_small_text_encoder(
+        texts, folder, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, max_length=max_length
+    )
+
+
 @pytest.fixture(scope="module")
 def backbone_folder(tmp_path_factory):
-    """A SASRec backbone whose items come from their text, over a tiny BERT (one layer of width 16)."""
+    """A SASRec backbone whose items come from their text, over a tiny BERT."""
     root = tmp_path_factory.mktemp("item_patches")
-    encoder = build_small_text_encoder(
-        ITEM_TEXTS.values(),
-        root / "bert",
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_length=16,
-    )
-    text_model(encoder, max_text_length=10).save_pretrained(root / "backbone")  # + prompts: 16 positions
+    text_model(tiny_bert(ITEM_TEXTS.values(), root / "bert"), max_text_length=10).save_pretrained(
+        root / "backbone"
+    )  # + prompts: 16 positions
     return root / "backbone"
 
 
@@ -312,14 +313,7 @@ def test_finetune_command_patches_the_item_encoder(tmp_path):
     data = synthetic_tasks(tmp_path / "data", num_users=24)
     tokenizer = ItemTokenizer.from_sequences([[f"i{n}" for n in range(40)]])
     texts = {f"i{n}": f"item {n} | {'Comedy' if n < 20 else 'Drama'}" for n in range(40)}
-    encoder = build_small_text_encoder(
-        texts.values(),
-        tmp_path / "bert",
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_length=8,
-    )
+    encoder = tiny_bert(texts.values(), tmp_path / "bert", max_length=8)
     torch.manual_seed(0)
     model = SASRecForNextItemPrediction.from_item_encoder(
         encoder, tokenizer, texts, hidden_size=8, num_hidden_layers=1, max_position_embeddings=16
