@@ -61,6 +61,11 @@ def _stored_names(model: PreTrainedModel, spec: PatchConfig) -> list[str]:
     return sorted(set(names))
 
 
+def _has_item_patch(spec: PatchConfig) -> bool:
+    """Whether the patch has an adapter in the item encoder (PEFT's files in `item_encoder_adapter/`)."""
+    return spec.method_record.adds_patches and spec.target_record.item_encoder
+
+
 def save_patch(
     model: PreTrainedModel,
     folder: str | os.PathLike,
@@ -118,11 +123,6 @@ def save_patch(
         )
         card.save(staging / "README.md")
     return folder
-
-
-def _has_item_patch(spec: PatchConfig) -> bool:
-    """Whether the patch has an adapter in the item encoder (PEFT's files in `item_encoder_adapter/`)."""
-    return spec.method_record.adds_patches and spec.target_record.item_encoder
 
 
 def _resolve(source: str | os.PathLike, revision: str | None) -> Path:
