@@ -27,7 +27,6 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from safetensors.torch import load as load_safetensors
 
 from .item_text import ItemTextEncoder
 from .registry import ITEM_PATCH_TYPES, choose
@@ -142,12 +141,13 @@ def save_item_patch(encoder: ItemTextEncoder, task: str, folder: str | Path) -> 
     return target
 
 
-def read_item_patch(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The PEFT configuration and adapter tensors (names as PEFT saves them) in `folder/item_encoder_adapter/`.
+def read_item_patch(folder: str | Path) -> tuple[dict, Path]:
+    """The PEFT configuration in `folder/item_encoder_adapter/` and the path of its weights file (the caller checks
+    and reads it as it does `patch.safetensors`).
 
     Raises:
         FileNotFoundError: a file is missing.
-        ValueError: a file is not valid JSON or safetensors.
+        ValueError: the configuration is not valid JSON.
     """
     source = Path(folder) / ITEM_PATCH_FOLDER
     for name in (PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME):
@@ -158,10 +158,11 @@ def read_item_patch(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
             )
     try:
         config = json.loads((source / PEFT_CONFIG_NAME).read_text())
-        tensors = load_safetensors((source / PEFT_WEIGHTS_NAME).read_bytes())
-    except (ValueError, OSError) as error:
-        raise ValueError(f"{source} is damaged ({error}); download or save the patch again.") from error
-    return config, tensors
+    except ValueError as error:
+        raise ValueError(
+            f"{source / PEFT_CONFIG_NAME} is not valid JSON ({error}); download or save the patch again."
+        ) from error
+    return config, source / PEFT_WEIGHTS_NAME
 
 
 def load_item_patch_state(encoder: ItemTextEncoder, task: str, tensors: Mapping[str, torch.Tensor]) -> None:

@@ -20,7 +20,7 @@ names relative to the task, as PEFT drops the adapter name) and a model card. Fo
 - 6: records the `patch_target` (`registry.PATCH_TARGETS`: the user encoder, the item encoder over item texts, or
   both) and the `item_patch_type` (`registry.ITEM_PATCH_TYPES`). An item-encoder adapter is PEFT's own files,
   `item_encoder_adapter/adapter_config.json` and `adapter_model.safetensors` (`item_text_patches`), not part of
-  `patch.safetensors`. A new version because a reader of format 5 would ignore those keys and files and serve the
+  `patch.safetensors`; `item_patch_sha256` checks its weights file. A new version because a reader of format 5 would ignore those keys and files and serve the
   task without its adapter; folders of formats 1 to 5 load as user-encoder patches.
 
 A reader ignores keys it does not know (a newer writer's additions) with a warning and refuses only a newer format
@@ -111,6 +111,7 @@ class PatchConfig:
         trainable_parameters: names of the trained parameters, relative to the task (format 2).
         evaluation_seed: seed of the sampled evaluation candidates of the recorded metrics.
         weights_sha256: SHA-256 of `patch.safetensors`.
+        item_patch_sha256: SHA-256 of `item_encoder_adapter/adapter_model.safetensors` (format 6).
         format_version: the patch format (see the module docstring).
     """
 
@@ -147,6 +148,7 @@ class PatchConfig:
     trainable_parameters: list[str] = field(default_factory=list)
     evaluation_seed: int | None = None
     weights_sha256: str | None = None
+    item_patch_sha256: str | None = None
     format_version: int = PATCH_FORMAT_VERSION
 
     @property

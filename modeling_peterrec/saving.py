@@ -29,6 +29,7 @@ from hub_cards.cards import render_backbone_card, render_patch_card
 from ._io import atomic_folder, sha256_file
 from .item_text_patches import (
     ITEM_PATCH_FOLDER,
+    PEFT_WEIGHTS_NAME,
     is_item_patch_name,
     load_item_patch_state,
     read_item_patch,
@@ -92,9 +93,10 @@ def save_patch(
     with atomic_folder(folder) as staging:
         save_file(tensors, staging / PATCH_WEIGHTS_NAME, metadata={"format": "pt"})
         spec.weights_sha256 = sha256_file(staging / PATCH_WEIGHTS_NAME)
-        (staging / PATCH_CONFIG_NAME).write_text(spec.to_json_string())
         if _has_item_patch(spec):
-            save_item_patch(backbone_of(model).item_text, spec.task, staging)
+            adapter = save_item_patch(backbone_of(model).item_text, spec.task, staging)
+            spec.item_patch_sha256 = sha256_file(adapter / PEFT_WEIGHTS_NAME)
+        (staging / PATCH_CONFIG_NAME).write_text(spec.to_json_string())
         report = transfer_report(model)
         kind = backbone_of(model).patch_kinds.get(spec.task) if spec.method_record.adds_patches else None
         card = render_patch_card(
@@ -140,6 +142,22 @@ def _resolve(source: str | os.PathLike, revision: str | None) -> Path:
     )
 
 
+def _read_weights(weights: Path, sha256: str | None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file of a patch folder, checked against the checksum recorded for it."""
+    data = weights.read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(
+            f"{weights} does not match the checksum recorded in {PATCH_CONFIG_NAME}: the file was damaged or "
+            "changed after saving; download or save the patch again."
+        )
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, OSError) as error:
+        raise ValueError(
+            f"{weights} is corrupt or truncated ({error}); download or save it again."
+        ) from error
+
+
 def read_patch(
     source: str | os.PathLike, revision: str | None = None, task: str | None = None
 ) -> tuple[PatchConfig, dict[str, torch.Tensor]]:
@@ -164,21 +182,10 @@ def read_patch(
     spec = PatchConfig.from_json_string(
         (folder / PATCH_CONFIG_NAME).read_text(), source=str(folder / PATCH_CONFIG_NAME)
     )
-    weights = folder / PATCH_WEIGHTS_NAME
-    data = weights.read_bytes()
-    if spec.weights_sha256 is not None and hashlib.sha256(data).hexdigest() != spec.weights_sha256:
-        raise ValueError(
-            f"{weights} does not match the checksum recorded in {PATCH_CONFIG_NAME}: the file was damaged or "
-            "changed after saving; download or save the patch again."
-        )
-    try:
-        tensors = load_safetensors(data)
-    except (SafetensorError, OSError) as error:
-        raise ValueError(
-            f"{weights} is corrupt or truncated ({error}); download or save it again."
-        ) from error
+    tensors = _read_weights(folder / PATCH_WEIGHTS_NAME, spec.weights_sha256)
     if _has_item_patch(spec):
-        spec.item_patch, item_tensors = read_item_patch(folder)
+        spec.item_patch, item_weights = read_item_patch(folder)
+        item_tensors = _read_weights(item_weights, spec.item_patch_sha256)
         tensors.update({f"{ITEM_PATCH_FOLDER}/{name}": tensor for name, tensor in item_tensors.items()})
     not_finite = sorted(
         name

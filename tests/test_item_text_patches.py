@@ -252,14 +252,17 @@ def test_a_damaged_item_encoder_adapter_is_refused_and_leaves_the_backbone_as_it
         fresh_backbone(backbone_folder), method="peterrec", patch_target="item_encoder", **CLASSIFICATION
     )
     save_patch(model, tmp_path / "patch")
-    (tmp_path / "patch" / ITEM_PATCH_FOLDER / "adapter_model.safetensors").unlink()
+    adapter = tmp_path / "patch" / ITEM_PATCH_FOLDER
+    weights = (adapter / "adapter_model.safetensors").read_bytes()
+    (adapter / "adapter_model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="adapter_model.safetensors"):
         load_patch(tmp_path / "patch", fresh_backbone(backbone_folder))
-    config = tmp_path / "patch" / ITEM_PATCH_FOLDER / "adapter_config.json"
-    model.sasrec.item_text.patches["gender"].save_pretrained(str(tmp_path / "again"))
-    (tmp_path / "again" / "adapter_model.safetensors").rename(config.with_name("adapter_model.safetensors"))
-    record = json.loads(config.read_text())
-    config.write_text(json.dumps({**record, "r": 4}))  # the weights are rank 8
+    (adapter / "adapter_model.safetensors").write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))
+    with pytest.raises(ValueError, match="checksum"):
+        load_patch(tmp_path / "patch", fresh_backbone(backbone_folder))
+    (adapter / "adapter_model.safetensors").write_bytes(weights)
+    record = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**record, "r": 4}))  # the weights are rank 8
     backbone = fresh_backbone(backbone_folder)
     with pytest.raises(ValueError, match="misshaped"):
         load_patch(tmp_path / "patch", backbone)
