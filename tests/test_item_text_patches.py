@@ -22,6 +22,7 @@ from modeling_peterrec import (
     SASRecModel,
     load_patch,
     prepare_for_transfer,
+    push_folder_to_hub,
     save_patch,
 )
 from modeling_peterrec.cli import main
@@ -355,3 +356,15 @@ def test_peft_is_imported_only_for_an_item_encoder_adapter_and_its_absence_names
     prepare_for_transfer(
         fresh_backbone(backbone_folder), method="peterrec", **CLASSIFICATION
     )  # no PEFT needed
+
+
+def test_an_item_encoder_patch_goes_to_the_hub_and_loads_by_repo_id(local_hub, backbone_folder, tmp_path):
+    model, _ = prepare_for_transfer(
+        fresh_backbone(backbone_folder), method="peterrec", patch_target="both", patch_type="lora", **RANKING
+    )
+    batch = batch_of(item_tokenizer())
+    train_steps(model, batch, torch.tensor([0, 2]), steps=2)
+    save_patch(model, tmp_path / "coldrec")
+    push_folder_to_hub(tmp_path / "coldrec", "team/coldrec", base_model_id="team/text-backbone")
+    loaded = load_patch("team/coldrec", fresh_backbone(backbone_folder))
+    torch.testing.assert_close(outputs(loaded, batch), outputs(model, batch), rtol=0, atol=0)
