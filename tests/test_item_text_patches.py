@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from modeling_peterrec import (
+    ITEM_PATCH_TYPES,
     MultiTaskPeterRec,
     PeterRecConfig,
     PeterRecModel,
@@ -368,3 +369,21 @@ def test_an_item_encoder_patch_goes_to_the_hub_and_loads_by_repo_id(local_hub, b
     push_folder_to_hub(tmp_path / "coldrec", "team/coldrec", base_model_id="team/text-backbone")
     loaded = load_patch("team/coldrec", fresh_backbone(backbone_folder))
     torch.testing.assert_close(outputs(loaded, batch), outputs(model, batch), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("item_patch_type", list(ITEM_PATCH_TYPES))
+def test_an_item_encoder_adapter_starts_as_the_identity_exactly_when_its_record_says(
+    backbone_folder, item_patch_type
+):
+    model, _ = prepare_for_transfer(
+        fresh_backbone(backbone_folder),
+        method="peterrec",
+        patch_target="item_encoder",
+        item_patch_type=item_patch_type,
+        **CLASSIFICATION,
+    )
+    encoder = model.sasrec.item_text
+    tokens = encoder.tokenize(list(ITEM_TEXTS.values()))
+    with torch.no_grad():
+        same = torch.equal(encoder.encode_tokens(*tokens, "gender"), encoder.encode_tokens(*tokens))
+    assert same == ITEM_PATCH_TYPES[item_patch_type].identity_at_init
