@@ -220,6 +220,9 @@ def render_patch_card(
     patch_type: str = "model_patch",
     patch_places: Sequence[str] | None = None,
     patch_blocks: str | None = None,
+    patch_target: str = "user_encoder",
+    item_patch_type: str | None = None,
+    item_patch_modules: Sequence[str] | None = None,
     base_model_revision: str | None = None,
     dataset_split: str = "test",
     license: str | None = "apache-2.0",
@@ -244,6 +247,9 @@ def render_patch_card(
         bottleneck_size: the patch's inner width.
         patch_type: what the method added (`registry.PATCH_TYPES`), for a method that adds patches.
         patch_places, patch_blocks: where in each block the patch went, and which blocks (`all`, `first`, `last`).
+        patch_target: which encoder the patch went into (`registry.PATCH_TARGETS`).
+        item_patch_type, item_patch_modules: the PEFT method in the item encoder's text model
+            (`registry.ITEM_PATCH_TYPES`) and the modules it adapts (LoRA's target modules), when it has one.
         readout: how the task reads a user vector from the backbone (`registry.READOUTS`).
         head_terms: what the head adds up (`registry.HEAD_TERMS`): the deep term, a wide term over the item bag,
             or both.
@@ -251,11 +257,24 @@ def render_patch_card(
         license: license identifier for the metadata.
     """
     # Imported here: the package imports this module while it initialises (saving.py renders cards).
-    from modeling_peterrec.registry import HEAD_TERMS, INSERTIONS, PATCH_TYPES, READOUTS, TASK_KINDS, choose
+    from modeling_peterrec.registry import (
+        HEAD_TERMS,
+        INSERTIONS,
+        ITEM_PATCH_TYPES,
+        PATCH_TARGETS,
+        PATCH_TYPES,
+        READOUTS,
+        TASK_KINDS,
+        choose,
+    )
 
     kind = choose({name: kind for name, kind in TASK_KINDS.items() if kind.head}, task_kind, "task_kind")
     mode = None if insertion is None else choose(INSERTIONS, insertion, "insertion")
     kind_of_patch = choose(PATCH_TYPES, patch_type, "patch type")
+    target = choose(PATCH_TARGETS, patch_target, "patch target")
+    item_patch = (
+        None if item_patch_type is None else choose(ITEM_PATCH_TYPES, item_patch_type, "item patch type")
+    )
     user_readout = choose(READOUTS, readout, "readout")
     terms = choose(HEAD_TERMS, head_terms, "head terms")
     if task_kind == "classification" and not label_names:
@@ -314,13 +333,18 @@ def render_patch_card(
         dataset_description=dataset_name,
         method=method,
         patch_type_description=f"{kind_of_patch.title} ({kind_of_patch.reference})",
+        patch_target=target.title,
+        item_patch_description=None
+        if item_patch is None
+        else f"{item_patch.title} ({item_patch.reference}), made with PEFT"
+        + (f", on {', '.join(item_patch_modules)}" if item_patch_modules else ""),
         patch_places=", ".join(patch_places or []),
         patch_blocks=patch_blocks,
         insertion_description=(
             f"{mode.description} (Figure {mode.figure})"
             if mode is not None
             else None
-            if patch_places
+            if patch_places or item_patch
             else "none: this method adds no model patch"
         ),
         bottleneck_size=bottleneck_size,

@@ -2,7 +2,8 @@
 
 Where each concept lives (one job per file):
 
-- `registry.py`: one record per fine-tuning method, patch insertion, patch type, task kind and readout.
+- `registry.py`: one record per fine-tuning method, patch insertion, patch type, patch target (user or item
+  encoder), item-encoder PEFT method, task kind and readout.
 - `adapters.py`: the patch types' modules (Adapter4Rec's adapters beside PeterRec's model patch) and their settings.
 - `configuration_peterrec.py`, `modeling_peterrec.py`, `loss_peterrec.py`: the model family (the paper).
 - `configuration_cmnrec.py`, `modeling_cmnrec.py`: CmnRec, the family's chunk-accelerated memory network.
@@ -10,6 +11,8 @@ Where each concept lives (one job per file):
   its task heads.
 - `configuration_item_text.py`, `item_text.py`, `small_text_encoder.py`: items from their text (TransRec): the item
   representations, the item encoder over a Hugging Face text model, a small text encoder built offline.
+- `item_text_patches.py`: PEFT adapters in the item encoder's text model (LoRA, prompt and prefix tuning), saved as
+  PEFT's files inside the patch folder.
 - `model_types.py`: the classes each model type's record (`registry.MODEL_TYPES`) names.
 - `tokenization_peterrec.py`: the item tokenizer (`[PAD]` `[UNK]` `[MASK]` `[TCL]`), re-exported by `tokenization/`.
 - `patch_config.py`: the one description of a task patch (`patch_config.json`) and its format versions.
@@ -58,7 +61,17 @@ from .modeling_sasrec import (
     SASRecPreTrainedModel,
 )
 from .patch_config import PatchConfig
-from .registry import CHUNK_RULES, INSERTIONS, METHODS, MODEL_TYPES, PATCH_TYPES, READOUTS, TASK_KINDS
+from .registry import (
+    CHUNK_RULES,
+    INSERTIONS,
+    ITEM_PATCH_TYPES,
+    METHODS,
+    MODEL_TYPES,
+    PATCH_TARGETS,
+    PATCH_TYPES,
+    READOUTS,
+    TASK_KINDS,
+)
 from .saving import load_patch, save_patch
 from .serving import MultiTaskPeterRec
 from .sharing import push_folder_to_hub, push_patch_to_hub
@@ -100,6 +113,8 @@ __all__ = [
     "build_small_text_encoder",
     "INSERTION_MODES",
     "METHODS",
+    "ITEM_PATCH_TYPES",
+    "PATCH_TARGETS",
     "PATCH_TYPES",
     "READOUTS",
     "TASK_KINDS",

@@ -117,7 +117,12 @@ class ItemTextEncoder(nn.Module):
 
     The text model is built from `config.item_encoder_config` (random weights; `from_item_encoder` loads pretrained
     ones). The texts and the text tokenizer are set with `put_texts` and `text_tokenizer`, or read from a saved
-    folder by `load`."""
+    folder by `load`.
+
+    `patches` holds each task's PEFT adapter on the text model (`item_text_patches`): the PEFT model over a copy of
+    the text model's modules that shares its (frozen) weights, so the text model itself and its weights' names stay
+    as they are. Every encoding method takes `patch`, the task whose adapter runs (None, or a task without one: the
+    text model alone)."""
 
     def __init__(self, config: PreTrainedConfig):
         super().__init__()
@@ -125,6 +130,8 @@ class ItemTextEncoder(nn.Module):
         text_config = AutoConfig.for_model(**config.item_encoder_config)
         self.text_model = AutoModel.from_config(text_config)
         self.projection = nn.Linear(text_config.hidden_size, config.hidden_size)
+        # After text_model: its shared weights keep their text_model names in named_parameters().
+        self.patches = nn.ModuleDict()
         self.first_item_id = first_item_id(config)
         self.pooling = config.item_text_pooling
         self.max_text_length = config.max_text_length
@@ -245,12 +252,17 @@ class ItemTextEncoder(nn.Module):
 
     # --- encoding -------------------------------------------------------------------------------------------------
 
-    def _encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _encode_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, patch: str | None
+    ) -> torch.Tensor:
         width = max(
             1, int(attention_mask.sum(1).max())
         )  # texts are right-padded: drop the all-padding columns
         mask = attention_mask[:, :width]
-        states = self.text_model(input_ids=input_ids[:, :width], attention_mask=mask).last_hidden_state
+        text_model = self.patches[patch] if patch in self.patches else self.text_model
+        states = text_model(input_ids=input_ids[:, :width], attention_mask=mask).last_hidden_state
+        # A prompt-tuning adapter puts its virtual tokens in front: the text's own positions are the last ones.
+        states = states[:, -width:]
         if self.pooling == "first":
             pooled = states[:, 0]
         else:
@@ -258,10 +270,12 @@ class ItemTextEncoder(nn.Module):
             pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
         return self.projection(pooled)
 
-    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(n, hidden_size) vectors of n tokenized texts (`tokenize`), encoded in chunks of
-        `item_encoder_batch_size`; with gradients and several chunks, each chunk is recomputed in the backward pass
-        (see the module docstring for the cost)."""
+    def encode_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, patch: str | None = None
+    ) -> torch.Tensor:
+        """(n, hidden_size) vectors of n tokenized texts (`tokenize`), through `patch`'s adapter if it has one,
+        encoded in chunks of `item_encoder_batch_size`; with gradients and several chunks, each chunk is recomputed in
+        the backward pass (see the module docstring for the cost)."""
         chunks = list(
             zip(input_ids.split(self.chunk_size), attention_mask.split(self.chunk_size), strict=True)
         )
@@ -270,21 +284,22 @@ class ItemTextEncoder(nn.Module):
         recompute = torch.is_grad_enabled() and len(chunks) > 1
         return torch.cat(
             [
-                checkpoint(self._encode_tokens, *chunk, use_reentrant=False)
+                checkpoint(self._encode_tokens, *chunk, patch, use_reentrant=False)
                 if recompute
-                else self._encode_tokens(*chunk)
+                else self._encode_tokens(*chunk, patch)
                 for chunk in chunks
             ]
         )
 
-    def encode(self, rows: torch.Tensor) -> torch.Tensor:
-        """(n, hidden_size) vectors of the items of text rows `rows` (item id minus `first_item_id`)."""
+    def encode(self, rows: torch.Tensor, patch: str | None = None) -> torch.Tensor:
+        """(n, hidden_size) vectors of the items of text rows `rows` (item id minus `first_item_id`), through
+        `patch`'s adapter if it has one."""
         if rows.numel() and int(rows.max()) >= self.num_items:
             raise ValueError(
                 f"Item id {int(rows.max()) + self.first_item_id} has no text ({self.num_items} items have one); "
                 "give new items their texts with `add_item_texts`."
             )
-        return self.encode_tokens(self.text_input_ids[rows], self.text_attention_mask[rows])
+        return self.encode_tokens(self.text_input_ids[rows], self.text_attention_mask[rows], patch)
 
     def reuse(self, name: str, version: int, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """`compute()`, an encoding of texts; without gradients in eval mode, its last result kept under `name`
@@ -296,23 +311,28 @@ class ItemTextEncoder(nn.Module):
             self._reused[name] = (key, compute())
         return self._reused[name][1]
 
-    def item_matrix(self) -> torch.Tensor:
-        """(num_items, hidden_size) vectors of every item with a text, in id order: encoded once per call, or,
-        without gradients in eval mode, reused while no weight and no text has changed."""
+    def item_matrix(self, patch: str | None = None) -> torch.Tensor:
+        """(num_items, hidden_size) vectors of every item with a text, in id order, through `patch`'s adapter if it
+        has one: encoded once per call, or, without gradients in eval mode, reused while no weight and no text has
+        changed."""
         if self.num_items == 0:
             raise ValueError(
                 "The item encoder has no item texts; give every item its text with `set_item_texts` (or load a "
                 "folder saved with them)."
             )
         rows = torch.arange(self.num_items, device=self.text_input_ids.device)
-        return self.reuse("catalogue", self._texts_version, lambda: self.encode(rows))
+        return self.reuse(f"catalogue.{patch}", self._texts_version, lambda: self.encode(rows, patch))
 
     def embed(
-        self, input_ids: torch.Tensor, id_embeddings: nn.Embedding, item_matrix: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        id_embeddings: nn.Embedding,
+        item_matrix: torch.Tensor | None = None,
+        patch: str | None = None,
     ) -> torch.Tensor:
         """Input vectors of (batch, length) ids: special tokens from their ID rows, items from their text (plus their
         ID rows for `"text_id"`). The items' vectors come from `item_matrix` when given (the step's catalogue), else
-        from encoding the batch's distinct items."""
+        from encoding the batch's distinct items through `patch`'s adapter if it has one."""
         is_item = input_ids >= self.first_item_id
         if self.representation.id_embeddings:
             vectors = id_embeddings(input_ids)
@@ -320,12 +340,12 @@ class ItemTextEncoder(nn.Module):
             vectors = id_embeddings(input_ids.masked_fill(is_item, 0)) * (~is_item).unsqueeze(-1)
         rows = input_ids[is_item] - self.first_item_id
         if item_matrix is None and not (torch.is_grad_enabled() or self.training):
-            item_matrix = self.item_matrix()
+            item_matrix = self.item_matrix(patch)
         if item_matrix is not None:
             text = item_matrix[rows]
         else:
             unique, inverse = rows.unique(return_inverse=True)
-            text = self.encode(unique)[inverse]
+            text = self.encode(unique, patch)[inverse]
         text_vectors = vectors.new_zeros(vectors.shape)
         text_vectors[is_item] = text.to(vectors.dtype)
         return vectors + text_vectors
@@ -367,8 +387,8 @@ class TextTargetsMixin:
     """The ColdRec ranking head (`ItemRankingHead`; goes before it in the bases) over a backbone whose items come from
     their text: a target item's vector is the backbone's item encoder over the target's text, plus its row of the
     target-item table for `"text_id"` (`"text"` has no table), so a target item with a text and no training pair is
-    ranked by its text. The item encoder is part of the backbone: frozen by the patching methods and FineCLS, trained
-    by FineAll. The target texts are recorded in the patch (`PatchConfig.target_texts`) and given by
+    ranked by its text. The item encoder is part of the backbone: frozen by the patching methods (which may give it
+    the task's adapter, `patch_target`, through which the targets are encoded too) and FineCLS, trained by FineAll. The target texts are recorded in the patch (`PatchConfig.target_texts`) and given by
     `set_target_texts`; with ID items the head is `ItemRankingHead` as it was."""
 
     def _add_target_embeddings(self, config: PreTrainedConfig) -> None:
@@ -395,18 +415,20 @@ class TextTargetsMixin:
     def _target_text_vectors(self, candidates: torch.Tensor | None) -> torch.Tensor:
         """The item encoder's vectors of every target item (None) or of (batch, n) `candidates`: a training step
         encodes only its batch's distinct candidates; otherwise every target is encoded and reused."""
-        encoder, texts = self.base_model.item_text, self.target_texts
+        encoder, texts, patch = self.base_model.item_text, self.target_texts, self.patch_name
         if not texts.texts:
             raise ValueError(
                 "The ranking head's target items have no texts yet; give them with set_target_texts."
             )
         if candidates is not None and (torch.is_grad_enabled() or self.training):
             unique, inverse = candidates.unique(return_inverse=True)
-            return encoder.encode_tokens(texts.input_ids[unique], texts.attention_mask[unique])[inverse]
+            return encoder.encode_tokens(texts.input_ids[unique], texts.attention_mask[unique], patch)[
+                inverse
+            ]
         matrix = encoder.reuse(
             f"targets.{id(texts)}",
             texts.version,
-            lambda: encoder.encode_tokens(texts.input_ids, texts.attention_mask),
+            lambda: encoder.encode_tokens(texts.input_ids, texts.attention_mask, patch),
         )
         return matrix if candidates is None else matrix[candidates]
 

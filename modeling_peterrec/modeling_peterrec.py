@@ -325,7 +325,7 @@ class PatchedTaskModel:
     @property
     def patch_name(self) -> str | None:
         """The patch this model runs its backbone with: its transfer patch's task, or None."""
-        if self.patch_config is not None and self.patch_config.task in self.base_model.patch_kinds:
+        if self.patch_config is not None and self.patch_config.task in self.base_model.patched_tasks:
             return self.patch_config.task
         return None
 
@@ -346,6 +346,12 @@ class TaskPatches:
 
     def _init_patches(self) -> None:
         self.patch_kinds: dict[str, PatchKind] = {}
+
+    @property
+    def patched_tasks(self) -> set[str]:
+        """Every task with a patch in this backbone: in its user encoder (`patch_kinds`), or in an item encoder
+        that the backbone has (SASRec over item texts)."""
+        return set(self.patch_kinds)
 
     def patch_holders(self) -> list[nn.ModuleDict]:
         raise NotImplementedError(f"{type(self).__name__} must define patch_holders.")
@@ -501,18 +507,18 @@ class SlotPatches(TaskPatches):
     def task_patches(self, patch: str | None) -> dict[str, nn.Module]:
         """The modules of `patch`'s entry in the backbone's own `patches` (task-wide parts; CmnRec's places too), or
         none without a patch."""
-        if self._check_patch(patch) is None:
+        if self._check_patch(patch) is None or patch not in self.patches:
             return {}
         return dict(self.patches[patch].items())
 
     def _check_patch(self, patch: str | None) -> str | None:
-        """`patch` when it names one of this backbone's tasks (or is None); one task per call."""
+        """`patch` when it names one of this backbone's tasks (`patched_tasks`, or is None); one task per call."""
         if patch is not None and not isinstance(patch, str):
             raise ValueError(
                 f"{type(self).__name__} runs one task's patch per call; pass a task name, not one per row."
             )
-        if patch is not None and patch not in self.patch_kinds:
-            raise KeyError(f"No patch named {[patch]}; this user model has {sorted(self.patch_kinds)}.")
+        if patch is not None and patch not in self.patched_tasks:
+            raise KeyError(f"No patch named {[patch]}; this user model has {sorted(self.patched_tasks)}.")
         return patch
 
 

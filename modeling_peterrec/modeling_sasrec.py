@@ -279,6 +279,20 @@ class SASRecModel(SlotPatches, SASRecPreTrainedModel):
             for name in ("attention", "feed_forward")
         }
 
+    @property
+    def patched_tasks(self) -> set[str]:
+        """Tasks with a patch in the user encoder (`patch_kinds`) or an adapter in the item encoder
+        (`item_text_patches`)."""
+        return set(self.patch_kinds) | set(self.item_text.patches if self.item_text is not None else ())
+
+    def remove_patch(self, task: str) -> None:
+        """Removes `task`'s patch from the user encoder and its adapter from the item encoder."""
+        if self.item_text is not None and task in self.item_text.patches:
+            del self.item_text.patches[task]
+            if task not in self.patch_kinds:
+                return
+        super().remove_patch(task)
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_items
 
@@ -301,7 +315,8 @@ class SASRecModel(SlotPatches, SASRecPreTrainedModel):
             attention_mask: (batch, length), 1 on items and 0 on padding; derived from `[PAD]` when omitted.
             inputs_embeds: precomputed item embeddings instead of `input_ids` (positions are added here).
             output_hidden_states: also return the input of every block and the last block's output.
-            patch: run with this task's patches (`add_patch`); one task per call.
+            patch: run with this task's patches (`add_patch`) and its item-encoder adapter, if it has them; one task
+                per call.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -312,7 +327,7 @@ class SASRecModel(SlotPatches, SASRecPreTrainedModel):
             inputs_embeds = (
                 self.embed_items(input_ids)
                 if self.item_text is None
-                else self.item_text.embed(input_ids, self.embed_items)
+                else self.item_text.embed(input_ids, self.embed_items, patch=self._check_patch(patch))
             )
         if attention_mask is None:
             attention_mask = (
@@ -321,6 +336,7 @@ class SASRecModel(SlotPatches, SASRecPreTrainedModel):
                 else torch.ones(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
             )
         task_wide = self.task_patches(patch)
+        patch = patch if patch in self.patch_kinds else None  # the blocks hold user-encoder patches only
         hidden_states = self.embeddings(inputs_embeds, attention_mask)
         # The prompt joins after the position embeddings: items keep the positions they had in pretraining, and a
         # full-length input still fits the position table.

@@ -17,6 +17,11 @@ names relative to the task, as PEFT drops the adapter name) and a model card. Fo
   (`sasrec.blocks.0.patches.query.lora_A.weight`). Older folders load as PeterRec's model patch (`model_patch`).
   The same format records a ranking head's `target_texts` when its backbone's items come from their text
   (the head encodes its target items from them; `item_text.TextTargetsMixin`).
+- 6: records the `patch_target` (`registry.PATCH_TARGETS`: the user encoder, the item encoder over item texts, or
+  both) and the `item_patch_type` (`registry.ITEM_PATCH_TYPES`). An item-encoder adapter is PEFT's own files,
+  `item_encoder_adapter/adapter_config.json` and `adapter_model.safetensors` (`item_text_patches`), not part of
+  `patch.safetensors`; `item_patch_sha256` checks its weights file. A new version because a reader of format 5 would ignore those keys and files and serve the
+  task without its adapter; folders of formats 1 to 5 load as user-encoder patches.
 
 A reader ignores keys it does not know (a newer writer's additions) with a warning and refuses only a newer format
 version, whose tensors it could misread.
@@ -30,14 +35,18 @@ import logging
 from dataclasses import dataclass, field
 
 from .registry import (
+    DEFAULT_PATCH_TARGET,
     DEFAULT_PATCH_TYPE,
     HEAD_TERMS,
     INSERTIONS,
+    ITEM_PATCH_TYPES,
     METHODS,
+    PATCH_TARGETS,
     PATCH_TYPES,
     READOUTS,
     TASK_KINDS,
     FineTuningMethod,
+    PatchTarget,
     TaskKind,
     choose,
 )
@@ -46,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 PATCH_CONFIG_NAME = "patch_config.json"
 PATCH_WEIGHTS_NAME = "patch.safetensors"
-PATCH_FORMAT_VERSION = 5
+PATCH_FORMAT_VERSION = 6
 
 PATCH_SETTINGS = (
     "insertion",
@@ -73,7 +82,13 @@ class PatchConfig:
         task: the name the patch is registered under (no '.'); `load_patch(..., task=...)` may rename it.
         method: a name of `registry.METHODS`.
         head: a task kind of `registry.TASK_KINDS` with a head (`"classification"`, `"ranking"`).
-        patch_type: what the patching methods add (`registry.PATCH_TYPES`); formats 1 to 4: `"model_patch"`.
+        patch_type: what the patching methods add to the user encoder (`registry.PATCH_TYPES`); formats 1 to 4:
+            `"model_patch"`.
+        patch_target: where the patch goes (`registry.PATCH_TARGETS`): `"user_encoder"` (formats 1 to 5),
+            `"item_encoder"` or `"both"` for a backbone whose items come from their text (format 6).
+        item_patch_type: the PEFT method in the item encoder (`registry.ITEM_PATCH_TYPES`), None without one.
+        item_patch: that adapter's PEFT configuration as PEFT resolved it; kept in PEFT's
+            `item_encoder_adapter/adapter_config.json`, not in `patch_config.json`.
         insertion: the model patch's insertion (`registry.INSERTIONS`).
         places, blocks: where the patch goes: places in a block (sub-layers, convolutions, weights) and which
             blocks (`registry.BLOCK_CHOICES`); None: the type's defaults.
@@ -96,6 +111,7 @@ class PatchConfig:
         trainable_parameters: names of the trained parameters, relative to the task (format 2).
         evaluation_seed: seed of the sampled evaluation candidates of the recorded metrics.
         weights_sha256: SHA-256 of `patch.safetensors`.
+        item_patch_sha256: SHA-256 of `item_encoder_adapter/adapter_model.safetensors` (format 6).
         format_version: the patch format (see the module docstring).
     """
 
@@ -103,6 +119,9 @@ class PatchConfig:
     method: str
     head: str
     patch_type: str = DEFAULT_PATCH_TYPE
+    patch_target: str = DEFAULT_PATCH_TARGET
+    item_patch_type: str | None = None
+    item_patch: dict | None = None
     insertion: str | None = None
     places: list[str] | None = None
     blocks: str | None = None
@@ -129,6 +148,7 @@ class PatchConfig:
     trainable_parameters: list[str] = field(default_factory=list)
     evaluation_seed: int | None = None
     weights_sha256: str | None = None
+    item_patch_sha256: str | None = None
     format_version: int = PATCH_FORMAT_VERSION
 
     @property
@@ -138,6 +158,10 @@ class PatchConfig:
     @property
     def task_kind(self) -> TaskKind:
         return TASK_KINDS[self.head]
+
+    @property
+    def target_record(self) -> PatchTarget:
+        return PATCH_TARGETS[self.patch_target]
 
     def validate(self) -> None:
         method = choose(METHODS, self.method, "method")
@@ -150,6 +174,25 @@ class PatchConfig:
         if not method.adds_patches and self.patch_type != DEFAULT_PATCH_TYPE:
             raise ValueError(
                 f"Method {self.method!r} adds no patch; patch_type={self.patch_type!r} needs a patching method."
+            )
+        target = choose(PATCH_TARGETS, self.patch_target, "patch target")
+        if not method.adds_patches and self.patch_target != DEFAULT_PATCH_TARGET:
+            raise ValueError(
+                f"Method {self.method!r} adds no patch; patch_target={self.patch_target!r} needs a patching method."
+            )
+        if target.item_encoder:
+            choose(ITEM_PATCH_TYPES, self.item_patch_type, "item patch type")
+        elif self.item_patch_type is not None or self.item_patch is not None:
+            raise ValueError(
+                f"patch_target={self.patch_target!r} puts no adapter into the item encoder; an item_patch_type needs "
+                "patch_target 'item_encoder' or 'both'."
+            )
+        user_settings = {name: getattr(self, name) for name in PATCH_SETTINGS if getattr(self, name)}
+        if not target.user_encoder and (user_settings or self.patch_type != DEFAULT_PATCH_TYPE):
+            raise ValueError(
+                f"patch_target={self.patch_target!r} puts no patch into the user encoder, so it takes no patch_type "
+                f"or user-encoder patch settings; got patch_type={self.patch_type!r}, {user_settings}. Use "
+                "patch_target='both' to patch both encoders."
             )
         if self.insertion is not None:
             choose(INSERTIONS, self.insertion, "insertion mode")
@@ -178,7 +221,9 @@ class PatchConfig:
             )
 
     def to_json_string(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+        record = dataclasses.asdict(self)
+        del record["item_patch"]  # PEFT's adapter_config.json holds it
+        return json.dumps(record, indent=2) + "\n"
 
     @classmethod
     def from_json_string(cls, text: str, source: str = PATCH_CONFIG_NAME) -> PatchConfig:

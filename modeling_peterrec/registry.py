@@ -314,6 +314,91 @@ def patch_type_for(model_type: str, patch_type: str) -> PatchType:
 
 
 @dataclass(frozen=True)
+class PatchTarget:
+    """Which encoder of a backbone a task's patch goes into (Adapter4Rec's `adding_adapter_to`): the user encoder
+    over the item sequence, the item encoder over item texts (for a backbone whose items come from their text,
+    `modeling_peterrec.item_text`), or both.
+
+    Attributes:
+        name: the target's identifier (`patch_target=...`, `--patch_target`).
+        title: its name in tables and cards.
+        user_encoder: a patch of `PATCH_TYPES` goes into the user encoder.
+        item_encoder: a PEFT adapter (`ITEM_PATCH_TYPES`) goes into the item encoder's text model.
+    """
+
+    name: str
+    title: str
+    user_encoder: bool
+    item_encoder: bool
+
+
+PATCH_TARGETS: dict[str, PatchTarget] = {
+    target.name: target
+    for target in (
+        PatchTarget("user_encoder", "user encoder", user_encoder=True, item_encoder=False),
+        PatchTarget("item_encoder", "item encoder", user_encoder=False, item_encoder=True),
+        PatchTarget("both", "user and item encoders", user_encoder=True, item_encoder=True),
+    )
+}
+"""Where a patch goes, by name; `user_encoder` (the only place for a backbone with ID items) is the default."""
+DEFAULT_PATCH_TARGET = "user_encoder"
+
+
+@dataclass(frozen=True)
+class ItemPatchType:
+    """A PEFT method for the item encoder's Hugging Face text model (SPEC §9: PEFT is the tool for the types it has).
+
+    Attributes:
+        name: the type's identifier (`item_patch_type=...`, `--item_patch_type`).
+        title: its name in tables and cards.
+        reference: the paper that introduced it.
+        peft_config: the name of PEFT's configuration class (`peft.LoraConfig`, ...).
+        defaults: its arguments unless the caller's `item_patch_settings` say otherwise.
+        identity_at_init: the adapted text model computes exactly the frozen one's outputs before training (LoRA's
+            zero B); prompts and prefixes change them from the start.
+    """
+
+    name: str
+    title: str
+    reference: str
+    peft_config: str
+    defaults: Mapping[str, object]
+    identity_at_init: bool = False
+
+
+ITEM_PATCH_TYPES: dict[str, ItemPatchType] = {
+    record.name: record
+    for record in (
+        # target_modules None: PEFT's own default for the text model's type (BERT: query and value).
+        ItemPatchType(
+            "lora",
+            "LoRA",
+            "Hu et al., ICLR 2022",
+            "LoraConfig",
+            {"r": 8, "lora_alpha": 8},
+            identity_at_init=True,
+        ),
+        ItemPatchType(
+            "prompt_tuning",
+            "Prompt tuning",
+            "Lester et al., EMNLP 2021",
+            "PromptTuningConfig",
+            {"num_virtual_tokens": 4, "task_type": "FEATURE_EXTRACTION"},
+        ),
+        ItemPatchType(
+            "prefix_tuning",
+            "Prefix tuning",
+            "Li and Liang, ACL 2021",
+            "PrefixTuningConfig",
+            {"num_virtual_tokens": 4, "task_type": "FEATURE_EXTRACTION"},
+        ),
+    )
+}
+"""PEFT methods for the item encoder by name; `lora` is the default."""
+DEFAULT_ITEM_PATCH_TYPE = "lora"
+
+
+@dataclass(frozen=True)
 class TaskKind:
     """What a task predicts, and how its model is built, selected and described.
 
@@ -636,8 +721,14 @@ def require_implemented(registry: Mapping[str, object], implemented: Iterable[st
 __all__ = [
     "BLOCK_CHOICES",
     "CHUNK_RULES",
+    "DEFAULT_ITEM_PATCH_TYPE",
+    "DEFAULT_PATCH_TARGET",
     "DEFAULT_PATCH_TYPE",
+    "ITEM_PATCH_TYPES",
+    "ItemPatchType",
+    "PATCH_TARGETS",
     "PATCH_TYPES",
+    "PatchTarget",
     "PatchType",
     "patch_type_for",
     "patch_types_of",

@@ -1,8 +1,9 @@
 """Patch folders, local or downloaded from the Hub: write, read, check and attach them (Section 3.3, one backbone,
 many patches); `sharing` pushes them.
 
-`save_patch` writes only what the method trained (`patch.safetensors`, names relative to the task) with its
-`PatchConfig` (`patch_config.json`) and a model card, atomically. `load_patch` reads a folder or a Hub repo, checks
+`save_patch` writes only what the method trained (`patch.safetensors`, names relative to the task; an item-encoder
+adapter as PEFT's files in `item_encoder_adapter/`, `item_text_patches`) with its `PatchConfig` (`patch_config.json`)
+and a model card, atomically. `load_patch` reads a folder or a Hub repo, checks
 the weights against their checksum, the values for NaN/inf and the backbone against its fingerprint, and attaches the
 patch to the backbone under its own task name or another one.
 """
@@ -26,6 +27,14 @@ from transformers import AutoConfig, PreTrainedModel
 from hub_cards.cards import render_backbone_card, render_patch_card
 
 from ._io import atomic_folder, sha256_file
+from .item_text_patches import (
+    ITEM_PATCH_FOLDER,
+    PEFT_WEIGHTS_NAME,
+    is_item_patch_name,
+    load_item_patch_state,
+    read_item_patch,
+    save_item_patch,
+)
 from .model_types import backbone_class, config_class, model_type_of, pretraining_model_class
 from .patch_config import (
     PATCH_CONFIG_NAME,
@@ -39,13 +48,23 @@ from .transfer import attach, backbone_fingerprint, backbone_of, base_weight_nam
 
 
 def _stored_names(model: PreTrainedModel, spec: PatchConfig) -> list[str]:
-    """What a patch file holds, by name in the task model: the trained parameters, plus, for methods that start
-    from a random backbone, that backbone (there is no pretrained backbone to attach them to)."""
+    """What a patch file holds, by name in the task model: the trained parameters but an item-encoder adapter's
+    (PEFT's files hold those), plus, for methods that start from a random backbone, that backbone (there is no
+    pretrained backbone to attach them to)."""
     trainable = {relative_name(name, spec.task) for name in spec.trainable_parameters}
-    names = [name for name, _ in model.named_parameters() if relative_name(name, spec.task) in trainable]
+    names = [
+        name
+        for name, _ in model.named_parameters()
+        if relative_name(name, spec.task) in trainable and not is_item_patch_name(name)
+    ]
     if spec.method_record.random_backbone:
         names += [f"{model.base_model_prefix}.{name}" for name in base_weight_names(backbone_of(model))]
     return sorted(set(names))
+
+
+def _has_item_patch(spec: PatchConfig) -> bool:
+    """Whether the patch has an adapter in the item encoder (PEFT's files in `item_encoder_adapter/`)."""
+    return spec.method_record.adds_patches and spec.target_record.item_encoder
 
 
 def save_patch(
@@ -59,7 +78,8 @@ def save_patch(
     repo_id: str | None = None,
 ) -> Path:
     """Writes the patch folder: `patch_config.json`, `patch.safetensors` (only what the method trained, under names
-    relative to the task) and a model card. The folder appears complete or not at all."""
+    relative to the task), the item encoder's PEFT adapter files in `item_encoder_adapter/` when the task has one,
+    and a model card. The folder appears complete or not at all."""
     spec: PatchConfig = model.patch_config
     spec.backbone_repo_id = backbone_repo_id or spec.backbone_repo_id
     spec.backbone_revision = backbone_revision or spec.backbone_revision
@@ -73,6 +93,9 @@ def save_patch(
     with atomic_folder(folder) as staging:
         save_file(tensors, staging / PATCH_WEIGHTS_NAME, metadata={"format": "pt"})
         spec.weights_sha256 = sha256_file(staging / PATCH_WEIGHTS_NAME)
+        if _has_item_patch(spec):
+            adapter = save_item_patch(backbone_of(model).item_text, spec.task, staging)
+            spec.item_patch_sha256 = sha256_file(adapter / PEFT_WEIGHTS_NAME)
         (staging / PATCH_CONFIG_NAME).write_text(spec.to_json_string())
         report = transfer_report(model)
         kind = backbone_of(model).patch_kinds.get(spec.task) if spec.method_record.adds_patches else None
@@ -90,6 +113,9 @@ def save_patch(
             patch_type=spec.patch_type,
             patch_places=spec.places,
             patch_blocks=spec.blocks,
+            patch_target=spec.patch_target,
+            item_patch_type=spec.item_patch_type,
+            item_patch_modules=(spec.item_patch or {}).get("target_modules"),
             trainable_parameters=report.trainable_parameters,
             backbone_parameters=report.total_parameters,
             dataset=dataset,
@@ -111,9 +137,25 @@ def _resolve(source: str | os.PathLike, revision: str | None) -> Path:
         snapshot_download(
             str(source),
             revision=revision,
-            allow_patterns=[PATCH_CONFIG_NAME, PATCH_WEIGHTS_NAME, "README.md"],
+            allow_patterns=[PATCH_CONFIG_NAME, PATCH_WEIGHTS_NAME, "README.md", f"{ITEM_PATCH_FOLDER}/*"],
         )
     )
+
+
+def _read_weights(weights: Path, sha256: str | None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file of a patch folder, checked against the checksum recorded for it."""
+    data = weights.read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(
+            f"{weights} does not match the checksum recorded in {PATCH_CONFIG_NAME}: the file was damaged or "
+            "changed after saving; download or save the patch again."
+        )
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, OSError) as error:
+        raise ValueError(
+            f"{weights} is corrupt or truncated ({error}); download or save it again."
+        ) from error
 
 
 def read_patch(
@@ -121,8 +163,9 @@ def read_patch(
 ) -> tuple[PatchConfig, dict[str, torch.Tensor]]:
     """Reads and checks a patch folder (local path or Hub repo id) without touching any model.
 
-    Returns its configuration (renamed to `task` when given) and its tensors under names relative to the task,
-    whatever the file's format version.
+    Returns its configuration (renamed to `task` when given; with the item encoder's PEFT configuration as
+    `item_patch`) and its tensors under names relative to the task, whatever the file's format version; an
+    item-encoder adapter's tensors are among them as `item_encoder_adapter/<name in PEFT's file>`.
 
     Raises:
         FileNotFoundError: a file of the folder is missing.
@@ -139,19 +182,11 @@ def read_patch(
     spec = PatchConfig.from_json_string(
         (folder / PATCH_CONFIG_NAME).read_text(), source=str(folder / PATCH_CONFIG_NAME)
     )
-    weights = folder / PATCH_WEIGHTS_NAME
-    data = weights.read_bytes()
-    if spec.weights_sha256 is not None and hashlib.sha256(data).hexdigest() != spec.weights_sha256:
-        raise ValueError(
-            f"{weights} does not match the checksum recorded in {PATCH_CONFIG_NAME}: the file was damaged or "
-            "changed after saving; download or save the patch again."
-        )
-    try:
-        tensors = load_safetensors(data)
-    except (SafetensorError, OSError) as error:
-        raise ValueError(
-            f"{weights} is corrupt or truncated ({error}); download or save it again."
-        ) from error
+    tensors = _read_weights(folder / PATCH_WEIGHTS_NAME, spec.weights_sha256)
+    if _has_item_patch(spec):
+        spec.item_patch, item_weights = read_item_patch(folder)
+        item_tensors = _read_weights(item_weights, spec.item_patch_sha256)
+        tensors.update({f"{ITEM_PATCH_FOLDER}/{name}": tensor for name, tensor in item_tensors.items()})
     not_finite = sorted(
         name
         for name, tensor in tensors.items()
@@ -159,7 +194,7 @@ def read_patch(
     )
     if not_finite:
         raise ValueError(
-            f"{weights} holds NaN or infinite values in {not_finite[:5]}; the training run diverged. Train the "
+            f"{folder} holds NaN or infinite values in {not_finite[:5]}; the training run diverged. Train the "
             "patch again (e.g. with a lower learning rate)."
         )
     tensors = {relative_name(name, spec.task): tensor for name, tensor in tensors.items()}
@@ -185,6 +220,9 @@ def attach_patch(spec: PatchConfig, tensors: dict[str, torch.Tensor], backbone: 
             )
     if not method.shares_backbone and not method.random_backbone:
         backbone = copy.deepcopy(backbone)  # the method changes backbone weights: keep the caller's intact
+    prefix = f"{ITEM_PATCH_FOLDER}/"
+    item_tensors = {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
+    tensors = {name: tensor for name, tensor in tensors.items() if not name.startswith(prefix)}
     model, _ = attach(backbone, dataclasses.replace(spec), fingerprint=fingerprint)
     stored = {relative_name(name, spec.task) for name in _stored_names(model, spec)}
     expected = {
@@ -197,7 +235,7 @@ def attach_patch(spec: PatchConfig, tensors: dict[str, torch.Tensor], backbone: 
         name for name in set(tensors) & set(expected) if tensors[name].shape != expected[name].shape
     )
     if missing or extra or mismatched:
-        if spec.task in backbone.patch_kinds:
+        if spec.task in backbone.patched_tasks:
             backbone.remove_patch(spec.task)
         if mismatched:
             name = mismatched[0]
@@ -208,6 +246,12 @@ def attach_patch(spec: PatchConfig, tensors: dict[str, torch.Tensor], backbone: 
         raise ValueError(
             f"The patch file does not match its configuration: missing {missing[:5]}, extra {extra[:5]}."
         )
+    if _has_item_patch(spec):
+        try:
+            load_item_patch_state(backbone_of(model).item_text, spec.task, item_tensors)
+        except ValueError:
+            backbone.remove_patch(spec.task)
+            raise
     with torch.no_grad():
         for name, tensor in tensors.items():
             expected[name].copy_(tensor)

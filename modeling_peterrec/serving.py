@@ -6,7 +6,9 @@ patch (the backbone groups rows by kind of patch, `modeling_peterrec.route_rows`
 readout (tasks may read users differently, each with its own attention pooler) and head.
 
 The backbones that run one task's patches per call (CmnRec, SASRec: `modeling_peterrec.SlotPatches`) serve a mixed
-batch one task at a time: each task's rows run through the backbone with that task's patch, then its head.
+batch one task at a time: each task's rows run through the backbone with that task's patch, then its head. Over item
+texts that includes the task's PEFT adapter in the item encoder, if it has one (`item_text_patches`): one backbone
+call per task, not PEFT's mixed-adapter batches.
 """
 
 from __future__ import annotations

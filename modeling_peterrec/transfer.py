@@ -1,7 +1,8 @@
 """Parameter-efficient transfer (Section 3.3): prepare a pretrained backbone for one task with one method.
 
 `prepare_for_transfer` adds the task head (with the task's own readout, Figure 2) and, for the methods that add them, the
-patches (PeterRec's model patches, Figure 3, or another type of `registry.PATCH_TYPES`);
+patches (PeterRec's model patches, Figure 3, or another type of `registry.PATCH_TYPES`; over item texts, also or only a
+PEFT adapter in the item encoder, `registry.PATCH_TARGETS` and `item_text_patches`);
 re-initialises the backbone for the from-scratch methods; freezes what the method keeps (`registry.METHODS`); and
 reports the trainable share. The prepared model carries its `PatchConfig`, which `saving.save_patch` writes.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,9 +26,18 @@ from transformers import PreTrainedModel
 
 from .adapters import PATCH_KIND_FIELDS
 from .item_text import uses_item_text
+from .item_text_patches import add_item_patch, item_patch_config
 from .model_types import backbone_class, head_class, model_type_of
 from .patch_config import PatchConfig, relative_name, task_name
-from .registry import DEFAULT_PATCH_TYPE, METHODS, choose, model_type_supports
+from .registry import (
+    DEFAULT_ITEM_PATCH_TYPE,
+    DEFAULT_PATCH_TARGET,
+    DEFAULT_PATCH_TYPE,
+    METHODS,
+    PATCH_TARGETS,
+    choose,
+    model_type_supports,
+)
 
 # Fields of a backbone's configuration that describe the saved model rather than the architecture.
 _NOT_ARCHITECTURE = (
@@ -163,6 +173,9 @@ def prepare_for_transfer(
     activation: str | None = None,
     train_layer_norms: Sequence[str] = (),
     patch_type: str = DEFAULT_PATCH_TYPE,
+    patch_target: str = DEFAULT_PATCH_TARGET,
+    item_patch_type: str | None = None,
+    item_patch_settings: Mapping[str, object] | None = None,
     places: Sequence[str] | None = None,
     blocks: str | None = None,
     lora_rank: int | None = None,
@@ -201,6 +214,14 @@ def prepare_for_transfer(
             backbone has (recorded by name in the patch).
         patch_type: what the patching methods add (`registry.PATCH_TYPES`: `model_patch`, `houlsby`, `parallel`,
             `pfeiffer`, `lora`, `compacter`, `k_adapter`, `soft_prompt`), where it fits the model type.
+        patch_target: where the patching methods put the patch (`registry.PATCH_TARGETS`; Adapter4Rec's
+            `adding_adapter_to`): `"user_encoder"` (the default, and the only place when items are IDs), or, for a
+            backbone whose items come from their text, `"item_encoder"` (a PEFT adapter in the text model, no user
+            encoder patch) or `"both"`.
+        item_patch_type, item_patch_settings: the item encoder's PEFT method (`registry.ITEM_PATCH_TYPES`: `"lora"`,
+            the default, `"prompt_tuning"`, `"prefix_tuning"`) and arguments of its PEFT configuration over the
+            record's defaults (e.g. `{"r": 16, "target_modules": ["query", "key", "value"]}`; LoRA's target modules
+            default to PEFT's for the text model, `query` and `value` for BERT). Needs the `text` extra (`peft`).
         places, blocks: where it goes: places in a block (sub-layers, convolutions, weights; the type's default
             when None) and which blocks (`"all"`, `"first"`, `"last"`).
         lora_rank, lora_alpha, phm_dim, phm_rank, prompt_length: the settings of LoRA, Compacter and the soft
@@ -221,7 +242,8 @@ def prepare_for_transfer(
 
     Raises:
         ValueError: the method, the insertion or the patch type does not apply to the backbone's model type (the
-            message names the types that do), or another argument is invalid.
+            message names the types that do), the patch target needs items from their text and the backbone's are
+            IDs, or another argument is invalid.
     """
     patched = choose(METHODS, method, "method").adds_patches
     backbone = backbone_of(backbone)
@@ -247,11 +269,27 @@ def prepare_for_transfer(
             "target_texts (the text of each target item) are needed by, and only by, a ranking head over a backbone "
             f"whose items come from their text; this backbone's items are {items!r} and the head is {head!r}."
         )
+    target = choose(PATCH_TARGETS, patch_target, "patch target")
+    if target.item_encoder and getattr(backbone, "item_text", None) is None:
+        items = getattr(backbone.config, "item_representation", "id")
+        raise ValueError(
+            f"patch_target={patch_target!r} puts an adapter into the item encoder over item texts, but this "
+            f"{record.name!r} backbone's items are {items!r} (ID embeddings, no item encoder); use "
+            "patch_target='user_encoder', or a SASRec backbone with item_representation 'text' or 'text_id'."
+        )
+    if item_patch_settings is not None and not target.item_encoder:
+        raise ValueError(
+            f"patch_target={patch_target!r} puts no adapter into the item encoder, so it takes no item_patch_settings."
+        )
+    if target.item_encoder:
+        item_patch_type = item_patch_type or DEFAULT_ITEM_PATCH_TYPE
     spec = PatchConfig(
         task=task,
         method=method,
         head=head,
         patch_type=patch_type,
+        patch_target=patch_target,
+        item_patch_type=item_patch_type,
         # The patch settings of a method without patches are dropped, as before patch types.
         **(settings if patched else {}),
         readout=readout,
@@ -264,6 +302,8 @@ def prepare_for_transfer(
         num_negatives=num_negatives,
     )
     spec.validate()
+    if target.item_encoder:
+        spec.item_patch = item_patch_config(item_patch_type, item_patch_settings)
     return attach(backbone, spec, seed)
 
 
@@ -289,7 +329,8 @@ def attach(
     spec.backbone_fingerprint = fingerprint or backbone_fingerprint(backbone)
     spec.backbone_repo_id = spec.backbone_repo_id or backbone.config.name_or_path or None
     spec.readout = spec.readout or backbone.config.readout
-    if method.adds_patches:
+    target = spec.target_record
+    if method.adds_patches and target.user_encoder:
         spec.train_layer_norms = backbone.tuned_layer_norms(spec.train_layer_norms)
         kind = backbone.add_patch(
             spec.task,
@@ -301,6 +342,13 @@ def attach(
         for name in PATCH_KIND_FIELDS:
             setattr(spec, name, getattr(kind, name))
         spec.places = list(kind.places)
+    if method.adds_patches and target.item_encoder:
+        try:
+            spec.item_patch = add_item_patch(backbone.item_text, spec.task, spec.item_patch)
+        except Exception:
+            if spec.task in backbone.patch_kinds:
+                backbone.remove_patch(spec.task)
+            raise
     model = _build_head_model(backbone, spec)
     if _encodes_targets(backbone, spec.head):
         model.set_target_texts(spec.target_texts)
@@ -318,7 +366,7 @@ def transfer_report(model: PreTrainedModel) -> TransferReport:
     """Counts the trainable parameters and the whole model's (backbone, this task's patch and head)."""
     spec: PatchConfig = model.patch_config
     backbone = backbone_of(model)
-    others = [name for name in backbone.patch_kinds if name != spec.task]
+    others = [name for name in backbone.patched_tasks if name != spec.task]
 
     def other_task(name: str) -> bool:
         return any(

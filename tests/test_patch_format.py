@@ -57,7 +57,8 @@ def test_saved_tensor_names_are_relative_to_the_task(tmp_path):
     assert "peterrec.blocks.0.patches.norm2.weight" in names
     assert not any("gender" in name for name in names)
     config = json.loads((folder / PATCH_CONFIG_NAME).read_text())
-    assert config["format_version"] == PATCH_FORMAT_VERSION == 5
+    assert config["format_version"] == PATCH_FORMAT_VERSION == 6
+    assert config["patch_target"] == "user_encoder" and config["item_patch_type"] is None
     assert config["patch_type"] == "model_patch" and config["places"] == ["conv1", "conv2"]
     assert set(config["trainable_parameters"]) == names
 

@@ -163,7 +163,7 @@ def test_save_then_load_gives_identical_outputs_and_checks_the_backbone(patch_ty
     train_steps(model)
     folder = save_patch(model, tmp_path / "patch")
     recorded = json.loads((folder / PATCH_CONFIG_NAME).read_text())
-    assert recorded["format_version"] == 5 and recorded["patch_type"] == patch_type
+    assert recorded["format_version"] == 6 and recorded["patch_type"] == patch_type
     assert recorded["places"] == list(PATCH_TYPES[patch_type].default_places[model_type])
     assert PATCH_TYPES[patch_type].title in (folder / "README.md").read_text()
     loaded = load_patch(folder, pretrained(model_type))

@@ -3,6 +3,7 @@ a `.json` file and Python code all fill the same fields), and the pipeline's `Tr
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -13,11 +14,14 @@ from transformers import TrainingArguments
 from ..configuration_item_text import ITEM_REPRESENTATIONS
 from ..registry import (
     BLOCK_CHOICES,
+    DEFAULT_PATCH_TARGET,
     DEFAULT_PATCH_TYPE,
     HEAD_TERMS,
     INSERTIONS,
+    ITEM_PATCH_TYPES,
     METHODS,
     MODEL_TYPES,
+    PATCH_TARGETS,
     PATCH_TYPES,
     READOUTS,
     TASK_KINDS,
@@ -249,6 +253,28 @@ class FinetuneArguments(DataArguments):
             + " (docs/adapters.md)."
         },
     )
+    patch_target: str = field(
+        default=DEFAULT_PATCH_TARGET,
+        metadata={
+            "help": f"Which encoder the patching methods patch: {', '.join(PATCH_TARGETS)}; item_encoder and both "
+            "need a backbone whose items come from their text (a PEFT adapter in its text model; the `text` extra)."
+        },
+    )
+    item_patch_type: str | None = field(
+        default=None,
+        metadata={
+            "help": "The PEFT method in the item encoder: "
+            + "; ".join(f"{record.name}: {record.title}" for record in ITEM_PATCH_TYPES.values())
+            + " (default lora)."
+        },
+    )
+    item_patch_settings: str | None = field(
+        default=None,
+        metadata={
+            "help": "Arguments of the item encoder's PEFT configuration, as JSON, e.g. "
+            '\'{"r": 16, "target_modules": ["query", "key", "value"]}\' (default: the type\'s, docs/adapters.md).'
+        },
+    )
     places: list[str] | None = field(
         default=None,
         metadata={
@@ -325,6 +351,15 @@ class FinetuneArguments(DataArguments):
         if self.insertion is not None:
             choose(INSERTIONS, self.insertion, "insertion")
         choose(PATCH_TYPES, self.patch_type, "patch type")
+        choose(PATCH_TARGETS, self.patch_target, "patch target")
+        if self.item_patch_type is not None:
+            choose(ITEM_PATCH_TYPES, self.item_patch_type, "item patch type")
+        if self.item_patch_settings is not None and not isinstance(
+            json.loads(self.item_patch_settings), dict
+        ):
+            raise ValueError(
+                f"--item_patch_settings must be a JSON object, got {self.item_patch_settings!r}."
+            )
         if self.blocks is not None and self.blocks not in BLOCK_CHOICES:
             raise ValueError(f"--blocks must be one of {list(BLOCK_CHOICES)}, got {self.blocks!r}.")
         if self.readout is not None:

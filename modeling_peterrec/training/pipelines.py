@@ -15,6 +15,7 @@ process or under `accelerate launch`.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -306,6 +307,9 @@ def finetune(
         bottleneck_size=args.bottleneck_size,
         train_layer_norms=args.train_layer_norms,
         patch_type=args.patch_type,
+        patch_target=args.patch_target,
+        item_patch_type=args.item_patch_type,
+        item_patch_settings=json.loads(args.item_patch_settings) if args.item_patch_settings else None,
         places=args.places,
         blocks=args.blocks,
         lora_rank=args.lora_rank,
@@ -345,6 +349,8 @@ def finetune(
         "task_kind": kind,
         "method": args.method,
         "patch_type": model.patch_config.patch_type if METHODS[args.method].adds_patches else None,
+        "patch_target": model.patch_config.patch_target,
+        "item_patch_type": model.patch_config.item_patch_type,
         "dataset": dataset_name(args, args.task),
         "backbone": args.backbone,
         "trainable_parameters": report.trainable_parameters,
