@@ -31,6 +31,7 @@ from .plan import (
     Configuration,
     insertion_title,
     task_kind,
+    transfer_configuration,
 )
 
 
@@ -297,7 +298,7 @@ def _transfer_sections(
     """RQ5's tables: methods with one head beside the classical baselines, the head-terms ablation, few labels."""
 
     def transfer(method: str, **fields: Any) -> Configuration:
-        return Configuration("{task}", method, readout=TRANSFER_READOUT, **fields)
+        return transfer_configuration("{task}", method, **fields)
 
     methods = {
         METHODS[method].title: {
