@@ -278,6 +278,15 @@ def test_transfer_plan_compares_methods_with_one_head_and_ablates_the_head_terms
     plan = research_plan([5], ["genest", "coldrec"])
     assert list(plan) == ["rq5_transfer", "rq5_head_terms", "rq5_few_labels"]
     assert {c.readout for group in plan.values() for c in group} == {"attention"}
+    trained_besides_patches = {
+        c.method: (c.train_layer_norms, c.train_tcl_embedding) for c in plan["rq5_transfer"]
+    }
+    assert trained_besides_patches == {
+        "peterrec": (("norm2",), True),
+        "peter_zero": (("norm2",), True),
+        "fine_all": ((), False),
+        "fine_cls": ((), False),
+    }
     assert [(c.task, c.method) for c in plan["rq5_transfer"]] == [
         (task, method)
         for task in ("genest", "coldrec")

@@ -37,6 +37,7 @@ from .plan import (
     adapter_study_plan,
     insertion_title,
     task_kind,
+    transfer_configuration,
 )
 
 
@@ -305,7 +306,7 @@ def _transfer_sections(
     """RQ5's tables: methods with one head beside the classical baselines, the head-terms ablation, few labels."""
 
     def transfer(method: str, **fields: Any) -> Configuration:
-        return Configuration("{task}", method, readout=TRANSFER_READOUT, **fields)
+        return transfer_configuration("{task}", method, **fields)
 
     methods = {
         METHODS[method].title: {
