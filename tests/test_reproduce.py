@@ -376,6 +376,7 @@ def test_adapter_study_pretrains_sasrec_passes_patch_settings_and_reports(tmp_pa
     markdown = (tmp_path / "results" / "reproduction.md").read_text()
     types = markdown.split("## RQ6: which patch type")[1].split("## ")[0]
     assert "| sasrec: LoRA | 0.5000 |" in types and "| causal: FineAll | 0.5000 |" in types
+    assert "| Task | LabelCS | LR, TF-IDF of the seen items |" in types  # the classical baselines beside
     assert "| causal: Houlsby adapter, last blocks |" in markdown.split("## RQ6: where to insert")[1]
     assert "| sasrec: FineAll, 10% of users | 0.5000 |" in markdown
     assert "sasrec: SASRec" in markdown.split("## Backbones")[1].split("## ")[0]

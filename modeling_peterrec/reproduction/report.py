@@ -285,7 +285,12 @@ def render_report(report: dict[str, Any]) -> str:
     if "rq5_transfer" in plan:
         _transfer_sections(section, results, report.get("classical_baselines", {}), tasks)
     if "rq6_types" in plan:
-        _adapter_sections(section, results, [task for task in tasks if task in RQ6_TASKS])
+        _adapter_sections(
+            section,
+            results,
+            report.get("classical_baselines", {}),
+            [task for task in tasks if task in RQ6_TASKS],
+        )
     selected = {name: result["selection"] for name, result in results.items() if result.get("selection")}
     if selected:
         section(
@@ -390,8 +395,11 @@ def _study_rows(
     return markdown_table(header, table)
 
 
-def _adapter_sections(section: Any, results: dict[str, dict[str, Any]], tasks: Sequence[str]) -> None:
-    """RQ6's tables (Adapter4Rec): the patch types, where to insert, LayerNorm tuning and the target data's size."""
+def _adapter_sections(
+    section: Any, results: dict[str, dict[str, Any]], classical: dict[str, Any], tasks: Sequence[str]
+) -> None:
+    """RQ6's tables (Adapter4Rec): the patch types beside the classical baselines, where to insert, LayerNorm tuning
+    and the target data's size."""
     if not tasks:
         return
     plan = {key: {c.name: c for c in group} for key, group in adapter_study_plan(["{task}"]).items()}
@@ -410,7 +418,8 @@ def _adapter_sections(section: Any, results: dict[str, dict[str, Any]], tasks: S
         f"the source domain; every configuration reads users with the {TRANSFER_READOUT} pooling. "
         f"{', '.join(METHODS[m].title for m in RQ6_BASELINE_METHODS)} are the references; the other rows freeze the "
         "backbone and train their patch and the head. s/step: training time per optimizer step of the first seed, "
-        "evaluations included (`benchmarks/patch_types.py` times the step alone). Plot: `rq6_types.png`.",
+        "evaluations included (`benchmarks/patch_types.py` times the step alone). Plot: `rq6_types.png`.\n\n"
+        "The classical baselines on the same test rows:\n\n" + baselines_table(classical, tasks),
     )
     blocks = [
         (f"{c.objective}: {PATCH_TYPES[RQ6_PLACED_TYPE].title}, {c.blocks or BLOCK_CHOICES[0]} blocks", c)

@@ -502,7 +502,7 @@ def run_plan(
         except MissingRunError as missing:
             logger.warning(f"Left out of the report, not run yet: {missing}")
     baselines, classical = {}, {}
-    if "rq3" in plan or "rq5_transfer" in plan:
+    if {"rq3", "rq5_transfer", "rq6_types"} & set(plan):
         for task in tasks:
             classical[task] = runner.baselines(task)
             baselines[task] = classical[task][RULE_BASELINES[task_kind(task).name]]
