@@ -263,8 +263,8 @@ def _package_backbone(model: nn.Module) -> nn.Module:
     """The backbone inside `model` as this package's backbone class of its model type (`registry.MODEL_TYPES`).
 
     A backbone loaded with `trust_remote_code=True` is built from the code files of its folder, classes that are
-    not this package's; it is rebuilt here from its configuration and own weights (bit-identical, and its
-    fingerprint with them), so that the patch attaches as to any other backbone."""
+    not this package's; it is rebuilt here from its configuration, own weights (bit-identical, and its fingerprint with
+    them) and item texts, so that the patch attaches as to any other backbone."""
     record = model_type_of(model.config)
     package_class = backbone_class(record)
     remote = model.base_model
@@ -272,6 +272,12 @@ def _package_backbone(model: nn.Module) -> nn.Module:
         return backbone_of(model)
     backbone = package_class(config_class(record)(**remote.config.to_dict()))
     backbone.load_state_dict(remote.state_dict())
+    texts = getattr(remote, "item_text", None)
+    if texts is not None and texts.num_items:
+        # The item texts and their tokenizer are not weights: carried over, so the rebuilt backbone encodes the same.
+        backbone.item_text.text_tokenizer = texts.text_tokenizer
+        first = texts.first_item_id
+        backbone.item_text.put_texts(range(first, first + texts.num_items), texts.items, texts.texts)
     return backbone.train(remote.training)
 
 

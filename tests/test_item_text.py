@@ -27,7 +27,7 @@ from modeling_peterrec.item_text import ITEM_ENCODER_FOLDER, ITEM_TEXTS_NAME
 from modeling_peterrec.predict_command import PredictArguments, run_predict
 from modeling_peterrec.small_text_encoder import build_small_text_encoder
 from modeling_peterrec.training import PretrainArguments, load_backbone
-from tests.test_remote_code import BACKBONE_SCRIPT, run_clean
+from tests.test_remote_code import BACKBONE_SCRIPT, PATCH_SCRIPT, PROJECT_ROOT, run_clean
 from tests.test_training import QUICK_TRAINING, read_metrics, synthetic_tasks
 from tokenization import ItemTokenizer
 
@@ -469,6 +469,42 @@ def test_a_text_item_backbone_transfers_and_its_patch_reloads(text_encoder_folde
     save_patch(model, tmp_path / "patch")
     reloaded = load_patch(tmp_path / "patch", SASRecModel.from_pretrained(tmp_path / "backbone"))
     torch.testing.assert_close(logits(reloaded, batch), logits(model, batch))
+
+
+@pytest.mark.slow
+def test_a_patch_loads_onto_a_text_item_backbone_from_remote_code_with_its_texts(
+    text_encoder_folder, tmp_path
+):
+    folder = tmp_path / "backbone"
+    text_model(text_encoder_folder).save_pretrained(folder)
+    tokenizer = item_tokenizer()
+    tokenizer.save_pretrained(folder)
+    model, _ = prepare_for_transfer(
+        SASRecModel.from_pretrained(folder),
+        method="fine_cls",
+        task="gender",
+        head="classification",
+        label_names=["f", "m"],
+    )
+    save_patch(model, tmp_path / "patch")
+    batch = batch_of(tokenizer)
+    with torch.no_grad():
+        expected = {"input_ids": batch["input_ids"], "patch": model.eval()(**batch).logits}
+    save_file(expected, tmp_path / "expected.safetensors")
+    config = {"item_representation": "text", "vocab_size": len(tokenizer)}
+    # The backbone comes from the folder's own code (a class that is not this package's); `load_patch` rebuilds it
+    # as the package's, item texts included.
+    stdout = run_clean(
+        tmp_path,
+        PATCH_SCRIPT,
+        str(folder),
+        str(tmp_path / "expected.safetensors"),
+        "AutoModel",
+        json.dumps({"config": config, "batch": BATCH, "seed": 0}),
+        str(tmp_path / "patch"),
+        str(PROJECT_ROOT),
+    )
+    assert stdout.count("remote code ok") == 1
 
 
 TARGET_TEXTS = {
