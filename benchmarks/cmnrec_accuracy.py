@@ -159,7 +159,10 @@ def run(model: str, options: argparse.Namespace) -> dict:
         early_stopping_patience=options.patience,
         disable_tqdm=True,
         seed=0,
+        resume_from_checkpoint="last" if options.resume else None,
+        restore_callback_states_from_checkpoint=options.resume,
     )
+    earlier = json.loads(result_path(model).read_text()) if options.resume else {}
     cap = TimeCap(options.time_cap)
     summary = pretrain(args, training_args, callbacks=[cap])
     metrics = test_metrics(summary["backbone"], args)
@@ -171,18 +174,19 @@ def run(model: str, options: argparse.Namespace) -> dict:
         "steps": max((row.get("step", 0) for row in summary["log_history"]), default=0),
         "epochs": round(max((row.get("epoch", 0) for row in summary["log_history"]), default=0), 2),
         "stopped_on": "time cap" if cap.hit else "early stopping or epochs",
-        "train_s": summary["train_runtime_s"],
+        "train_s": earlier.get("train_s", 0.0) + summary["train_runtime_s"],
+        "resumed_at_steps": [*earlier.get("resumed_at_steps", []), earlier["steps"]] if earlier else [],
         "validation_mrr@5": summary["validation"]["mrr@5"],
         **metrics,
     }
 
 
+def result_path(model: str) -> Path:
+    return RESULTS_DIR / f"cmnrec_accuracy-{model}.json"
+
+
 def table() -> str:
-    rows = [
-        json.loads(path.read_text())
-        for model in MODELS
-        if (path := RESULTS_DIR / f"cmnrec_accuracy-{model}.json").is_file()
-    ]
+    rows = [json.loads(path.read_text()) for model in MODELS if (path := result_path(model)).is_file()]
     return format_table(rows, COLUMNS)
 
 
@@ -208,6 +212,12 @@ def main() -> None:
     parser.add_argument("--time_cap", type=float, default=480, help="seconds of training at most")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--workdir", default="/tmp/cmnrec_accuracy", help="checkpoints and backbones")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the model's run in --workdir from its newest checkpoint (the same schedule and data order); "
+        "the time cap counts from here, and train_s adds the earlier run's",
+    )
     options = parser.parse_args()
     if options.table:
         print(table())
@@ -217,8 +227,7 @@ def main() -> None:
     row = run(options.model, options)
     row["environment"] = environment(torch.device("cpu"))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"cmnrec_accuracy-{options.model}.json"
-    path.write_text(json.dumps(row, indent=2) + "\n")
+    result_path(options.model).write_text(json.dumps(row, indent=2) + "\n")
     print(format_table([row], COLUMNS))
 
 
