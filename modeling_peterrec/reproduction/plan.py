@@ -230,10 +230,10 @@ at 512, against 0.2 s with ID items; ColdRec (10,067 training pairs) with the us
 
 - pretraining: 256 windows, the preset's 4 epochs: 304 steps, about 12 minutes a backbone, 25 for both (at 512, 152
   steps would be mostly the preset's 100 warmup steps; at 64, 1,216 steps would take 40 minutes a backbone);
-- fine-tuning: 512 users for 40% of the preset's epochs (ColdRec at `quick`: 2 epochs, 40 steps), about 5 minutes
-  for one seed's five configurations of a representation, so that RQ7's 30 runs over text fit in about 30 minutes;
-  the preset's budget (5 epochs of 64 users, 787 steps) would take 25 times that. The ID backbone keeps the preset's
-  budget (and shares its runs with RQ6)."""
+- fine-tuning: 512 users for 40% of the preset's epochs (ColdRec at `quick`: 2 epochs, 40 steps): one seed's five
+  configurations of a representation took 193 s with early stopping (at most 290 s without), so that RQ7's 30 runs
+  over text take 19-29 minutes; the preset's budget (5 epochs of 64 users, up to 787 steps) would take about ten
+  times that (some 2,700 s for the five). The ID backbone keeps the preset's budget (and shares its runs with RQ6)."""
 
 
 @dataclass(frozen=True)
