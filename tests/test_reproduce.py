@@ -546,7 +546,7 @@ def test_text_items_study_pretrains_text_backbones_passes_settings_and_reports_c
     assert "| text: PeterRec, item encoder (LoRA) | 0.1000 ± 0.0000 | 0.2500 ± 0.0707 |" in section
     assert "| text_id: PeterRec, user and item encoders (Houlsby adapter + LoRA) |" in section
     assert "| 0.1250 ± 0.0354 |" in section and "25 (25.00%) | 0.500 |" in section  # cold HR@10; costs
-    assert "the test 3 rows whose target item occurs in no training pair" in section
+    assert "the 3 test rows whose target item occurs in no training pair" in section
     for baseline in ("Popularity", "Item-kNN", "EASE"):
         assert f"| baseline: {baseline} |" in section
     assert "sasrec_text: SASRec over item texts (small offline text encoder)" in report_markdown_backbones(

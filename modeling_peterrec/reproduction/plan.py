@@ -202,8 +202,8 @@ RQ6_PLACED_TYPE = "houlsby"
 RQ6_FRACTIONS = (0.1, 0.3, 1.0)
 RQ7_TASKS = ("coldrec",)
 """The task with target items of their own: the one where an item's text can stand in for its interactions."""
-RQ7_BACKBONES = {"id": "sasrec", "text": "sasrec_text", "text_id": "sasrec_text_id"}
-"""The source backbone of each item representation (`configuration_item_text.ITEM_REPRESENTATIONS`)."""
+RQ7_BACKBONES = ("sasrec", "sasrec_text", "sasrec_text_id")
+"""One source backbone per item representation (`SourceBackbone.item_representation`): ID, text, text and ID."""
 RQ7_BASELINE_METHODS = ("fine_all", "fine_cls")
 RQ7_PATCH_TARGETS = ("user_encoder", "item_encoder", "both")
 """Where PeterRec's patch goes (Adapter4Rec's `adding_adapter_to`); the item encoder only exists over item texts."""
@@ -516,7 +516,7 @@ def text_items_plan(tasks: Sequence[str]) -> dict[str, list[Configuration]]:
     representation (the pooling, and the target-item table of `id` and `text_id`), so it runs in all three."""
     configurations = []
     for task in tasks:
-        for backbone in RQ7_BACKBONES.values():
+        for backbone in RQ7_BACKBONES:
             over_text = SOURCE_BACKBONES[backbone].item_representation != "id"
             configurations += [
                 Configuration(

@@ -524,7 +524,7 @@ def _text_items_section(
         for run in results[c.name]["test"].values()
         if "cold_rows" in run
     }
-    cold = f"{counts.pop()} rows" if len(counts) == 1 else "rows"
+    cold = f"{counts.pop()} test rows" if len(counts) == 1 else "test rows"
     header = [
         "Items: method",
         *(title for _, title in RQ7_MEASURES),
@@ -555,11 +555,11 @@ def _text_items_section(
         [f"baseline: {BASELINES[name].title}", *measures(by_seed), "–", "–"]
         for name, by_seed in baselines.items()
     ]
-    backbones = "; ".join(f"`{b}` {SOURCE_BACKBONES[b].title}" for b in RQ7_BACKBONES.values())
+    backbones = "; ".join(f"`{b}` {SOURCE_BACKBONES[b].title}" for b in RQ7_BACKBONES)
     section(
         f"RQ7: items from their text (TransRec) on {TASK_TITLES[task]}, all target items and the cold ones",
         markdown_table(header, rows),
-        f"Cold: the test {cold} whose target item occurs in no training pair of the task; an ID model has only a "
+        f"Cold: the {cold} whose target item occurs in no training pair of the task; an ID model has only a "
         "random row for such an item, a text model its text. Backbones: "
         f"{backbones}; the text encoder is the small offline one (a word vocabulary over the catalogue's texts and a "
         "2-layer BERT of width 64, trained only by next-item prediction on the source domain; no pretrained language "
