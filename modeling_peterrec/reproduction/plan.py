@@ -221,8 +221,10 @@ TEXT_FINETUNE_EPOCHS_SHARE = 0.4
 """The training budget of the backbones over item texts (RQ7), sized for the `quick` preset on one CPU core.
 
 Every pretraining step encodes the whole catalogue (3,315 ML-1M source items) with gradients, whatever the batch
-size, so a larger batch amortises it; a ColdRec fine-tuning step encodes the distinct items of its batch (most of the
-catalogue at a few hundred users). Measured on this project's 2-core machine (one thread, two other jobs running;
+size, so a larger batch amortises it; a ColdRec fine-tuning step that trains the item encoder
+(`Configuration.trains_item_encoder`) encodes the distinct items of its batch (most of the catalogue at a few
+hundred users). The other fine-tuning runs (the user-encoder patch, FineCLS) encode the frozen item encoder's
+catalogue once and then cost what ID items cost: they keep the preset's budget. Measured on this project's 2-core machine (one thread, two other jobs running;
 SASRec of width 64 over 50 items, the small encoder): pretraining 1.98 s a step at 64 windows, 2.28 s at 256, 2.48 s
 at 512, against 0.2 s with ID items; ColdRec (10,067 training pairs) with the user-encoder patch 0.36 / 0.59 /
 0.74 s a step at 64 / 256 / 512 users, FineAll 0.94 / 1.52 / 1.65 s, LoRA in the item encoder 0.85 / 1.38 s at 64 /
@@ -230,10 +232,10 @@ at 512, against 0.2 s with ID items; ColdRec (10,067 training pairs) with the us
 
 - pretraining: 256 windows, the preset's 4 epochs: 304 steps, about 12 minutes a backbone, 25 for both (at 512, 152
   steps would be mostly the preset's 100 warmup steps; at 64, 1,216 steps would take 40 minutes a backbone);
-- fine-tuning: 512 users for 40% of the preset's epochs (ColdRec at `quick`: 2 epochs, 40 steps): one seed's five
-  configurations of a representation took 193 s with early stopping (at most 290 s without), so that RQ7's 30 runs
-  over text take 19-29 minutes; the preset's budget (5 epochs of 64 users, up to 787 steps) would take about ten
-  times that (some 2,700 s for the five). The ID backbone keeps the preset's budget (and shares its runs with RQ6)."""
+- fine-tuning that trains the item encoder: 512 users for 40% of the preset's epochs (ColdRec at `quick`: 2
+  epochs, 40 steps); the preset's budget (5 epochs of 64 users, up to 787 steps) would take about ten times that.
+  These runs are trained less than the others, and the report says so. The ID backbone keeps the preset's budget
+  (and shares its runs with RQ6)."""
 
 
 @dataclass(frozen=True)
@@ -247,8 +249,9 @@ class SourceBackbone:
         title: its name in the report.
         item_representation: how its items become vectors (`configuration_item_text.ITEM_REPRESENTATIONS`); a text
             one gets the small offline text encoder (`small_text_encoder`), the pretraining pipeline's default.
-        pretrain_batch_size, finetune_batch_size: its batch sizes (None: the preset's).
-        finetune_epochs_share: its fine-tuning epochs, as a share of the preset's.
+        pretrain_batch_size: its pretraining batch size (None: the preset's).
+        finetune_batch_size, finetune_epochs_share: the batch size (None: the preset's) and the epochs, as a share
+            of the preset's, of its fine-tuning runs that train its item encoder (`Configuration.trains_item_encoder`).
     """
 
     name: str
@@ -355,6 +358,15 @@ class Configuration:
             object.__setattr__(self, "blocks", None)  # every block: the default, one name for one setting
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}.")
+
+    @property
+    def trains_item_encoder(self) -> bool:
+        """Whether its runs train weights of the backbone's item encoder (FineAll over item texts, or an adapter in
+        the item encoder): then every training step encodes its batch's items again, while a frozen item encoder is
+        encoded once (`item_text.ItemTextEncoder.reusable`)."""
+        if SOURCE_BACKBONES[self.objective].item_representation == "id":
+            return False
+        return METHODS[self.method].trained_layers == "all" or PATCH_TARGETS[self.patch_target].item_encoder
 
     @property
     def name(self) -> str:

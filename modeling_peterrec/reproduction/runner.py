@@ -316,10 +316,11 @@ class Reproduction:
             **self._item_texts(configuration.objective),
             **self._data_arguments(configuration.task, configuration.train_fraction, seed, held_out),
         )
+        reduced = configuration.trains_item_encoder
         if epochs is None:
             epochs = preset.coldrec_epochs if configuration.task == "coldrec" else preset.finetune_epochs
-            epochs *= source.finetune_epochs_share
-        batch_size = source.finetune_batch_size or preset.finetune_batch_size
+            epochs *= source.finetune_epochs_share if reduced else 1
+        batch_size = (reduced and source.finetune_batch_size) or preset.finetune_batch_size
         started = time.perf_counter()
         summary = self.finetune_fn(
             arguments, self._training_arguments(output_dir, epochs, batch_size, learning_rate, seed)
