@@ -18,10 +18,12 @@ texts of at most `max_text_length` tokens, whatever the batch size; on top of th
 6 x P x N x T FLOPs (P: the text model's parameters outside its embeddings, T: tokens per text). The catalogue
 goes through in chunks of `item_encoder_batch_size` texts; with more than one chunk each chunk's forward pass is
 recomputed in the backward pass (activation checkpointing), so memory holds one chunk's activations at a time, for
-one more forward pass (about 8 instead of 6 x P x N x T). Without gradients (evaluation, serving) the item matrix
-is encoded once and reused until a weight or a text changes. A task model (`SASRecModel` without the output layer)
-encodes only the distinct items of its batch; its ColdRec head encodes its target items from their texts
-(`TextTargetsMixin`), in a training step only the distinct targets of the batch. docs/text_items.md has measured step
+one more forward pass (about 8 instead of 6 x P x N x T). Without gradients (evaluation, serving), and in training
+when nothing in the encoder is trained (a frozen item encoder: the patching methods and FineCLS without an adapter
+in it), the item matrix is encoded once, in eval mode, and reused until a weight or a text changes. A task model
+(`SASRecModel` without the output layer) that trains its item encoder encodes only the distinct items of its batch;
+its ColdRec head encodes its target items from their texts (`TextTargetsMixin`), in such a training step only the
+distinct targets of the batch. docs/text_items.md has measured step
 times.
 """
 
@@ -301,27 +303,49 @@ class ItemTextEncoder(nn.Module):
             )
         return self.encode_tokens(self.text_input_ids[rows], self.text_attention_mask[rows], patch)
 
-    def reuse(self, name: str, version: int, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """`compute()`, an encoding of texts; without gradients in eval mode, its last result kept under `name`
-        while no weight of the encoder and not the texts' `version` has changed."""
-        if torch.is_grad_enabled() or self.training:
+    def frozen(self, patch: str | None = None) -> bool:
+        """Whether no weight that `patch`'s encoding goes through is trained: the text model, the projection and the
+        task's adapter, if it has one."""
+        modules = [self.text_model, self.projection]
+        if patch in self.patches:
+            modules.append(self.patches[patch])
+        return not any(weight.requires_grad for module in modules for weight in module.parameters())
+
+    def reusable(self, patch: str | None = None) -> bool:
+        """Whether encodings through `patch` are constants that can be kept: nothing is being trained through them
+        (no gradients, eval mode), or the encoder is `frozen` for that task."""
+        return not (torch.is_grad_enabled() or self.training) or self.frozen(patch)
+
+    def reuse(
+        self, name: str, version: int, compute: Callable[[], torch.Tensor], patch: str | None = None
+    ) -> torch.Tensor:
+        """`compute()`, an encoding of texts through `patch`. When it is `reusable`, its last result is kept under
+        `name` while no weight of the encoder and not the texts' `version` has changed, and computed without
+        gradients in eval mode: a frozen item encoder (the patching methods and FineCLS without an adapter in it) is
+        then an item table like ID embeddings, encoded once, with no dropout, instead of at every training step."""
+        if not self.reusable(patch):
             return compute()
         key = (version, tuple((p.data_ptr(), p._version) for p in self.parameters()))
         if name not in self._reused or self._reused[name][0] != key:
-            self._reused[name] = (key, compute())
+            training = self.training
+            self.eval()
+            try:
+                with torch.no_grad():
+                    self._reused[name] = (key, compute())
+            finally:
+                self.train(training)
         return self._reused[name][1]
 
     def item_matrix(self, patch: str | None = None) -> torch.Tensor:
         """(num_items, hidden_size) vectors of every item with a text, in id order, through `patch`'s adapter if it
-        has one: encoded once per call, or, without gradients in eval mode, reused while no weight and no text has
-        changed."""
+        has one: encoded once per call, or, when `reusable`, reused while no weight and no text has changed."""
         if self.num_items == 0:
             raise ValueError(
                 "The item encoder has no item texts; give every item its text with `set_item_texts` (or load a "
                 "folder saved with them)."
             )
         rows = torch.arange(self.num_items, device=self.text_input_ids.device)
-        return self.reuse(f"catalogue.{patch}", self._texts_version, lambda: self.encode(rows, patch))
+        return self.reuse(f"catalogue.{patch}", self._texts_version, lambda: self.encode(rows, patch), patch)
 
     def embed(
         self,
@@ -331,15 +355,16 @@ class ItemTextEncoder(nn.Module):
         patch: str | None = None,
     ) -> torch.Tensor:
         """Input vectors of (batch, length) ids: special tokens from their ID rows, items from their text (plus their
-        ID rows for `"text_id"`). The items' vectors come from `item_matrix` when given (the step's catalogue), else
-        from encoding the batch's distinct items through `patch`'s adapter if it has one."""
+        ID rows for `"text_id"`). The items' vectors come from `item_matrix` when given (the step's catalogue), from
+        the kept catalogue when the encoding is `reusable`, else from encoding the batch's distinct items through
+        `patch`'s adapter if it has one."""
         is_item = input_ids >= self.first_item_id
         if self.representation.id_embeddings:
             vectors = id_embeddings(input_ids)
         else:
             vectors = id_embeddings(input_ids.masked_fill(is_item, 0)) * (~is_item).unsqueeze(-1)
         rows = input_ids[is_item] - self.first_item_id
-        if item_matrix is None and not (torch.is_grad_enabled() or self.training):
+        if item_matrix is None and self.reusable(patch):
             item_matrix = self.item_matrix(patch)
         if item_matrix is not None:
             text = item_matrix[rows]
@@ -414,13 +439,14 @@ class TextTargetsMixin:
 
     def _target_text_vectors(self, candidates: torch.Tensor | None) -> torch.Tensor:
         """The item encoder's vectors of every target item (None) or of (batch, n) `candidates`: a training step
-        encodes only its batch's distinct candidates; otherwise every target is encoded and reused."""
+        that trains the item encoder encodes only its batch's distinct candidates; otherwise every target is encoded
+        and reused."""
         encoder, texts, patch = self.base_model.item_text, self.target_texts, self.patch_name
         if not texts.texts:
             raise ValueError(
                 "The ranking head's target items have no texts yet; give them with set_target_texts."
             )
-        if candidates is not None and (torch.is_grad_enabled() or self.training):
+        if candidates is not None and not encoder.reusable(patch):
             unique, inverse = candidates.unique(return_inverse=True)
             return encoder.encode_tokens(texts.input_ids[unique], texts.attention_mask[unique], patch)[
                 inverse
@@ -429,6 +455,7 @@ class TextTargetsMixin:
             f"targets.{id(texts)}",
             texts.version,
             lambda: encoder.encode_tokens(texts.input_ids, texts.attention_mask, patch),
+            patch,
         )
         return matrix if candidates is None else matrix[candidates]
 

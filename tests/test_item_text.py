@@ -553,3 +553,43 @@ def test_a_ranking_head_over_text_items_ranks_target_items_by_their_text(
     reloaded = load_patch(tmp_path / "patch", SASRecModel.from_pretrained(tmp_path / "backbone"))
     with torch.no_grad():
         torch.testing.assert_close(reloaded.score(batch["input_ids"], batch["attention_mask"]), scores)
+
+
+@pytest.mark.parametrize("method", ["peterrec", "fine_cls", "fine_all"])
+def test_a_frozen_item_encoder_is_encoded_once_without_dropout_and_a_trained_one_every_step(
+    text_encoder_folder, tmp_path, method
+):
+    text_model(text_encoder_folder, "text_id").save_pretrained(tmp_path / "backbone")
+    model, _ = prepare_for_transfer(
+        SASRecModel.from_pretrained(tmp_path / "backbone"),
+        method=method,
+        task="coldrec",
+        head="ranking",
+        num_target_items=3,
+        target_names=list(TARGET_TEXTS),
+        target_texts=list(TARGET_TEXTS.values()),
+        readout="attention",
+    )
+    encoder = model.sasrec.item_text
+    assert encoder.text_model.config.hidden_dropout_prob > 0  # dropout would make each encoding differ
+    calls = []
+    encoder.text_model.register_forward_hook(lambda *_: calls.append(encoder.training))
+    batch = batch_of(item_tokenizer())
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    per_step = []
+    for _ in range(3):
+        model.train()(**batch, labels=torch.tensor([0, 1])).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        per_step.append(len(calls))
+    if method == "fine_all":
+        assert per_step[2] - per_step[1] == per_step[1] - per_step[0] > 0 and all(calls)
+        return
+    # Frozen: the catalogue (input items) and the targets once each, in eval mode, then nothing.
+    assert per_step == [2, 2, 2] and not any(calls)
+    kept = encoder.item_matrix()
+    with torch.no_grad():
+        encoder.eval()
+        fresh = encoder.encode(torch.arange(encoder.num_items))
+    torch.testing.assert_close(kept, fresh, rtol=0, atol=0)
+    assert not kept.requires_grad

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from datasets import load_from_disk
 
 from modeling_peterrec.data import classification_dataset, coldrec_dataset, pretraining_dataset
@@ -29,6 +30,7 @@ from modeling_peterrec.reproduction import (
     unique_configurations,
     validation_curve,
 )
+from modeling_peterrec.reproduction.baselines import ranking_metrics_of_scores
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -61,6 +63,15 @@ class FakePipeline:
 
     def pretrain(self, args, training_args):
         self.pretrained = [*getattr(self, "pretrained", []), (args.model_type, args.objective)]
+        self.pretrain_calls = [
+            *getattr(self, "pretrain_calls", []),
+            {
+                "backbone": Path(training_args.output_dir).name,
+                "item_representation": args.item_representation,
+                "item_texts": args.item_texts,
+                "batch_size": training_args.per_device_train_batch_size,
+            },
+        ]
         backbone = str(Path(training_args.output_dir) / "backbone")
         summary = {"backbone": backbone, "num_parameters": 123, "train_runtime_s": 60.0}
         summary["test"] = {"mrr@5": 0.25, "hr@5": 0.5}
@@ -80,8 +91,16 @@ class FakePipeline:
                 "patch_type": args.patch_type,
                 "blocks": args.blocks,
                 "train_layer_norms": list(args.train_layer_norms),
+                "patch_target": args.patch_target,
+                "item_patch_type": args.item_patch_type,
+                "item_texts": args.item_texts,
+                "method": args.method,
+                "batch_size": training_args.per_device_train_batch_size,
+                "epochs": training_args.num_train_epochs,
             }
         )
+        if args.task == "coldrec":
+            return self._ranking_run(training_args, seed)
         validation = {"accuracy": 0.9 if rate == 1e-3 else 0.6}
         summary = {
             "task_kind": "classification",
@@ -94,6 +113,26 @@ class FakePipeline:
                 {"epoch": 1.0, "eval_accuracy": 0.8 + seed},
                 {"epoch": 1.0, "eval_accuracy": 0.8 + seed},
             ],
+        }
+        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(training_args.output_dir) / "metrics.json").write_text(json.dumps(summary))
+        return summary
+
+    @staticmethod
+    def _ranking_run(training_args, seed: int) -> dict:
+        """A ColdRec summary as `finetune` writes it: sampled measures with their cold-row ones in `test`, the full
+        ranking's in `test_full_ranking` (`hr@10` is 0.2 + 0.1 * seed, its cold one half of it; 3 cold rows)."""
+        measures = {"mrr@5": 0.1, "hr@10": 0.2 + 0.1 * seed, "ndcg@10": 0.15}
+        cold = {"cold_rows": 3, **{f"cold_{key}": value / 2 for key, value in measures.items()}}
+        summary = {
+            "task_kind": "ranking",
+            "trainable_parameters": 25,
+            "total_parameters": 100,
+            "patch_size_bytes": 2048,
+            "validation": {"mrr@5": 0.1},
+            "test": {**measures, **cold, "loss": 0.1},
+            "test_full_ranking": {**measures, **cold},
+            "log_history": [{"epoch": 1.0, "eval_mrr@5": 0.1}, {"train_runtime": 10.0, "step": 20}],
         }
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(training_args.output_dir) / "metrics.json").write_text(json.dumps(summary))
@@ -410,3 +449,172 @@ def test_adapter_study_runs_the_real_pipeline_on_sasrec(tmp_path):
     )
     assert config["patch_type"] == "lora" and lora["patch_size_bytes"] > 0 and lora["seconds_per_step"] > 0
     assert 0.0 <= lora["test"]["0"]["accuracy"] <= 1.0
+
+
+def test_text_items_plan_compares_representations_and_patch_targets_on_coldrec():
+    plan = research_plan([7], ["genest", "coldrec"])
+    assert list(plan) == ["rq7_text_items"]
+    configurations = plan["rq7_text_items"]
+    assert {c.task for c in configurations} == {"coldrec"} and {c.readout for c in configurations} == {
+        "attention"
+    }
+    by_backbone = {
+        backbone: {
+            (c.method, c.patch_target, c.patch_type, c.item_patch_type)
+            for c in configurations
+            if c.objective == backbone
+        }
+        for backbone in ("sasrec", "sasrec_text", "sasrec_text_id")
+    }
+    references = {
+        ("fine_all", "user_encoder", "model_patch", None),
+        ("fine_cls", "user_encoder", "model_patch", None),
+    }
+    user_patch = ("peterrec", "user_encoder", "houlsby", None)
+    assert by_backbone["sasrec"] == {user_patch, *references}
+    text = {
+        user_patch,
+        ("peterrec", "item_encoder", "model_patch", "lora"),
+        ("peterrec", "both", "houlsby", "lora"),
+    }
+    assert by_backbone["sasrec_text"] == by_backbone["sasrec_text_id"] == text | references
+    # The ID configurations are RQ6's own runs: the new fields change no existing name.
+    assert set(c.name for c in configurations if c.objective == "sasrec") < {
+        c.name for c in research_plan([6], ["coldrec"])["rq6_types"]
+    }
+    assert "sasrec_text-coldrec-peterrec-houlsby-both_lora-readout_attention" in {
+        c.name for c in configurations
+    }
+    assert len(unique_configurations(research_plan([6], ["genest", "coldrec"]))) == 2 * 34
+    assert Configuration("genest", "peterrec").name == "causal-genest-peterrec-serial_two"
+    assert 7 not in DEFAULT_RESEARCH_QUESTIONS
+
+
+def test_configuration_resets_patch_options_that_its_patch_target_does_not_use():
+    item_only = Configuration(
+        "coldrec", "peterrec", "sasrec_text", patch_type="houlsby", patch_target="item_encoder"
+    )
+    assert (item_only.patch_type, item_only.item_patch_type) == ("model_patch", "lora")
+    user_only = Configuration("coldrec", "peterrec", "sasrec_text", item_patch_type="prompt_tuning")
+    assert user_only.item_patch_type is None and user_only.name == "sasrec_text-coldrec-peterrec"
+    fine_all = Configuration(
+        "coldrec", "fine_all", "sasrec_text", patch_target="both", item_patch_type="lora"
+    )
+    assert (fine_all.patch_target, fine_all.item_patch_type) == ("user_encoder", None)
+    with pytest.raises(ValueError, match="needs a backbone whose items come from their text"):
+        Configuration("coldrec", "peterrec", "sasrec", patch_target="item_encoder")
+    with pytest.raises(ValueError, match="Unknown patch target"):
+        Configuration("coldrec", "peterrec", "sasrec_text", patch_target="decoder")
+
+
+def test_text_items_study_pretrains_text_backbones_passes_settings_and_reports_cold_rows(tmp_path):
+    root = synthetic_root(tmp_path / "data")
+    fake = FakePipeline(load_from_disk(str(root / "coldrec"))["test"]["user_id"])
+    preset = replace(PRESETS["quick"], seeds=(0, 1), num_eval_negatives=5)
+    runner = Reproduction(
+        preset,
+        tmp_path / "runs",
+        data_dir=root,
+        cache_dir=tmp_path / "cache",
+        finetune_fn=fake.finetune,
+        pretrain_fn=fake.pretrain,
+        item_texts=tmp_path / "texts.json",
+    )
+    report = run_plan(runner, research_plan([7], ["coldrec"]), ["coldrec"], tmp_path / "results", "x")
+    pretrained = {call["backbone"]: call for call in fake.pretrain_calls}
+    assert {name: call["item_representation"] for name, call in pretrained.items()} == {
+        "sasrec": "id",
+        "sasrec_text": "text",
+        "sasrec_text_id": "text_id",
+    }
+    assert pretrained["sasrec"]["batch_size"] == 64 and pretrained["sasrec"]["item_texts"] is None
+    assert pretrained["sasrec_text"]["batch_size"] == 256
+    assert pretrained["sasrec_text_id"]["item_texts"] == str(tmp_path / "texts.json")
+    passed = {(c["backbone"], c["patch_target"], c["item_patch_type"], c["patch_type"]) for c in fake.calls}
+    assert ("sasrec_text_id", "both", "lora", "houlsby") in passed
+    assert ("sasrec_text", "item_encoder", "lora", "model_patch") in passed
+    # Runs that train the item encoder encode their batches' items at every step: the text backbones' smaller budget.
+    # The frozen item encoder is encoded once, and its runs keep the preset's budget, as the ID backbone's do.
+    budgets = {
+        (c["backbone"], c["method"], c["patch_target"]): (c["batch_size"], c["epochs"]) for c in fake.calls
+    }
+    for text_backbone in ("sasrec_text", "sasrec_text_id"):
+        assert budgets[(text_backbone, "fine_all", "user_encoder")] == (512, 2)
+        assert budgets[(text_backbone, "peterrec", "item_encoder")] == (512, 2)
+        assert budgets[(text_backbone, "peterrec", "both")] == (512, 2)
+        assert budgets[(text_backbone, "peterrec", "user_encoder")] == (64, 5)
+        assert budgets[(text_backbone, "fine_cls", "user_encoder")] == (64, 5)
+    assert {budget for (backbone, *_), budget in budgets.items() if backbone == "sasrec"} == {(64, 5)}
+    assert len(fake.calls) == 2 * len(report["configurations"]) == 2 * 13
+    result = report["configurations"]["sasrec_text-coldrec-peterrec-item_encoder_lora-readout_attention"]
+    assert result["seconds_per_step"] == 0.5 and result["patch_size_bytes"] == 2048
+    assert result["test"]["1"]["full_cold_hr@10"] == pytest.approx(0.15)
+    section = (tmp_path / "results" / "reproduction.md").read_text().split("## RQ7")[1].split("\n## ")[0]
+    assert (
+        "| Items: method | MRR@5 | HR@10 | NDCG@10 | HR@10 full | NDCG@10 full | cold MRR@5 | cold HR@10 |"
+        in section
+    )
+    assert "| text: PeterRec, item encoder (LoRA) | 0.1000 ± 0.0000 | 0.2500 ± 0.0707 |" in section
+    assert "| text_id: PeterRec, user and item encoders (Houlsby adapter + LoRA) |" in section
+    assert "| 0.1250 ± 0.0354 |" in section and "25 (25.00%) | 0.500 |" in section  # cold HR@10; costs
+    assert "the 3 test rows whose target item occurs in no training pair" in section
+    for baseline in ("Popularity", "Item-kNN", "EASE"):
+        assert f"| baseline: {baseline} |" in section
+    assert "sasrec_text: SASRec over item texts (small offline text encoder)" in report_markdown_backbones(
+        tmp_path
+    )
+
+
+def report_markdown_backbones(tmp_path: Path) -> str:
+    return (tmp_path / "results" / "reproduction.md").read_text().split("## Backbones")[1].split("## ")[0]
+
+
+def test_baseline_measures_on_cold_rows_are_keyed_as_the_models_and_ties_count_against_the_true_item():
+    # Three target items; row 1's true item (2) is cold: every baseline scores it 0, as its tied candidates.
+    scores = torch.tensor([[5.0, 1.0, 0.0], [3.0, 0.0, 0.0]])
+    metrics = ranking_metrics_of_scores(scores, [[0, 1], [2, 1]], [0, 2], [[0], [2]], cold=[False, True])
+    assert metrics["cold_rows"] == metrics["full_cold_rows"] == 1
+    # Row 1 ranks second of its two candidates (the tie counts against it) and third of all three target items.
+    assert metrics["mrr@5"] == 0.75 and metrics["cold_mrr@5"] == 0.5
+    assert metrics["full_cold_mrr@5"] == pytest.approx(1 / 3) and metrics["full_mrr@5"] == pytest.approx(
+        2 / 3
+    )
+    assert not any(key.startswith("cold_full_") for key in metrics)
+
+
+@pytest.mark.slow
+def test_text_items_study_runs_the_real_pipeline_on_a_text_backbone(tmp_path):
+    root = synthetic_root(tmp_path / "data")
+    texts = {f"i{i}": f"movie {i} | {'drama' if i < 10 else 'comedy'}" for i in range(20)}
+    texts.update({f"t{i}": f"target {i} | {'drama' if i < 6 else 'comedy'}" for i in range(12)})
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    runner = Reproduction(
+        replace(PRESETS["smoke"], seeds=(0,)),
+        tmp_path / "runs",
+        data_dir=root,
+        cache_dir=tmp_path / "cache",
+        item_texts=tmp_path / "texts.json",
+    )
+    chosen = [
+        c
+        for c in research_plan([7], ["coldrec"])["rq7_text_items"]
+        if c.objective == "sasrec_text" and (c.patch_target == "both" or c.method == "fine_cls")
+    ]
+    report = run_plan(runner, {"rq7_text_items": chosen}, ["coldrec"], tmp_path / "results", "x")
+    assert report["backbones"]["sasrec_text"]["config"]["item_representation"] == "text"
+    both = report["configurations"]["sasrec_text-coldrec-peterrec-houlsby-both_lora-readout_attention"]
+    patch = (
+        tmp_path
+        / "runs"
+        / "sasrec_text-coldrec-peterrec-houlsby-both_lora-readout_attention"
+        / "seed0"
+        / "patch"
+    )
+    config = json.loads((patch / "patch_config.json").read_text())
+    assert (config["patch_target"], config["item_patch_type"], config["patch_type"]) == (
+        "both",
+        "lora",
+        "houlsby",
+    )
+    assert both["seconds_per_step"] > 0 and "cold_rows" in both["test"]["0"]
+    assert "| text: FineCLS |" in (tmp_path / "results" / "reproduction.md").read_text().split("## RQ7")[1]

@@ -1,6 +1,7 @@
 """`peterrec reproduce` reads its options as a `ReproduceArguments` dataclass, from the command line or a `.json`."""
 
 import json
+from pathlib import Path
 
 from modeling_peterrec.reproduction.cli import parse_arguments
 
@@ -35,3 +36,9 @@ def test_overrides_replace_the_preset_fields():
         ["--preset", "cpu", "--seeds", "4", "--max_length", "200"]
     ).preset_with_overrides()
     assert preset.seeds == (4,) and preset.max_length == 200 and preset.hidden_size == 64
+
+
+def test_item_texts_reach_the_runner_of_the_text_items_study():
+    args = parse_arguments(["--rq", "7", "--tasks", "coldrec", "--item_texts", "texts.json"])
+    runner = args.runner(args.preset_with_overrides())
+    assert args.rq == [7] and runner.item_texts == Path("texts.json")

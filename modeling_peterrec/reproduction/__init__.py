@@ -1,5 +1,5 @@
-"""Reproduction of the paper's experiments (Section 4, RQ1-RQ4), the transfer study (RQ5) and the adapter study
-(RQ6, Adapter4Rec) on MovieLens-1M: `peterrec reproduce`.
+"""Reproduction of the paper's experiments (Section 4, RQ1-RQ4), the transfer study (RQ5), the adapter study
+(RQ6, Adapter4Rec) and items from their text (RQ7, TransRec) on MovieLens-1M: `peterrec reproduce`.
 
 Every number in `results/` comes from one command. One job per module:
 

@@ -8,7 +8,12 @@ are never fitted on, and the evaluated split is read once.
 ColdRec (sampled HR/MRR@k on each row's fixed `candidate_ids`, and full-ranking HR/MRR/NDCG@k over every target
 item): item popularity (the paper's rule), item-kNN (cosine similarity between source and target items from their
 co-occurrence in training users) and EASE, a ridge regression from the source bag to the target items whose penalty is
-chosen by cross-validation inside the training users. Every number comes from `modeling_peterrec.metrics`.
+chosen by cross-validation inside the training users. Every number comes from `modeling_peterrec.metrics`, also on
+the rows whose target item is cold (`cold_<measure>`, `cold_rows`; the items of no training pair). None of them
+learns anything for such an item: popularity, item-kNN and EASE all score it 0 (no training user has it, so its
+count, its co-occurrence column and its ridge column are zero), and ties count against the true item
+(`metrics.rank_of_positive`), so popularity and item-kNN (scores >= 0) rank a cold item below every candidate, and
+EASE ranks it above only the candidates it scores below zero.
 
 The logistic regression needs scikit-learn, the `baselines` extra (`pip install 'peterrec[baselines]'`).
 """
@@ -24,7 +29,13 @@ import numpy as np
 import torch
 from transformers.utils import logging as transformers_logging
 
-from ..metrics import classification_metrics, exclusion_mask, full_ranking_metrics, sampled_ranking_metrics
+from ..metrics import (
+    classification_metrics,
+    cold_item_metrics,
+    exclusion_mask,
+    full_ranking_metrics,
+    sampled_ranking_metrics,
+)
 from ..registry import TASK_KINDS, TaskKind
 from .folds import fold_indices
 
@@ -222,13 +233,26 @@ def ranking_metrics_of_scores(
     candidate_ids: Sequence[Sequence[int]],
     targets: Sequence[int],
     positives: Sequence[Sequence[int]],
+    cold: Sequence[bool] | None = None,
 ) -> dict[str, float]:
     """Sampled measures on each row's fixed candidates (true item in column 0) and full-ranking measures (prefixed
-    `full_`, the row's other positives excluded) of `(rows, target items)` scores."""
+    `full_`, the row's other positives excluded) of `(rows, target items)` scores; with the rows' `cold` flags, both
+    also on the cold rows (`cold_<measure>`, `full_cold_<measure>`), keyed as the models' `metrics.json` has them."""
     candidates = torch.as_tensor(candidate_ids, dtype=torch.long)
-    metrics = sampled_ranking_metrics(scores.gather(1, candidates))
-    full = full_ranking_metrics(scores, targets, exclusion_mask(positives, scores.shape[1]))
-    metrics.update({f"full_{key}": value for key, value in full.items()})
+    mask = exclusion_mask(positives, scores.shape[1])
+    true_items = torch.as_tensor(targets, dtype=torch.long)
+
+    def sampled(rows: torch.Tensor | slice) -> dict[str, float]:
+        return sampled_ranking_metrics(scores[rows].gather(1, candidates[rows]))
+
+    def full(rows: torch.Tensor | slice) -> dict[str, float]:
+        return full_ranking_metrics(scores[rows], true_items[rows], mask[rows])
+
+    metrics, full_metrics = sampled(slice(None)), full(slice(None))
+    if cold is not None:
+        metrics.update(cold_item_metrics(sampled, cold))
+        full_metrics.update(cold_item_metrics(full, cold))
+    metrics.update({f"full_{key}": value for key, value in full_metrics.items()})
     return metrics
 
 
@@ -249,7 +273,8 @@ def ranking_baselines(
     splits, max_length: int, num_eval_negatives: int, seed: int = 0, split: str = "test"
 ) -> dict[str, dict[str, float]]:
     """Each ColdRec baseline's measures on the evaluation rows of `split` built as for the models (`ranking_datasets`:
-    one row per target, the same seeded candidates), scored from the `max_length` most recent source items."""
+    one row per target, the same seeded candidates), scored from the `max_length` most recent source items; also on
+    the rows whose target item is cold (`metrics.cold_item_metrics`), as the models report them."""
     # Imported here so that the training code (the demo's table) can import this module without a cycle.
     from ..tokenization_peterrec import ItemTokenizer
     from ..training import ranking_datasets
@@ -271,7 +296,7 @@ def ranking_baselines(
         "item_knn": evaluated_source @ item_knn_similarity(train_source, train_targets),
         "ease": evaluated_source @ ease_weights(train_source, train_targets, l2),
     }
-    evaluation = (rows["candidate_ids"], rows["target"], rows["positives"])
+    evaluation = (rows["candidate_ids"], rows["target"], rows["positives"], rows["cold_target"])
     return {
         name: ranking_metrics_of_scores(torch.as_tensor(score, dtype=torch.float32), *evaluation)
         for name, score in scores.items()

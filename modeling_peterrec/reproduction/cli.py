@@ -40,7 +40,8 @@ class ReproduceArguments:
     rq: list[int] = field(
         default_factory=lambda: list(DEFAULT_RESEARCH_QUESTIONS),
         metadata={
-            "help": "Research questions to run (6: the adapter study of docs/adapters.md, run only when named).",
+            "help": "Research questions to run (6: the adapter study of docs/adapters.md; 7: items from their text, "
+            "docs/text_items.md; both run only when named).",
             "choices": list(RESEARCH_QUESTIONS),
         },
     )
@@ -89,6 +90,13 @@ class ReproduceArguments:
     )
     cache_dir: str | None = field(
         default=None, metadata={"help": "Data cache (default $PETERREC_CACHE or ~/.cache/peterrec)."}
+    )
+    item_texts: str | None = field(
+        default=None,
+        metadata={
+            "help": "RQ7's backbones over item texts: a JSON object item id -> text (needed with --data_dir; "
+            "MovieLens: title, year and genres)."
+        },
     )
     report_only: bool = field(
         default=False,
@@ -147,6 +155,7 @@ class ReproduceArguments:
             self.dataset,
             None if self.data_dir is None else Path(self.data_dir),
             None if self.cache_dir is None else Path(self.cache_dir),
+            item_texts=None if self.item_texts is None else Path(self.item_texts),
         )
 
 
@@ -217,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.work_dir,
         command=command,
         report_only=args.report_only,
+        item_texts=args.item_texts,
     )
     print(output_dir / "reproduction.md")
     return report

@@ -14,6 +14,9 @@
 - RQ6 (Adapter4Rec, Fu, Yuan et al., WSDM 2024; docs/adapters.md): every patch type (`registry.PATCH_TYPES`) on
   the dilated-conv and the self-attention backbone against FineAll and FineCLS, where to insert (first, last or
   all blocks), LayerNorm tuning on and off, and 10%, 30% and 100% of the target training users.
+- RQ7 (TransRec, SPEC §10; docs/text_items.md): ColdRec with SASRec backbones whose items come from their ID, their
+  text or both: PeterRec's patch in the user encoder, a LoRA adapter in the item encoder or in both, FineAll and
+  FineCLS, on every target item and on the cold ones (no training pair).
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from typing import Any
 
 from ..registry import (
     BLOCK_CHOICES,
+    DEFAULT_ITEM_PATCH_TYPE,
+    DEFAULT_PATCH_TARGET,
     DEFAULT_PATCH_TYPE,
     INSERTIONS,
+    ITEM_PATCH_TYPES,
     METHODS,
+    PATCH_TARGETS,
     TASK_KINDS,
     TaskKind,
     choose,
@@ -193,10 +200,42 @@ RQ6_BASELINE_METHODS = ("fine_all", "fine_cls")
 RQ6_PLACED_TYPE = "houlsby"
 """The patch type whose place, LayerNorm tuning and data scaling RQ6 varies (Adapter4Rec's main adapter)."""
 RQ6_FRACTIONS = (0.1, 0.3, 1.0)
-RESEARCH_QUESTIONS = (1, 2, 3, 4, 5, 6)
+RQ7_TASKS = ("coldrec",)
+"""The task with target items of their own: the one where an item's text can stand in for its interactions."""
+RQ7_BACKBONES = ("sasrec", "sasrec_text", "sasrec_text_id")
+"""One source backbone per item representation (`SourceBackbone.item_representation`): ID, text, text and ID."""
+RQ7_BASELINE_METHODS = ("fine_all", "fine_cls")
+RQ7_PATCH_TARGETS = ("user_encoder", "item_encoder", "both")
+"""Where PeterRec's patch goes (Adapter4Rec's `adding_adapter_to`); the item encoder only exists over item texts."""
+RQ7_ITEM_PATCH_TYPE = DEFAULT_ITEM_PATCH_TYPE
+"""The PEFT adapter in the item encoder: LoRA (Adapter4Rec's and PEFT's most used)."""
+RESEARCH_QUESTIONS = (1, 2, 3, 4, 5, 6, 7)
 DEFAULT_RESEARCH_QUESTIONS = (1, 2, 3, 4, 5)
 """What `peterrec reproduce` runs unless told: the paper's questions and the transfer study; RQ6 (the adapter study,
-about 100 fine-tuning runs per seed) runs when asked for."""
+about 100 fine-tuning runs per seed) and RQ7 (items from their text) run when asked for."""
+
+
+TEXT_PRETRAIN_BATCH_SIZE = 256
+TEXT_FINETUNE_BATCH_SIZE = 512
+TEXT_FINETUNE_EPOCHS_SHARE = 0.4
+"""The training budget of the backbones over item texts (RQ7), sized for the `quick` preset on one CPU core.
+
+Every pretraining step encodes the whole catalogue (3,315 ML-1M source items) with gradients, whatever the batch
+size, so a larger batch amortises it; a ColdRec fine-tuning step that trains the item encoder
+(`Configuration.trains_item_encoder`) encodes the distinct items of its batch (most of the catalogue at a few
+hundred users). The other fine-tuning runs (the user-encoder patch, FineCLS) encode the frozen item encoder's
+catalogue once and then cost what ID items cost: they keep the preset's budget. Measured on this project's 2-core machine (one thread, two other jobs running;
+SASRec of width 64 over 50 items, the small encoder): pretraining 1.98 s a step at 64 windows, 2.28 s at 256, 2.48 s
+at 512, against 0.2 s with ID items; ColdRec (10,067 training pairs) with the user-encoder patch 0.36 / 0.59 /
+0.74 s a step at 64 / 256 / 512 users, FineAll 0.94 / 1.52 / 1.65 s, LoRA in the item encoder 0.85 / 1.38 s at 64 /
+256 (ID items: 0.03 s at 64). So:
+
+- pretraining: 256 windows, the preset's 4 epochs: 304 steps, about 12 minutes a backbone, 25 for both (at 512, 152
+  steps would be mostly the preset's 100 warmup steps; at 64, 1,216 steps would take 40 minutes a backbone);
+- fine-tuning that trains the item encoder: 512 users for 40% of the preset's epochs (ColdRec at `quick`: 2
+  epochs, 40 steps); the preset's budget (5 epochs of 64 users, up to 787 steps) would take about ten times that.
+  These runs are trained less than the others, and the report says so. The ID backbone keeps the preset's budget
+  (and shares its runs with RQ6)."""
 
 
 @dataclass(frozen=True)
@@ -204,16 +243,25 @@ class SourceBackbone:
     """A backbone the reproduction pretrains on the ColdRec source domain (`Configuration.objective` names it).
 
     Attributes:
-        name: the key (`causal`, `masked`, `sasrec`), also the folder of its run.
+        name: the key (`causal`, `masked`, `sasrec`, ...), also the folder of its run.
         model_type: its model type (`registry.MODEL_TYPES`).
         objective: its pretraining objective (`causal` next-item or `masked` items).
         title: its name in the report.
+        item_representation: how its items become vectors (`configuration_item_text.ITEM_REPRESENTATIONS`); a text
+            one gets the small offline text encoder (`small_text_encoder`), the pretraining pipeline's default.
+        pretrain_batch_size: its pretraining batch size (None: the preset's).
+        finetune_batch_size, finetune_epochs_share: the batch size (None: the preset's) and the epochs, as a share
+            of the preset's, of its fine-tuning runs that train its item encoder (`Configuration.trains_item_encoder`).
     """
 
     name: str
     model_type: str
     objective: str
     title: str
+    item_representation: str = "id"
+    pretrain_batch_size: int | None = None
+    finetune_batch_size: int | None = None
+    finetune_epochs_share: float = 1.0
 
 
 SOURCE_BACKBONES = {
@@ -222,9 +270,23 @@ SOURCE_BACKBONES = {
         SourceBackbone("causal", "peterrec", "causal", "NextItNet (causal dilated convolutions)"),
         SourceBackbone("masked", "peterrec", "masked", "GRec encoder (masked items, non-causal)"),
         SourceBackbone("sasrec", "sasrec", "causal", "SASRec (causal self-attention, 2 blocks)"),
+        *(
+            SourceBackbone(
+                f"sasrec_{representation}",
+                "sasrec",
+                "causal",
+                f"SASRec over item {title} (small offline text encoder)",
+                representation,
+                pretrain_batch_size=TEXT_PRETRAIN_BATCH_SIZE,
+                finetune_batch_size=TEXT_FINETUNE_BATCH_SIZE,
+                finetune_epochs_share=TEXT_FINETUNE_EPOCHS_SHARE,
+            )
+            for representation, title in (("text", "texts"), ("text_id", "texts and IDs"))
+        ),
     )
 }
-"""The source backbones by name: PeterRec's two objectives (RQ1-RQ5) and the Transformer of RQ6."""
+"""The source backbones by name: PeterRec's two objectives (RQ1-RQ5), the Transformer of RQ6 and, for RQ7, the same
+Transformer with items from their text or from their text and ID (otherwise the same sizes)."""
 
 
 def task_kind(task: str) -> TaskKind:
@@ -242,8 +304,10 @@ def insertion_title(insertion: str) -> str:
 class Configuration:
     """One fine-tuning setting, run once per seed: a task, a method, the source backbone (`SOURCE_BACKBONES`, named
     by its objective for PeterRec's), and the patch options (ignored by the methods without patches): its type
-    (`registry.PATCH_TYPES`), PeterRec's insertion for the model patch on the dilated convolutions, and the blocks
-    it goes into."""
+    (`registry.PATCH_TYPES`), PeterRec's insertion for the model patch on the dilated convolutions, the blocks
+    it goes into, the encoder it patches (`registry.PATCH_TARGETS`; the item encoder needs a backbone whose items
+    come from their text) and the PEFT adapter of the item encoder (`registry.ITEM_PATCH_TYPES`). Options that a
+    setting does not use are reset to their defaults, so that one setting has one name."""
 
     task: str
     method: str
@@ -257,10 +321,20 @@ class Configuration:
     head_terms: str = "deep"
     patch_type: str = DEFAULT_PATCH_TYPE
     blocks: str | None = None
+    patch_target: str = DEFAULT_PATCH_TARGET
+    item_patch_type: str | None = None
 
     def __post_init__(self) -> None:
-        model_type = choose(SOURCE_BACKBONES, self.objective, "source backbone").model_type
-        if not choose(METHODS, self.method, "fine-tuning method").adds_patches:
+        backbone = choose(SOURCE_BACKBONES, self.objective, "source backbone")
+        model_type = backbone.model_type
+        target = choose(PATCH_TARGETS, self.patch_target, "patch target")
+        patched = choose(METHODS, self.method, "fine-tuning method").adds_patches
+        if patched and target.item_encoder and backbone.item_representation == "id":
+            raise ValueError(
+                f"patch_target={self.patch_target!r} needs a backbone whose items come from their text; "
+                f"{self.objective!r} has ID items."
+            )
+        if not patched or not target.user_encoder:
             for name in ("insertion", "bottleneck_size", "blocks"):
                 object.__setattr__(self, name, None)
             object.__setattr__(self, "patch_type", DEFAULT_PATCH_TYPE)
@@ -268,6 +342,13 @@ class Configuration:
             object.__setattr__(self, "train_tcl_embedding", False)
         else:
             patch_type_for(model_type, self.patch_type)
+        if not patched:
+            object.__setattr__(self, "patch_target", DEFAULT_PATCH_TARGET)
+        if patched and target.item_encoder:
+            choose(ITEM_PATCH_TYPES, self.item_patch_type or DEFAULT_ITEM_PATCH_TYPE, "item patch type")
+            object.__setattr__(self, "item_patch_type", self.item_patch_type or DEFAULT_ITEM_PATCH_TYPE)
+        else:
+            object.__setattr__(self, "item_patch_type", None)
         if self.patch_type != DEFAULT_PATCH_TYPE or model_type != "peterrec":
             # Insertions place PeterRec's model patch on the dilated convolutions; elsewhere the type's places hold.
             object.__setattr__(self, "insertion", None)
@@ -279,11 +360,22 @@ class Configuration:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}.")
 
     @property
+    def trains_item_encoder(self) -> bool:
+        """Whether its runs train weights of the backbone's item encoder (FineAll over item texts, or an adapter in
+        the item encoder): then every training step encodes its batch's items again, while a frozen item encoder is
+        encoded once (`item_text.ItemTextEncoder.reusable`)."""
+        if SOURCE_BACKBONES[self.objective].item_representation == "id":
+            return False
+        return METHODS[self.method].trained_layers == "all" or PATCH_TARGETS[self.patch_target].item_encoder
+
+    @property
     def name(self) -> str:
         """Folder name of the configuration's runs, unique per setting."""
         parts = [self.objective, self.task, self.method]
         if self.patch_type != DEFAULT_PATCH_TYPE:
             parts.append(self.patch_type)
+        if self.patch_target != DEFAULT_PATCH_TARGET:
+            parts.append(f"{self.patch_target}_{self.item_patch_type}")
         if self.insertion is not None:
             parts.append(self.insertion)
         if self.blocks is not None:
@@ -368,6 +460,8 @@ def research_plan(rqs: Iterable[int], tasks: Sequence[str]) -> dict[str, list[Co
         ]
     if 6 in rqs:
         plan.update(adapter_study_plan([task for task in chosen if task in RQ6_TASKS]))
+    if 7 in rqs:
+        plan.update(text_items_plan([task for task in chosen if task in RQ7_TASKS]))
     return {key: configurations for key, configurations in plan.items() if configurations}
 
 
@@ -424,6 +518,36 @@ def adapter_study_plan(tasks: Sequence[str]) -> dict[str, list[Configuration]]:
             )
         ],
     }
+
+
+def text_items_plan(tasks: Sequence[str]) -> dict[str, list[Configuration]]:
+    """RQ7's configurations (`rq7_text_items`), every one reading users with RQ5's attention pooling: for each item
+    representation (`RQ7_BACKBONES`), PeterRec with RQ6's placed patch type in the user encoder, then, over item
+    texts, PeterRec with a LoRA adapter in the item encoder and in both encoders (the placed type in the user
+    encoder), then FineAll and FineCLS. With the attention pooling FineCLS has weights to train in every
+    representation (the pooling, and the target-item table of `id` and `text_id`), so it runs in all three."""
+    configurations = []
+    for task in tasks:
+        for backbone in RQ7_BACKBONES:
+            over_text = SOURCE_BACKBONES[backbone].item_representation != "id"
+            configurations += [
+                Configuration(
+                    task,
+                    "peterrec",
+                    backbone,
+                    readout=TRANSFER_READOUT,
+                    patch_type=RQ6_PLACED_TYPE,
+                    patch_target=target,
+                    item_patch_type=RQ7_ITEM_PATCH_TYPE if PATCH_TARGETS[target].item_encoder else None,
+                )
+                for target in RQ7_PATCH_TARGETS
+                if over_text or not PATCH_TARGETS[target].item_encoder
+            ]
+            configurations += [
+                Configuration(task, method, backbone, readout=TRANSFER_READOUT)
+                for method in RQ7_BASELINE_METHODS
+            ]
+    return {"rq7_text_items": configurations}
 
 
 def unique_configurations(plan: dict[str, list[Configuration]]) -> list[Configuration]:

@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from .._io import write_json
-from ..registry import BLOCK_CHOICES, HEAD_TERMS, INSERTIONS, METHODS, PATCH_TYPES, insertions_of
+from ..registry import (
+    BLOCK_CHOICES,
+    HEAD_TERMS,
+    INSERTIONS,
+    ITEM_PATCH_TYPES,
+    METHODS,
+    PATCH_TARGETS,
+    PATCH_TYPES,
+    insertions_of,
+)
 from ..reporting import markdown_table, plot_comparison, plot_curves
 from .baselines import BASELINES
 from .plan import (
@@ -30,13 +39,19 @@ from .plan import (
     RQ6_BASELINE_METHODS,
     RQ6_PLACED_TYPE,
     RQ6_TASKS,
+    RQ7_BACKBONES,
+    RQ7_TASKS,
     SOURCE_BACKBONES,
     TASK_TITLES,
+    TEXT_FINETUNE_BATCH_SIZE,
+    TEXT_FINETUNE_EPOCHS_SHARE,
+    TEXT_PRETRAIN_BATCH_SIZE,
     TRANSFER_READOUT,
     Configuration,
     adapter_study_plan,
     insertion_title,
     task_kind,
+    text_items_plan,
     transfer_configuration,
 )
 
@@ -291,6 +306,13 @@ def render_report(report: dict[str, Any]) -> str:
             report.get("classical_baselines", {}),
             [task for task in tasks if task in RQ6_TASKS],
         )
+    if "rq7_text_items" in plan:
+        _text_items_section(
+            section,
+            results,
+            report.get("classical_baselines", {}),
+            [task for task in tasks if task in RQ7_TASKS],
+        )
     selected = {name: result["selection"] for name, result in results.items() if result.get("selection")}
     if selected:
         section(
@@ -448,6 +470,111 @@ def _adapter_sections(
         _study_rows(results, scaling, tasks),
         "Each seed draws its own subset of training users; validation and test users are unchanged. Plot: "
         "`rq6_scaling.png`.",
+    )
+
+
+RQ7_MEASURES = (
+    ("mrr@5", "MRR@5"),
+    ("hr@10", "HR@10"),
+    ("ndcg@10", "NDCG@10"),
+    ("full_hr@10", "HR@10 full"),
+    ("full_ndcg@10", "NDCG@10 full"),
+)
+"""RQ7's measures: the sampled protocol (99 negatives, the paper's) and the full ranking over all target items."""
+
+
+def cold_measure(metric: str) -> str:
+    """The key of `metric` on the cold-target rows, as `finetune` writes it: `cold_hr@10`, `full_cold_hr@10`."""
+    return metric.replace("full_", "full_cold_") if metric.startswith("full_") else f"cold_{metric}"
+
+
+def _optional_aggregate(by_seed: dict[str, dict[str, float]] | None, metric: str) -> str:
+    """`_seeds_aggregate`, or "–" when a seed lacks the measure (no cold row: no `cold_` measures)."""
+    if by_seed is None or any(metric not in by_seed[seed] for seed in by_seed):
+        return "–"
+    return _seeds_aggregate(by_seed, metric)
+
+
+def text_items_title(configuration: Configuration) -> str:
+    """`text: PeterRec, item encoder (LoRA)`: the item representation and the method of an RQ7 configuration."""
+    representation = SOURCE_BACKBONES[configuration.objective].item_representation
+    method = METHODS[configuration.method].title
+    if METHODS[configuration.method].adds_patches:
+        target = PATCH_TARGETS[configuration.patch_target]
+        patches = [PATCH_TYPES[configuration.patch_type].title] if target.user_encoder else []
+        if target.item_encoder:
+            patches.append(ITEM_PATCH_TYPES[configuration.item_patch_type].title)
+        method = f"{method}, {target.title} ({' + '.join(patches)})"
+    return f"{representation}: {method}"
+
+
+def _text_items_section(
+    section: Any, results: dict[str, dict[str, Any]], classical: dict[str, Any], tasks: Sequence[str]
+) -> None:
+    """RQ7's table (TransRec, docs/text_items.md): each configuration and each ColdRec baseline on every test row and
+    on the cold-target rows, with the trainable share and the seconds per step."""
+    if not tasks:
+        return
+    (task,) = tasks
+    configurations = text_items_plan(tasks)["rq7_text_items"]
+    counts = {
+        run["cold_rows"]
+        for c in configurations
+        if c.name in results
+        for run in results[c.name]["test"].values()
+        if "cold_rows" in run
+    }
+    cold = f"{counts.pop()} test rows" if len(counts) == 1 else "test rows"
+    header = [
+        "Items: method",
+        *(title for _, title in RQ7_MEASURES),
+        *(f"cold {title}" for _, title in RQ7_MEASURES),
+        "Trainable",
+        "s/step",
+    ]
+
+    def measures(by_seed: dict[str, dict[str, float]] | None) -> list[str]:
+        return [_optional_aggregate(by_seed, key) for key, _ in RQ7_MEASURES] + [
+            _optional_aggregate(by_seed, cold_measure(key)) for key, _ in RQ7_MEASURES
+        ]
+
+    rows = []
+    for configuration in configurations:
+        result = results.get(configuration.name)
+        step = None if result is None else result.get("seconds_per_step")
+        rows.append(
+            [
+                text_items_title(configuration),
+                *measures(None if result is None else result["test"]),
+                _share(result),
+                "–" if step is None else f"{step:.3f}",
+            ]
+        )
+    baselines = classical.get(task, {})
+    rows += [
+        [f"baseline: {BASELINES[name].title}", *measures(by_seed), "–", "–"]
+        for name, by_seed in baselines.items()
+    ]
+    backbones = "; ".join(f"`{b}` {SOURCE_BACKBONES[b].title}" for b in RQ7_BACKBONES)
+    section(
+        f"RQ7: items from their text (TransRec) on {TASK_TITLES[task]}, all target items and the cold ones",
+        markdown_table(header, rows),
+        f"Cold: the {cold} whose target item occurs in no training pair of the task; an ID model has only a "
+        "random row for such an item, a text model its text. Backbones: "
+        f"{backbones}; the text encoder is the small offline one (a word vocabulary over the catalogue's texts and a "
+        "2-layer BERT of width 64, trained only by next-item prediction on the source domain; no pretrained language "
+        "model). Every configuration reads users with the "
+        f"{TRANSFER_READOUT} pooling. A backbone over item texts encodes the catalogue at every step of pretraining, "
+        f"so it pretrains {TEXT_PRETRAIN_BATCH_SIZE} windows a step for the preset's epochs; the fine-tuning runs that "
+        "train its item encoder (FineAll, and PeterRec with an adapter in the item encoder) encode their batches' "
+        f"items at every step, so they train {TEXT_FINETUNE_BATCH_SIZE} users a step for "
+        f"{TEXT_FINETUNE_EPOCHS_SHARE:.0%} of the preset's epochs: fewer steps than the others "
+        "(`plan.TEXT_PRETRAIN_BATCH_SIZE` says why). The rest, with a frozen item encoder encoded once, and every "
+        "run over IDs keep the preset's budget. s/step: training time per "
+        "optimizer step of the first seed, evaluations included. The baselines score the same rows and candidates; "
+        "on the cold rows none of them has anything learned for the true item (popularity, item-kNN and EASE give "
+        "it 0, and ties count against it), so what they score there is what ranking it last (or, for EASE, above "
+        "the candidates it scores below zero) gives.",
     )
 
 

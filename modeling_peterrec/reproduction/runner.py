@@ -2,8 +2,10 @@
 configuration and seed, the baselines, and the report (`report.py`).
 
 The runner pretrains each source backbone the plan needs (`plan.SOURCE_BACKBONES`: causal NextItNet, masked GRec
-encoder, SASRec) on the ColdRec source domain (`pretrain_source`), fine-tunes every configuration of the plan with `training.finetune` (once per seed) and computes
-the baselines (`baselines.py`) on the same rows.
+encoder, SASRec with items from their ID, text or both) on the ColdRec source domain (`pretrain_source`), fine-tunes
+every configuration of the plan with `training.finetune` (once per seed) and computes the baselines (`baselines.py`)
+on the same rows. A backbone over item texts trains with its own batch sizes and share of the epochs
+(`plan.TEXT_PRETRAIN_BATCH_SIZE` says why) and reads the items' texts from `item_texts` (default: MovieLens' own).
 
 Honest tuning: when a preset's grid (`Preset.tune`) has several candidates, each configuration picks one by the mean
 of its selection metric over k folds of the training users (`folds.py`, `selection.py`) or, with the `validation`
@@ -123,8 +125,9 @@ class Reproduction:
     """Runs a research plan with one preset and collects its results.
 
     `dataset` names a MovieLens release (tasks from the data cache); `data_dir` instead holds one `DatasetDict`
-    folder per task name (`pretrain_source`, `genest`, ..., saved with `save_to_disk`). Runs go to `work_dir`;
-    derived task variants (few labels, tuning copies) to `<cache_dir>/reproduce`.
+    folder per task name (`pretrain_source`, `genest`, ..., saved with `save_to_disk`). `item_texts` is a JSON
+    object item id -> text for the backbones over item texts (needed with `data_dir`; MovieLens has its own). Runs go
+    to `work_dir`; derived task variants (few labels, tuning copies) to `<cache_dir>/reproduce`.
     """
 
     preset: Preset
@@ -135,6 +138,7 @@ class Reproduction:
     finetune_fn: Callable[..., dict[str, Any]] = finetune
     pretrain_fn: Callable[..., dict[str, Any]] = pretrain
     run_missing: bool = True
+    item_texts: Path | None = None
     _splits: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -187,6 +191,13 @@ class Reproduction:
     def _cache(self) -> str | None:
         return None if self.cache_dir is None else str(self.cache_dir)
 
+    def _item_texts(self, backbone: str) -> dict[str, str]:
+        """`item_texts` for the pipelines' arguments of a run on `backbone`: the texts file for a backbone over item
+        texts, when one is given."""
+        if self.item_texts is None or SOURCE_BACKBONES[backbone].item_representation == "id":
+            return {}
+        return {"item_texts": str(self.item_texts)}
+
     # Pretraining ---------------------------------------------------------------------------------------------
 
     def backbone(self, name: str) -> dict[str, Any]:
@@ -211,6 +222,8 @@ class Reproduction:
                 task="pretrain_source",
                 model_type=source.model_type,
                 objective=source.objective,
+                item_representation=source.item_representation,
+                **self._item_texts(name),
                 hidden_size=preset.hidden_size,
                 dilations=list(preset.dilations),
                 max_length=preset.max_length,
@@ -221,7 +234,7 @@ class Reproduction:
             self._training_arguments(
                 run_dir,
                 preset.pretrain_epochs,
-                preset.pretrain_batch_size,
+                source.pretrain_batch_size or preset.pretrain_batch_size,
                 preset.pretrain_learning_rate,
                 0,
                 evaluations=max(1, round(preset.pretrain_epochs)),
@@ -285,7 +298,7 @@ class Reproduction:
             return json.loads((output_dir / METRICS_FILE).read_text())
         if not self.run_missing:
             raise MissingRunError(output_dir)
-        preset = self.preset
+        preset, source = self.preset, SOURCE_BACKBONES[configuration.objective]
         arguments = FinetuneArguments(
             backbone=self.backbone(configuration.objective)["backbone"],
             readout=configuration.readout,
@@ -293,19 +306,24 @@ class Reproduction:
             method=configuration.method,
             insertion=configuration.insertion,
             patch_type=configuration.patch_type,
+            patch_target=configuration.patch_target,
+            item_patch_type=configuration.item_patch_type,
             blocks=configuration.blocks,
             bottleneck_size=configuration.bottleneck_size,
             train_layer_norms=list(configuration.train_layer_norms),
             train_tcl_embedding=configuration.train_tcl_embedding,
             num_eval_negatives=preset.num_eval_negatives,
+            **self._item_texts(configuration.objective),
             **self._data_arguments(configuration.task, configuration.train_fraction, seed, held_out),
         )
+        reduced = configuration.trains_item_encoder
         if epochs is None:
             epochs = preset.coldrec_epochs if configuration.task == "coldrec" else preset.finetune_epochs
+            epochs *= source.finetune_epochs_share if reduced else 1
+        batch_size = (reduced and source.finetune_batch_size) or preset.finetune_batch_size
         started = time.perf_counter()
         summary = self.finetune_fn(
-            arguments,
-            self._training_arguments(output_dir, epochs, preset.finetune_batch_size, learning_rate, seed),
+            arguments, self._training_arguments(output_dir, epochs, batch_size, learning_rate, seed)
         )
         _remove_checkpoints(output_dir)
         logger.info(f"{output_dir.relative_to(self.work_dir)}: {time.perf_counter() - started:.0f}s")
@@ -458,11 +476,12 @@ def reproduce(
     work_dir: str | Path | None = None,
     command: str = "peterrec reproduce",
     report_only: bool = False,
+    item_texts: str | Path | None = None,
 ) -> dict[str, Any]:
     """Runs the research questions `rqs` on `tasks` with `preset` and writes `reproduction.json`,
     `reproduction.md` and the learning-curve PNGs into `output_dir` (runs into `work_dir`, default
     `<output_dir>/runs`). With `report_only`, runs nothing and reports the configurations whose runs all exist.
-    Returns the JSON report."""
+    `item_texts`: the items' texts for the backbones over item texts (`Reproduction`). Returns the JSON report."""
     unknown = sorted(set(tasks) - set(ALL_TASKS))
     if unknown:
         raise ValueError(f"Unknown task(s) {unknown}; choose from {list(ALL_TASKS)}.")
@@ -474,6 +493,7 @@ def reproduce(
         None if data_dir is None else Path(data_dir),
         None if cache_dir is None else Path(cache_dir),
         run_missing=not report_only,
+        item_texts=None if item_texts is None else Path(item_texts),
     )
     return run_plan(runner, research_plan(rqs, tasks), tasks, output_dir, command)
 
@@ -502,7 +522,7 @@ def run_plan(
         except MissingRunError as missing:
             logger.warning(f"Left out of the report, not run yet: {missing}")
     baselines, classical = {}, {}
-    if {"rq3", "rq5_transfer", "rq6_types"} & set(plan):
+    if {"rq3", "rq5_transfer", "rq6_types", "rq7_text_items"} & set(plan):
         for task in tasks:
             classical[task] = runner.baselines(task)
             baselines[task] = classical[task][RULE_BASELINES[task_kind(task).name]]
