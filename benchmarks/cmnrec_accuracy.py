@@ -8,9 +8,11 @@ evaluated on the test users: the held-out last item ranked over the whole item p
 the full-ranking protocol with the user's earlier items excluded (HR@10, NDCG@10). PeterRec gets the hidden size of
 CmnRec and the number of residual blocks whose total parameter count is closest.
 
-One model per call, so the runs can share a machine; `--table` gathers the results:
+One model per call, so the runs can share a machine; `--resume` continues a capped run from its newest checkpoint
+(the same schedule and data order, as if the cap had been longer); `--table` gathers the results:
 
     python -m benchmarks.cmnrec_accuracy --model cmnrec-tsc --threads 1
+    python -m benchmarks.cmnrec_accuracy --model cmnrec-tsc --threads 1 --resume
     python -m benchmarks.cmnrec_accuracy --table
 """
 
