@@ -316,6 +316,15 @@ class ItemTextEncoder(nn.Module):
         (no gradients, eval mode), or the encoder is `frozen` for that task."""
         return not (torch.is_grad_enabled() or self.training) or self.frozen(patch)
 
+    def _weights_key(self) -> tuple:
+        """What tells the encoder's current weights apart: each weight's storage, version counter and sum. The sum
+        is there because fused optimizers (the Trainer's default `adamw_torch_fused`) update weights in place
+        without bumping their version counters."""
+        weights = list(self.parameters())
+        with torch.no_grad():
+            sums = torch.stack([w.detach().float().sum() for w in weights]).tolist() if weights else []
+        return tuple((w.data_ptr(), w._version) for w in weights), tuple(sums)
+
     def reuse(
         self, name: str, version: int, compute: Callable[[], torch.Tensor], patch: str | None = None
     ) -> torch.Tensor:
@@ -325,7 +334,7 @@ class ItemTextEncoder(nn.Module):
         then an item table like ID embeddings, encoded once, with no dropout, instead of at every training step."""
         if not self.reusable(patch):
             return compute()
-        key = (version, tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        key = (version, self._weights_key())
         if name not in self._reused or self._reused[name][0] != key:
             training = self.training
             self.eval()

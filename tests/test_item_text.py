@@ -593,3 +593,25 @@ def test_a_frozen_item_encoder_is_encoded_once_without_dropout_and_a_trained_one
         fresh = encoder.encode(torch.arange(encoder.num_items))
     torch.testing.assert_close(kept, fresh, rtol=0, atol=0)
     assert not kept.requires_grad
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_kept_item_matrix_follows_every_optimizer_step_fused_ones_too(text_encoder_folder, fused):
+    # Fused AdamW (the Trainer's default) updates weights without bumping their version counters: an evaluation
+    # after a training step must still see the new weights, not the item matrix kept by the one before.
+    model = text_model(text_encoder_folder, "text_id")
+    encoder = model.sasrec.item_text
+    batch = batch_of(item_tokenizer())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=fused, foreach=False)
+    for _ in range(2):
+        with torch.no_grad():
+            kept = encoder.item_matrix(), model.eval()(**batch).logits
+        model.train()(**batch, labels=next_item_labels(batch)).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        model.eval()
+        with torch.no_grad():
+            fresh = encoder.encode(torch.arange(encoder.num_items))
+            torch.testing.assert_close(encoder.item_matrix(), fresh, rtol=0, atol=0)
+            assert not torch.equal(fresh, kept[0])
+            assert not torch.equal(model(**batch).logits, kept[1])
