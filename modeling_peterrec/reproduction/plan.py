@@ -215,27 +215,25 @@ DEFAULT_RESEARCH_QUESTIONS = (1, 2, 3, 4, 5)
 about 100 fine-tuning runs per seed) and RQ7 (items from their text) run when asked for."""
 
 
-TEXT_PRETRAIN_BATCH_SIZE = 256
 TEXT_FINETUNE_BATCH_SIZE = 512
 TEXT_FINETUNE_EPOCHS_SHARE = 0.4
-"""The training budget of the backbones over item texts (RQ7), sized for the `quick` preset on one CPU core.
+"""The fine-tuning budget of the runs that train an item encoder over item texts (RQ7), sized for the `quick` preset
+on one CPU core.
 
 Every pretraining step encodes the whole catalogue (3,315 ML-1M source items) with gradients, whatever the batch
-size, so a larger batch amortises it; a ColdRec fine-tuning step that trains the item encoder
-(`Configuration.trains_item_encoder`) encodes the distinct items of its batch (most of the catalogue at a few
-hundred users). The other fine-tuning runs (the user-encoder patch, FineCLS) encode the frozen item encoder's
-catalogue once and then cost what ID items cost: they keep the preset's budget. Measured on this project's 2-core machine (one thread, two other jobs running;
-SASRec of width 64 over 50 items, the small encoder): pretraining 1.98 s a step at 64 windows, 2.28 s at 256, 2.48 s
-at 512, against 0.2 s with ID items; ColdRec (10,067 training pairs) with the user-encoder patch 0.36 / 0.59 /
-0.74 s a step at 64 / 256 / 512 users, FineAll 0.94 / 1.52 / 1.65 s, LoRA in the item encoder 0.85 / 1.38 s at 64 /
+size; a ColdRec fine-tuning step that trains the item encoder (`Configuration.trains_item_encoder`) encodes the
+distinct items of its batch (most of the catalogue at a few hundred users). The other fine-tuning runs (the
+user-encoder patch, FineCLS) encode the frozen item encoder's catalogue once and then cost what ID items cost.
+Measured on this project's 2-core machine (one thread, another job running; SASRec of width 64 over 50 items, the
+small encoder): pretraining 2.0-2.3 s a step at 64 windows, against 0.2 s with ID items; ColdRec (10,067 training
+pairs) FineAll 0.94 / 1.52 / 1.65 s a step at 64 / 256 / 512 users, LoRA in the item encoder 0.85 / 1.38 s at 64 /
 256 (ID items: 0.03 s at 64). So:
 
-- pretraining: 256 windows, the preset's 4 epochs: 304 steps, about 12 minutes a backbone, 25 for both (at 512, 152
-  steps would be mostly the preset's 100 warmup steps; at 64, 1,216 steps would take 40 minutes a backbone);
+- pretraining keeps the ID backbone's budget (the preset's batch and epochs: 1,216 steps at `quick`, about 45
+  minutes a backbone on one core), so that the item representations are compared at equal training;
 - fine-tuning that trains the item encoder: 512 users for 40% of the preset's epochs (ColdRec at `quick`: 2
   epochs, 40 steps); the preset's budget (5 epochs of 64 users, up to 787 steps) would take about ten times that.
-  These runs are trained less than the others, and the report says so. The ID backbone keeps the preset's budget
-  (and shares its runs with RQ6)."""
+  These runs are trained less than the others, and the report says so. The rest keep the preset's budget."""
 
 
 @dataclass(frozen=True)
@@ -249,7 +247,6 @@ class SourceBackbone:
         title: its name in the report.
         item_representation: how its items become vectors (`configuration_item_text.ITEM_REPRESENTATIONS`); a text
             one gets the small offline text encoder (`small_text_encoder`), the pretraining pipeline's default.
-        pretrain_batch_size: its pretraining batch size (None: the preset's).
         finetune_batch_size, finetune_epochs_share: the batch size (None: the preset's) and the epochs, as a share
             of the preset's, of its fine-tuning runs that train its item encoder (`Configuration.trains_item_encoder`).
     """
@@ -259,7 +256,6 @@ class SourceBackbone:
     objective: str
     title: str
     item_representation: str = "id"
-    pretrain_batch_size: int | None = None
     finetune_batch_size: int | None = None
     finetune_epochs_share: float = 1.0
 
@@ -277,7 +273,6 @@ SOURCE_BACKBONES = {
                 "causal",
                 f"SASRec over item {title} (small offline text encoder)",
                 representation,
-                pretrain_batch_size=TEXT_PRETRAIN_BATCH_SIZE,
                 finetune_batch_size=TEXT_FINETUNE_BATCH_SIZE,
                 finetune_epochs_share=TEXT_FINETUNE_EPOCHS_SHARE,
             )

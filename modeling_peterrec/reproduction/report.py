@@ -45,7 +45,6 @@ from .plan import (
     TASK_TITLES,
     TEXT_FINETUNE_BATCH_SIZE,
     TEXT_FINETUNE_EPOCHS_SHARE,
-    TEXT_PRETRAIN_BATCH_SIZE,
     TRANSFER_READOUT,
     Configuration,
     adapter_study_plan,
@@ -564,12 +563,12 @@ def _text_items_section(
         f"{backbones}; the text encoder is the small offline one (a word vocabulary over the catalogue's texts and a "
         "2-layer BERT of width 64, trained only by next-item prediction on the source domain; no pretrained language "
         "model). Every configuration reads users with the "
-        f"{TRANSFER_READOUT} pooling. A backbone over item texts encodes the catalogue at every step of pretraining, "
-        f"so it pretrains {TEXT_PRETRAIN_BATCH_SIZE} windows a step for the preset's epochs; the fine-tuning runs that "
+        f"{TRANSFER_READOUT} pooling. Every backbone pretrains with the preset's batch size and epochs, texts or IDs. "
+        "The fine-tuning runs that "
         "train its item encoder (FineAll, and PeterRec with an adapter in the item encoder) encode their batches' "
         f"items at every step, so they train {TEXT_FINETUNE_BATCH_SIZE} users a step for "
         f"{TEXT_FINETUNE_EPOCHS_SHARE:.0%} of the preset's epochs: fewer steps than the others "
-        "(`plan.TEXT_PRETRAIN_BATCH_SIZE` says why). The rest, with a frozen item encoder encoded once, and every "
+        "(`plan.TEXT_FINETUNE_EPOCHS_SHARE` says why). The rest, with a frozen item encoder encoded once, and every "
         "run over IDs keep the preset's budget. s/step: training time per "
         "optimizer step of the first seed, evaluations included. The baselines score the same rows and candidates; "
         "on the cold rows none of them has anything learned for the true item (popularity, item-kNN and EASE give "

@@ -4,8 +4,9 @@ configuration and seed, the baselines, and the report (`report.py`).
 The runner pretrains each source backbone the plan needs (`plan.SOURCE_BACKBONES`: causal NextItNet, masked GRec
 encoder, SASRec with items from their ID, text or both) on the ColdRec source domain (`pretrain_source`), fine-tunes
 every configuration of the plan with `training.finetune` (once per seed) and computes the baselines (`baselines.py`)
-on the same rows. A backbone over item texts trains with its own batch sizes and share of the epochs
-(`plan.TEXT_PRETRAIN_BATCH_SIZE` says why) and reads the items' texts from `item_texts` (default: MovieLens' own).
+on the same rows. A backbone over item texts pretrains like the others and reads the items' texts from `item_texts`
+(default: MovieLens' own); its fine-tuning runs that train the item encoder have their own batch size and share of
+the epochs (`plan.TEXT_FINETUNE_EPOCHS_SHARE` says why).
 
 Honest tuning: when a preset's grid (`Preset.tune`) has several candidates, each configuration picks one by the mean
 of its selection metric over k folds of the training users (`folds.py`, `selection.py`) or, with the `validation`
@@ -234,7 +235,7 @@ class Reproduction:
             self._training_arguments(
                 run_dir,
                 preset.pretrain_epochs,
-                source.pretrain_batch_size or preset.pretrain_batch_size,
+                preset.pretrain_batch_size,
                 preset.pretrain_learning_rate,
                 0,
                 evaluations=max(1, round(preset.pretrain_epochs)),
