@@ -70,6 +70,7 @@ class FakePipeline:
                 "item_representation": args.item_representation,
                 "item_texts": args.item_texts,
                 "batch_size": training_args.per_device_train_batch_size,
+                "config_overrides": args.config_overrides,
             },
         ]
         backbone = str(Path(training_args.output_dir) / "backbone")
@@ -529,7 +530,8 @@ def test_text_items_study_pretrains_text_backbones_passes_settings_and_reports_c
     }
     # Every backbone pretrains with the preset's budget, whatever its items: representations compared at equal training.
     assert {call["batch_size"] for call in pretrained.values()} == {64}
-    assert pretrained["sasrec"]["item_texts"] is None
+    assert pretrained["sasrec"]["item_texts"] is None and pretrained["sasrec"]["config_overrides"] is None
+    assert pretrained["sasrec_text"]["config_overrides"] == "item_encoder_batch_size=4096"
     assert pretrained["sasrec_text_id"]["item_texts"] == str(tmp_path / "texts.json")
     passed = {(c["backbone"], c["patch_target"], c["item_patch_type"], c["patch_type"]) for c in fake.calls}
     assert ("sasrec_text_id", "both", "lora", "houlsby") in passed

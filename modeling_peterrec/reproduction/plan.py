@@ -215,6 +215,11 @@ DEFAULT_RESEARCH_QUESTIONS = (1, 2, 3, 4, 5)
 about 100 fine-tuning runs per seed) and RQ7 (items from their text) run when asked for."""
 
 
+TEXT_ENCODER_CHUNK = 4096
+"""Item texts the text backbones encode at once (`SASRecConfig.item_encoder_batch_size`): ML-1M's whole catalogue (3,883
+titles) in one chunk. With several chunks each is recomputed in the backward pass, which costs a second forward pass of the
+encoder; the small encoder's activations for the whole catalogue fit in memory easily (a pretrained language model's
+would not: the config's default is 256)."""
 TEXT_FINETUNE_BATCH_SIZE = 512
 TEXT_FINETUNE_EPOCHS_SHARE = 0.4
 """The fine-tuning budget of the runs that train an item encoder over item texts (RQ7), sized for the `quick` preset
@@ -230,7 +235,8 @@ pairs) FineAll 0.94 / 1.52 / 1.65 s a step at 64 / 256 / 512 users, LoRA in the 
 256 (ID items: 0.03 s at 64). So:
 
 - pretraining keeps the ID backbone's budget (the preset's batch and epochs: 1,216 steps at `quick`, about 45
-  minutes a backbone on one core), so that the item representations are compared at equal training;
+  minutes a backbone on one core), so that the item representations are compared at equal training; the small
+  encoder encodes the whole catalogue in one chunk (`TEXT_ENCODER_CHUNK`);
 - fine-tuning that trains the item encoder: 512 users for 40% of the preset's epochs (ColdRec at `quick`: 2
   epochs, 40 steps); the preset's budget (5 epochs of 64 users, up to 787 steps) would take about ten times that.
   These runs are trained less than the others, and the report says so. The rest keep the preset's budget."""
@@ -247,6 +253,7 @@ class SourceBackbone:
         title: its name in the report.
         item_representation: how its items become vectors (`configuration_item_text.ITEM_REPRESENTATIONS`); a text
             one gets the small offline text encoder (`small_text_encoder`), the pretraining pipeline's default.
+        config_overrides: further fields of its configuration (`PretrainArguments.config_overrides`).
         finetune_batch_size, finetune_epochs_share: the batch size (None: the preset's) and the epochs, as a share
             of the preset's, of its fine-tuning runs that train its item encoder (`Configuration.trains_item_encoder`).
     """
@@ -256,6 +263,7 @@ class SourceBackbone:
     objective: str
     title: str
     item_representation: str = "id"
+    config_overrides: str | None = None
     finetune_batch_size: int | None = None
     finetune_epochs_share: float = 1.0
 
@@ -273,6 +281,7 @@ SOURCE_BACKBONES = {
                 "causal",
                 f"SASRec over item {title} (small offline text encoder)",
                 representation,
+                config_overrides=f"item_encoder_batch_size={TEXT_ENCODER_CHUNK}",
                 finetune_batch_size=TEXT_FINETUNE_BATCH_SIZE,
                 finetune_epochs_share=TEXT_FINETUNE_EPOCHS_SHARE,
             )

@@ -224,6 +224,7 @@ class Reproduction:
                 model_type=source.model_type,
                 objective=source.objective,
                 item_representation=source.item_representation,
+                config_overrides=source.config_overrides,
                 **self._item_texts(name),
                 hidden_size=preset.hidden_size,
                 dilations=list(preset.dilations),
