@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 
 from ._io import atomic_folder
 from .inference import HistoryEncoder, head_serving
+from .item_text import ItemTextEncoder
 from .tokenization_peterrec import ItemTokenizer
 
 logger = logging.getLogger(__name__)
@@ -46,10 +48,13 @@ class ServingModule(nn.Module):
         return self._scores(self.model, input_ids, attention_mask)
 
 
-def _dynamic_shapes() -> dict[str, dict[int, torch.export.Dim]]:
+def _dynamic_shapes(model: nn.Module) -> dict[str, dict[int, torch.export.Dim]]:
+    """Batch size and length are dynamic; the length up to the model's position embeddings when it has them
+    (SASRec), else to 65,536."""
+    longest = getattr(model.config, "max_position_embeddings", None) or 1 << 16
     batch, length = (
         torch.export.Dim("batch", min=1, max=1 << 16),
-        torch.export.Dim("length", min=2, max=1 << 16),
+        torch.export.Dim("length", min=2, max=longest),
     )
     return {name: {0: batch, 1: length} for name in INPUT_NAMES}
 
@@ -75,25 +80,42 @@ def example_inputs(
     return tuple(tensor.to(device) for tensor in encode(histories))
 
 
+@contextmanager
+def traceable(module: ServingModule, inputs: tuple[torch.Tensor, ...]) -> Iterator[None]:
+    """Lets exporters trace `module` (in eval mode, without gradients). A model whose items come from their text
+    (docs/text_items.md) encodes its catalogue and target items once, eagerly, and keeps them as constants while
+    tracing (`ItemTextEncoder.kept_as_constants`): the exported program scores with that item matrix and holds no
+    text model, so a changed catalogue (`add_item_texts`) needs a new export."""
+    encoders = [part for part in module.modules() if isinstance(part, ItemTextEncoder)]
+    with torch.no_grad(), ExitStack() as stack:
+        if encoders:
+            module(*inputs)
+        for encoder in encoders:
+            stack.enter_context(encoder.kept_as_constants())
+        yield
+
+
 def export_program(model: nn.Module, tokenizer: ItemTokenizer) -> torch.export.ExportedProgram:
     """`torch.export` of the task model's serving function, dynamic in batch size and length."""
     module = ServingModule(model).eval()
-    with torch.no_grad():
-        return torch.export.export(module, example_inputs(model, tokenizer), dynamic_shapes=_dynamic_shapes())
+    inputs = example_inputs(model, tokenizer)
+    with traceable(module, inputs):
+        return torch.export.export(module, inputs, dynamic_shapes=_dynamic_shapes(model))
 
 
 def export_onnx(model: nn.Module, tokenizer: ItemTokenizer, path: str | os.PathLike) -> Path:
     """ONNX of the task model's serving function through the dynamo exporter (needs `onnx` and `onnxscript`),
     dynamic in batch size and length."""
     module = ServingModule(model).eval()
-    with torch.no_grad():
+    inputs = example_inputs(model, tokenizer)
+    with traceable(module, inputs):
         torch.onnx.export(
             module,
-            example_inputs(model, tokenizer),
+            inputs,
             str(path),
             input_names=list(INPUT_NAMES),
             output_names=["scores"],
-            dynamic_shapes=_dynamic_shapes(),
+            dynamic_shapes=_dynamic_shapes(model),
             dynamo=True,
             external_data=False,
         )
@@ -186,4 +208,5 @@ __all__ = [
     "max_difference",
     "save_for_serving",
     "serving_config",
+    "traceable",
 ]

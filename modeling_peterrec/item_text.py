@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,6 +147,7 @@ class ItemTextEncoder(nn.Module):
         self.text_tokenizer = None
         self._texts_version = 0
         self._reused: dict[str, tuple[tuple, torch.Tensor]] = {}
+        self._kept_as_constants = False
 
     @property
     def num_items(self) -> int:
@@ -334,6 +336,8 @@ class ItemTextEncoder(nn.Module):
         then an item table like ID embeddings, encoded once, with no dropout, instead of at every training step."""
         if not self.reusable(patch):
             return compute()
+        if self._kept_as_constants and name in self._reused:
+            return self._reused[name][1]
         key = (version, self._weights_key())
         if name not in self._reused or self._reused[name][0] != key:
             training = self.training
@@ -344,6 +348,24 @@ class ItemTextEncoder(nn.Module):
             finally:
                 self.train(training)
         return self._reused[name][1]
+
+    @contextmanager
+    def kept_as_constants(self) -> Iterator[None]:
+        """Within it, kept encodings are used as they are, without looking at the weights, and the text model, the
+        projection and the adapters are set aside: for exporters, whose tracing sees weights without data
+        (`export.py`). Encode once before (an eager call in eval mode, without gradients) and change no text inside:
+        the traced program then holds the item matrix as a constant and none of the text model's weights."""
+        set_aside = {"text_model": self.text_model, "projection": self.projection, "patches": self.patches}
+        self._modules.update(text_model=nn.Module(), projection=nn.Module())
+        self._modules["patches"] = nn.ModuleDict(
+            {task: nn.Module() for task in self.patches}
+        )  # tasks stay known
+        self._kept_as_constants = True
+        try:
+            yield
+        finally:
+            self._kept_as_constants = False
+            self._modules.update(set_aside)
 
     def item_matrix(self, patch: str | None = None) -> torch.Tensor:
         """(num_items, hidden_size) vectors of every item with a text, in id order, through `patch`'s adapter if it

@@ -1,6 +1,6 @@
 """Items from their text (TransRec, SPEC §10): item texts of MovieLens, the item encoder over a tiny BERT end to end
-(a training step, save and load through the Auto classes and remote code, `peterrec pretrain`, transfer), the
-unchanged ID path, and items added by text without training."""
+(a training step, save and load through the Auto classes and remote code, `peterrec pretrain`, transfer, export),
+the unchanged ID path, and items added by text without training."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from modeling_peterrec import (
 )
 from modeling_peterrec.cli import main
 from modeling_peterrec.data import movielens_item_texts_from_file, read_item_texts
+from modeling_peterrec.export import example_inputs, export_program, max_difference
 from modeling_peterrec.inference import recommend, score
 from modeling_peterrec.item_text import ITEM_ENCODER_FOLDER, ITEM_TEXTS_NAME
 from modeling_peterrec.predict_command import PredictArguments, run_predict
@@ -615,3 +616,32 @@ def test_the_kept_item_matrix_follows_every_optimizer_step_fused_ones_too(text_e
             torch.testing.assert_close(encoder.item_matrix(), fresh, rtol=0, atol=0)
             assert not torch.equal(fresh, kept[0])
             assert not torch.equal(model(**batch).logits, kept[1])
+
+
+@pytest.mark.parametrize(("representation", "head"), [("text", "next_item"), ("text_id", "ranking")])
+def test_a_text_item_model_exports_its_item_matrix_and_none_of_its_text_model(
+    text_encoder_folder, tmp_path, representation, head
+):
+    model = text_model(text_encoder_folder, representation, max_position_embeddings=16)
+    tokenizer = item_tokenizer()
+    if head == "ranking":
+        model.save_pretrained(tmp_path / "backbone")
+        model, _ = prepare_for_transfer(
+            SASRecModel.from_pretrained(tmp_path / "backbone"),
+            method="peterrec",
+            patch_target="both",  # LoRA (PEFT) in the text model too
+            task="coldrec",
+            head="ranking",
+            num_target_items=len(TARGET_TEXTS),
+            target_names=list(TARGET_TEXTS),
+            target_texts=list(TARGET_TEXTS.values()),
+        )
+    model.eval()
+    program = export_program(model, tokenizer)
+    # Equal to eager at batch sizes and lengths other than the traced (2, 8), up to the position embeddings.
+    assert max_difference(model, tokenizer, program.module(), ((1, 6), (3, 16))) <= 1e-5
+    assert not [name for name in program.graph_signature.parameters if ".item_text." in name]
+    assert (head == "ranking") == any(".lora_" in name for name, _ in model.named_parameters())
+    assert model.sasrec.item_text.text_model.training is False  # the text model is back in place afterwards
+    with pytest.raises(AssertionError, match="Guard failed"):  # longer than the position embeddings
+        program.module()(*example_inputs(model, tokenizer, 2, 17))
