@@ -645,3 +645,24 @@ def test_a_text_item_model_exports_its_item_matrix_and_none_of_its_text_model(
     assert model.sasrec.item_text.text_model.training is False  # the text model is back in place afterwards
     with pytest.raises(AssertionError, match="Guard failed"):  # longer than the position embeddings
         program.module()(*example_inputs(model, tokenizer, 2, 17))
+
+
+def test_texts_are_encoded_sorted_by_length_in_groups_cut_to_their_longest(text_encoder_folder, monkeypatch):
+    encoder = text_model(text_encoder_folder).sasrec.item_text.eval()
+    texts = list(ITEM_TEXTS.values())
+    input_ids, attention_mask = encoder.tokenize(texts)
+    with torch.no_grad():
+        alone = torch.cat(
+            [encoder.encode_tokens(input_ids[[row]], attention_mask[[row]]) for row in range(6)]
+        )
+    widths = []
+    hook = encoder.text_model.register_forward_hook(
+        lambda _, args, kwargs, out: widths.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    monkeypatch.setattr("modeling_peterrec.item_text.TEXT_GROUP_SIZE", 2)
+    with torch.no_grad():
+        grouped = encoder.encode_tokens(input_ids, attention_mask)
+    hook.remove()
+    torch.testing.assert_close(grouped, alone)  # in the input order, each text as if encoded alone
+    lengths = sorted(attention_mask.sum(1).tolist())
+    assert len(set(lengths)) >= 3 and widths == [(2, lengths[1]), (2, lengths[3]), (2, lengths[5])]
