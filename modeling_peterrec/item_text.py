@@ -13,18 +13,19 @@ tokenizer when a model loads, never part of the weights or their fingerprint). I
 row `i`.
 
 What it costs: the output layer scores every item, so a training step encodes the whole catalogue once (the item
-matrix, shared by the input sequence and the output layer): the text model's forward and backward pass over N
-texts of at most `max_text_length` tokens, whatever the batch size; on top of the user model's cost, about
-6 x P x N x T FLOPs (P: the text model's parameters outside its embeddings, T: tokens per text). The catalogue
-goes through in chunks of `item_encoder_batch_size` texts; with more than one chunk each chunk's forward pass is
-recomputed in the backward pass (activation checkpointing), so memory holds one chunk's activations at a time, for
-one more forward pass (about 8 instead of 6 x P x N x T). Without gradients (evaluation, serving), and in training
-when nothing in the encoder is trained (a frozen item encoder: the patching methods and FineCLS without an adapter
-in it), the item matrix is encoded once, in eval mode, and reused until a weight or a text changes. A task model
-(`SASRecModel` without the output layer) that trains its item encoder encodes only the distinct items of its batch;
-its ColdRec head encodes its target items from their texts (`TextTargetsMixin`), in such a training step only the
-distinct targets of the batch. docs/text_items.md has measured step
-times.
+matrix, shared by the input sequence and the output layer): the text model's forward and backward pass over N texts
+of at most `max_text_length` tokens, whatever the batch size; on top of the user model's cost, about 6 x P x N x T
+FLOPs (P: the text model's parameters outside its embeddings, T: tokens per text). Texts go through sorted by
+length, `TEXT_GROUP_SIZE` a forward pass cut to the group's longest text, so T is close to the mean length, not the
+longest (ML-1M's catalogue: 2.8x faster than one batch padded to the longest, `benchmarks/item_text_encoding.py`).
+The catalogue goes through in chunks of `item_encoder_batch_size` texts; with more than one chunk each chunk's
+forward pass is recomputed in the backward pass (activation checkpointing), so memory holds one chunk's activations
+at a time, for one more forward pass (about 8 instead of 6 x P x N x T). Without gradients (evaluation, serving),
+and in training when nothing in the encoder is trained (a frozen item encoder: the patching methods and FineCLS
+without an adapter in it), the item matrix is encoded once, in eval mode, and reused until a weight or a text
+changes. A task model (`SASRecModel` without the output layer) that trains its item encoder encodes only the
+distinct items of its batch; its ColdRec head encodes its target items from their texts (`TextTargetsMixin`), in
+such a training step only the distinct targets of the batch. docs/text_items.md has measured step times.
 """
 
 from __future__ import annotations
