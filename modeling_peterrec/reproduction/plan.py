@@ -216,30 +216,16 @@ about 100 fine-tuning runs per seed) and RQ7 (items from their text) run when as
 
 
 TEXT_ENCODER_CHUNK = 4096
-"""Item texts the text backbones encode at once (`SASRecConfig.item_encoder_batch_size`): ML-1M's whole catalogue (3,883
-titles) in one chunk. With several chunks each is recomputed in the backward pass, which costs a second forward pass of the
-encoder; the small encoder's activations for the whole catalogue fit in memory easily (a pretrained language model's
-would not: the config's default is 256)."""
-TEXT_FINETUNE_BATCH_SIZE = 512
-TEXT_FINETUNE_EPOCHS_SHARE = 0.4
-"""The fine-tuning budget of the runs that train an item encoder over item texts (RQ7), sized for the `quick` preset
-on one CPU core.
+"""Item texts the text backbones encode at once (`SASRecConfig.item_encoder_batch_size`): ML-1M's whole catalogue
+(3,883 titles) in one chunk. With several chunks each is recomputed in the backward pass, a second forward pass of
+the encoder; the small encoder's activations for the whole catalogue fit in memory easily (a pretrained language
+model's would not: the config's default is 256).
 
-Every pretraining step encodes the whole catalogue (3,315 ML-1M source items) with gradients, whatever the batch
-size; a ColdRec fine-tuning step that trains the item encoder (`Configuration.trains_item_encoder`) encodes the
-distinct items of its batch (most of the catalogue at a few hundred users). The other fine-tuning runs (the
-user-encoder patch, FineCLS) encode the frozen item encoder's catalogue once and then cost what ID items cost.
-Measured on this project's 2-core machine (one thread, another job running; SASRec of width 64 over 50 items, the
-small encoder): pretraining 2.0-2.3 s a step at 64 windows, against 0.2 s with ID items; ColdRec (10,067 training
-pairs) FineAll 0.94 / 1.52 / 1.65 s a step at 64 / 256 / 512 users, LoRA in the item encoder 0.85 / 1.38 s at 64 /
-256 (ID items: 0.03 s at 64). So:
-
-- pretraining keeps the ID backbone's budget (the preset's batch and epochs: 1,216 steps at `quick`, about 45
-  minutes a backbone on one core), so that the item representations are compared at equal training; the small
-  encoder encodes the whole catalogue in one chunk (`TEXT_ENCODER_CHUNK`);
-- fine-tuning that trains the item encoder: 512 users for 40% of the preset's epochs (ColdRec at `quick`: 2
-  epochs, 40 steps); the preset's budget (5 epochs of 64 users, up to 787 steps) would take about ten times that.
-  These runs are trained less than the others, and the report says so. The rest keep the preset's budget."""
+The text backbones train with the preset's budget, the ID backbone's, so that the item representations are compared
+at equal training: a pretraining step encodes the whole catalogue (ML-1M's 3,315 source items) with gradients, about
+5.5 times an ID step; a ColdRec fine-tuning run that trains the item encoder (FineAll, an adapter in it) encodes its
+batch's distinct items at every step, about 400 s a run at `quick` on one core against under a minute for one whose
+item encoder is frozen and encoded once (docs/text_items.md has the measured costs)."""
 
 
 @dataclass(frozen=True)
@@ -254,8 +240,6 @@ class SourceBackbone:
         item_representation: how its items become vectors (`configuration_item_text.ITEM_REPRESENTATIONS`); a text
             one gets the small offline text encoder (`small_text_encoder`), the pretraining pipeline's default.
         config_overrides: further fields of its configuration (`PretrainArguments.config_overrides`).
-        finetune_batch_size, finetune_epochs_share: the batch size (None: the preset's) and the epochs, as a share
-            of the preset's, of its fine-tuning runs that train its item encoder (`Configuration.trains_item_encoder`).
     """
 
     name: str
@@ -264,8 +248,6 @@ class SourceBackbone:
     title: str
     item_representation: str = "id"
     config_overrides: str | None = None
-    finetune_batch_size: int | None = None
-    finetune_epochs_share: float = 1.0
 
 
 SOURCE_BACKBONES = {
@@ -282,8 +264,6 @@ SOURCE_BACKBONES = {
                 f"SASRec over item {title} (small offline text encoder)",
                 representation,
                 config_overrides=f"item_encoder_batch_size={TEXT_ENCODER_CHUNK}",
-                finetune_batch_size=TEXT_FINETUNE_BATCH_SIZE,
-                finetune_epochs_share=TEXT_FINETUNE_EPOCHS_SHARE,
             )
             for representation, title in (("text", "texts"), ("text_id", "texts and IDs"))
         ),
@@ -362,15 +342,6 @@ class Configuration:
             object.__setattr__(self, "blocks", None)  # every block: the default, one name for one setting
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}.")
-
-    @property
-    def trains_item_encoder(self) -> bool:
-        """Whether its runs train weights of the backbone's item encoder (FineAll over item texts, or an adapter in
-        the item encoder): then every training step encodes its batch's items again, while a frozen item encoder is
-        encoded once (`item_text.ItemTextEncoder.reusable`)."""
-        if SOURCE_BACKBONES[self.objective].item_representation == "id":
-            return False
-        return METHODS[self.method].trained_layers == "all" or PATCH_TARGETS[self.patch_target].item_encoder
 
     @property
     def name(self) -> str:

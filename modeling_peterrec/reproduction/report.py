@@ -43,8 +43,6 @@ from .plan import (
     RQ7_TASKS,
     SOURCE_BACKBONES,
     TASK_TITLES,
-    TEXT_FINETUNE_BATCH_SIZE,
-    TEXT_FINETUNE_EPOCHS_SHARE,
     TRANSFER_READOUT,
     Configuration,
     adapter_study_plan,
@@ -563,13 +561,10 @@ def _text_items_section(
         f"{backbones}; the text encoder is the small offline one (a word vocabulary over the catalogue's texts and a "
         "2-layer BERT of width 64, trained only by next-item prediction on the source domain; no pretrained language "
         "model). Every configuration reads users with the "
-        f"{TRANSFER_READOUT} pooling. Every backbone pretrains with the preset's batch size and epochs, texts or IDs. "
-        "The fine-tuning runs that "
-        "train its item encoder (FineAll, and PeterRec with an adapter in the item encoder) encode their batches' "
-        f"items at every step, so they train {TEXT_FINETUNE_BATCH_SIZE} users a step for "
-        f"{TEXT_FINETUNE_EPOCHS_SHARE:.0%} of the preset's epochs: fewer steps than the others "
-        "(`plan.TEXT_FINETUNE_EPOCHS_SHARE` says why). The rest, with a frozen item encoder encoded once, and every "
-        "run over IDs keep the preset's budget. s/step: training time per "
+        f"{TRANSFER_READOUT} pooling. Every backbone and every fine-tuning run trains with the preset's batch size "
+        "and epochs, texts or IDs; a run that trains the item encoder (FineAll, and PeterRec with an adapter in the "
+        "item encoder) encodes its batches' items at every step, the others encode a frozen item encoder once. "
+        "s/step: training time per "
         "optimizer step of the first seed, evaluations included. The baselines score the same rows and candidates; "
         "on the cold rows none of them has anything learned for the true item (popularity, item-kNN and EASE give "
         "it 0, and ties count against it), so what they score there is what ranking it last (or, for EASE, above "

@@ -4,9 +4,8 @@ configuration and seed, the baselines, and the report (`report.py`).
 The runner pretrains each source backbone the plan needs (`plan.SOURCE_BACKBONES`: causal NextItNet, masked GRec
 encoder, SASRec with items from their ID, text or both) on the ColdRec source domain (`pretrain_source`), fine-tunes
 every configuration of the plan with `training.finetune` (once per seed) and computes the baselines (`baselines.py`)
-on the same rows. A backbone over item texts pretrains like the others and reads the items' texts from `item_texts`
-(default: MovieLens' own); its fine-tuning runs that train the item encoder have their own batch size and share of
-the epochs (`plan.TEXT_FINETUNE_EPOCHS_SHARE` says why).
+on the same rows. A backbone over item texts trains like the others and reads the items' texts from `item_texts`
+(default: MovieLens' own).
 
 Honest tuning: when a preset's grid (`Preset.tune`) has several candidates, each configuration picks one by the mean
 of its selection metric over k folds of the training users (`folds.py`, `selection.py`) or, with the `validation`
@@ -300,7 +299,7 @@ class Reproduction:
             return json.loads((output_dir / METRICS_FILE).read_text())
         if not self.run_missing:
             raise MissingRunError(output_dir)
-        preset, source = self.preset, SOURCE_BACKBONES[configuration.objective]
+        preset = self.preset
         arguments = FinetuneArguments(
             backbone=self.backbone(configuration.objective)["backbone"],
             readout=configuration.readout,
@@ -318,14 +317,12 @@ class Reproduction:
             **self._item_texts(configuration.objective),
             **self._data_arguments(configuration.task, configuration.train_fraction, seed, held_out),
         )
-        reduced = configuration.trains_item_encoder
         if epochs is None:
             epochs = preset.coldrec_epochs if configuration.task == "coldrec" else preset.finetune_epochs
-            epochs *= source.finetune_epochs_share if reduced else 1
-        batch_size = (reduced and source.finetune_batch_size) or preset.finetune_batch_size
         started = time.perf_counter()
         summary = self.finetune_fn(
-            arguments, self._training_arguments(output_dir, epochs, batch_size, learning_rate, seed)
+            arguments,
+            self._training_arguments(output_dir, epochs, preset.finetune_batch_size, learning_rate, seed),
         )
         _remove_checkpoints(output_dir)
         logger.info(f"{output_dir.relative_to(self.work_dir)}: {time.perf_counter() - started:.0f}s")
