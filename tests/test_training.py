@@ -581,3 +581,28 @@ def test_demo_runs_name_their_readout_and_head_terms():
     )
     assert DemoRun("genest", "fine_cls", head_terms="wide").name == "wide term only"
     assert len({run.folder for run in DEMO_RUNS}) == len(DEMO_RUNS)
+
+
+def test_early_stopping_leaves_the_final_evaluations_alone(tmp_path, caplog):
+    """Early stopping judges training's evaluations; the final test evaluation has no `eval_` metric and must not
+    make it warn that it is disabled."""
+    import transformers
+
+    data = synthetic_tasks(tmp_path / "data", num_users=40)
+    main(
+        ["pretrain", "--data_dir", data["pretrain"], *TINY_BACKBONE, "--num_train_epochs", "1"]
+        + ["--output_dir", str(tmp_path / "pretrain"), *QUICK_TRAINING]
+    )
+    transformers.logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            main(
+                ["finetune", "--backbone", str(tmp_path / "pretrain" / "backbone"), "--max_length", "12"]
+                + ["--data_dir", data["classification"], "--task", "gender", "--method", "peterrec"]
+                + ["--num_train_epochs", "2", "--eval_strategy", "epoch", "--save_strategy", "epoch"]
+                + ["--early_stopping_patience", "1", "--output_dir", str(tmp_path / "run"), *QUICK_TRAINING]
+            )
+    finally:
+        transformers.logging.disable_propagation()
+    assert read_metrics(tmp_path / "run")["test"]["accuracy"] >= 0
+    assert not [message for message in caplog.messages if "early stopping required" in message]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import (
+    EarlyStoppingCallback,
     PreTrainedConfig,
     Trainer,
     TrainerCallback,
@@ -85,6 +86,9 @@ def train_and_test(
     started = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=resume_target(training_args))
     log_history = list(trainer.state.log_history)
+    # Early stopping watches training's evaluations only: on the final ones it would find no `eval_` metric in the
+    # test results and warn that it is disabled.
+    trainer.remove_callback(EarlyStoppingCallback)
     results = {
         "processes": training_args.world_size,
         "train_runtime_s": train_output.metrics["train_runtime"],
