@@ -572,6 +572,11 @@ class ModelType:
     default_insertion: str | None
 
     @property
+    def learned_positions(self) -> bool:
+        """Its backbone learns one embedding per position (SASRec): it reads at most the positions it trained."""
+        return "max_position_embeddings" in self.pretraining_fields
+
+    @property
     def methods(self) -> tuple[str, ...]:
         """The fine-tuning methods (`METHODS`) that apply to it."""
         return tuple(

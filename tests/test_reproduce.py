@@ -71,6 +71,7 @@ class FakePipeline:
                 "item_texts": args.item_texts,
                 "batch_size": training_args.per_device_train_batch_size,
                 "config_overrides": args.config_overrides,
+                "windows": (args.max_length, args.pretraining_window, args.window_stride),
             },
         ]
         backbone = str(Path(training_args.output_dir) / "backbone")
@@ -398,7 +399,7 @@ def test_adapter_study_pretrains_sasrec_passes_patch_settings_and_reports(tmp_pa
     root = synthetic_root(tmp_path / "data")
     fake = FakePipeline(load_from_disk(str(root / "genest"))["test"]["user_id"])
     runner = Reproduction(
-        replace(PRESETS["smoke"], seeds=(0,)),
+        replace(PRESETS["smoke"], seeds=(0,), window_length=10, window_stride=4),
         tmp_path / "runs",
         data_dir=root,
         cache_dir=tmp_path / "cache",
@@ -407,6 +408,10 @@ def test_adapter_study_pretrains_sasrec_passes_patch_settings_and_reports(tmp_pa
     )
     report = run_plan(runner, research_plan([6], ["genest"]), ["genest"], tmp_path / "results", "x")
     assert sorted(fake.pretrained) == [("peterrec", "causal"), ("sasrec", "causal")]
+    # Both read the preset's 20 items; the convolutions pretrain on its shorter windows, SASRec (learned positions)
+    # on windows of all 20, so that every position it reads has trained.
+    windows = {call["backbone"]: call["windows"] for call in fake.pretrain_calls}
+    assert windows == {"causal": (20, 10, 4), "sasrec": (20, 20, 4)}
     passed = {
         (c["backbone"], c["patch_type"], c["blocks"], tuple(c["train_layer_norms"])) for c in fake.calls
     }

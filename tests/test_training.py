@@ -19,6 +19,7 @@ from modeling_peterrec.patch_config import PATCH_WEIGHTS_NAME
 from modeling_peterrec.training import (
     FinetuneArguments,
     PeterRecTrainingArguments,
+    PretrainArguments,
     RankingEvaluationCollator,
     finetune,
     held_out_item_ranks,
@@ -606,3 +607,27 @@ def test_early_stopping_leaves_the_final_evaluations_alone(tmp_path, caplog):
         transformers.logging.disable_propagation()
     assert read_metrics(tmp_path / "run")["test"]["accuracy"] >= 0
     assert not [message for message in caplog.messages if "early stopping required" in message]
+
+
+def test_pretraining_windows_can_be_shorter_than_the_histories_a_model_reads(tmp_path):
+    """`--window_length` sets the pretraining windows; `--max_length` stays what the backbone reads (its tokenizer's
+    `model_max_length`, the evaluation histories); a model with learned positions refuses shorter windows."""
+    from modeling_peterrec.data.processing import sliding_windows
+
+    data = synthetic_tasks(tmp_path / "data", num_users=40)
+    main(
+        ["pretrain", "--data_dir", data["pretrain"], "--hidden_size", "16", "--dilations", "1", "2"]
+        + ["--max_length", "24", "--window_length", "8", "--window_stride", "3", "--num_train_epochs", "1"]
+        + ["--output_dir", str(tmp_path / "pretrain"), *QUICK_TRAINING]
+    )
+    metrics = read_metrics(tmp_path / "pretrain")
+    histories = load_from_disk(data["pretrain"])["train"]["items"]
+    windows = [window for items in histories for window in sliding_windows(items, 8, 3) if len(window) >= 2]
+    assert metrics["train_windows"] == len(windows) > len(histories)
+    assert metrics["config"]["max_length"] == 24 and metrics["config"]["window_length"] == 8
+    assert ItemTokenizer.from_pretrained(str(tmp_path / "pretrain" / "backbone")).model_max_length == 24
+    with pytest.raises(ValueError, match="positions 8-23 untrained"):
+        PretrainArguments(model_type="sasrec", max_length=24, window_length=8)
+    with pytest.raises(ValueError, match="between 1 and --max_length"):
+        PretrainArguments(max_length=24, window_length=25)
+    assert PretrainArguments(model_type="sasrec", max_length=24, window_length=24).pretraining_window == 24

@@ -54,8 +54,10 @@ class Preset:
     training users (the default: the 3% validation split is too small to tell candidates apart, see
     docs/reproduction.md), or `validation`, on the validation split. One candidate: no selection runs.
 
+    `max_length` is the most recent items a model reads: the fine-tuning histories and the baselines' seen items.
     Pretraining evaluates once per epoch and keeps the best epoch by the validation next-item measure; it slides
-    windows of `max_length` items by `window_stride` (default `max_length`: disjoint windows), with
+    windows of `window_length` items (default `max_length`; a backbone with learned positions, SASRec, always
+    trains on windows of `max_length`) by `window_stride` (default the window: disjoint windows), with
     `pretrain_learning_rate` on the `pretrain_lr_scheduler_type` schedule after `pretrain_warmup_steps`.
     Fine-tuning (linear decay) stops after `early_stopping_patience` evaluations without improvement (0: never)."""
 
@@ -78,6 +80,7 @@ class Preset:
     pretrain_learning_rate: float = 1e-3
     pretrain_lr_scheduler_type: str = "linear"
     pretrain_warmup_steps: int = 0
+    window_length: int | None = None
     window_stride: int | None = None
     early_stopping_patience: int = 0
 

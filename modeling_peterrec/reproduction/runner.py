@@ -28,7 +28,7 @@ import torch
 from transformers.utils import logging as transformers_logging
 
 from ..data import default_cache_dir, load_task
-from ..registry import TASK_KINDS
+from ..registry import MODEL_TYPES, TASK_KINDS
 from ..training import (
     METRICS_FILE,
     FinetuneArguments,
@@ -212,6 +212,11 @@ class Reproduction:
             )
         preset, source = self.preset, SOURCE_BACKBONES[name]
         logger.info(f"Pretraining the {name} backbone ({preset.name} preset)")
+        window = (
+            preset.max_length
+            if MODEL_TYPES[source.model_type].learned_positions
+            else preset.window_length or preset.max_length
+        )
         data = (
             {"data_dir": str(Path(self.data_dir) / "pretrain_source")}
             if self.data_dir is not None
@@ -228,7 +233,8 @@ class Reproduction:
                 hidden_size=preset.hidden_size,
                 dilations=list(preset.dilations),
                 max_length=preset.max_length,
-                window_stride=preset.window_stride or preset.max_length,
+                window_length=window,
+                window_stride=min(preset.window_stride or window, window),
                 cache_dir=self._cache(),
                 **data,
             ),

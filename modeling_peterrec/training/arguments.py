@@ -138,9 +138,17 @@ class PretrainArguments(DataArguments):
     max_items: int | None = field(
         default=None, metadata={"help": "Keep at most this many items, the most frequent (default: all)."}
     )
+    window_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Length of the pretraining windows over long histories (default --max_length). Shorter windows "
+            "than --max_length suit the dilated convolutions, whose output at a position reads a fixed receptive "
+            "field; a model with learned positions (sasrec) trains on windows of --max_length."
+        },
+    )
     window_stride: int | None = field(
         default=None,
-        metadata={"help": "Stride of the pretraining windows over long histories (default half)."},
+        metadata={"help": "Stride of the pretraining windows over long histories (default half a window)."},
     )
     mask_probability: float = field(
         default=0.3, metadata={"help": "Share of masked items (masked objective)."}
@@ -211,6 +219,16 @@ class PretrainArguments(DataArguments):
                 f"--objective masked is not available for --model_type {self.model_type}: it pretrains by "
                 "next-item prediction only (--objective causal)."
             )
+        if self.window_length is not None and not 0 < self.window_length <= self.max_length:
+            raise ValueError(
+                f"--window_length must be between 1 and --max_length ({self.max_length}), got {self.window_length}."
+            )
+        if self.window_length not in (None, self.max_length) and record.learned_positions:
+            raise ValueError(
+                f"--model_type {self.model_type} learns one embedding per position: windows of {self.window_length} "
+                f"items would leave positions {self.window_length}-{self.max_length - 1} untrained. Pretrain on "
+                "windows of --max_length (leave out --window_length)."
+            )
         self.embedding_size = self.embedding_size or max(1, self.hidden_size // 2)
         self.controller_size = self.controller_size or self.hidden_size
         self.memory_width = self.memory_width or self.hidden_size
@@ -218,6 +236,11 @@ class PretrainArguments(DataArguments):
     @property
     def is_causal(self) -> bool:
         return self.objective == "causal"
+
+    @property
+    def pretraining_window(self) -> int:
+        """The length of the pretraining windows: `window_length`, or `max_length`."""
+        return self.window_length or self.max_length
 
     @property
     def max_position_embeddings(self) -> int:

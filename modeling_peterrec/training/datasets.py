@@ -116,7 +116,7 @@ def in_memory_pretraining_data(args: PretrainArguments):
         tcl_position=tcl_position(args.objective == "causal"),
         model_max_length=args.max_length,
     )
-    train = pretraining_windows(splits["train"], tokenizer, args.max_length, args.window_stride)
+    train = pretraining_windows(splits["train"], tokenizer, args.pretraining_window, args.window_stride)
     return (tokenizer, train, *held_out_datasets(splits, tokenizer))
 
 

@@ -227,7 +227,7 @@ def pretrain(
         model.load_item_encoder(item_encoder, tokenizer, item_texts)
     logger.info(
         f"Pretraining a {args.objective} {args.model_type} backbone ({model.num_parameters():,} parameters, "
-        f"{len(tokenizer):,} tokens) on {num_windows:,} windows of at most {args.max_length} items"
+        f"{len(tokenizer):,} tokens) on {num_windows:,} windows of at most {args.pretraining_window} items"
     )
     eval_collator = NextItemCollator(tokenizer, args.max_length)
     train_collator = (
@@ -263,6 +263,7 @@ def pretrain(
             **{name: getattr(args, name) for name in MODEL_TYPES[args.model_type].pretraining_fields},
             **({"item_encoder": item_encoder} if item_encoder is not None else {}),
             "max_length": args.max_length,
+            "window_length": args.pretraining_window,
             "overrides": args.config_overrides,
         },
     }
@@ -277,7 +278,7 @@ def pretrain(
             training_summary=(
                 f"{args.objective} objective, {train_output.global_step} steps of "
                 f"{training_args.per_device_train_batch_size * training_args.world_size} windows of at most "
-                f"{args.max_length} items, learning rate {training_args.learning_rate}."
+                f"{args.pretraining_window} items, learning rate {training_args.learning_rate}."
             ),
         )
     summary["backbone"] = str(save_dir)

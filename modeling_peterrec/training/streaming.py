@@ -47,7 +47,7 @@ def _merged_counts(
     pass is split like the training stream, and every process ends with the same exact counts."""
     rank, world_size = training_args.process_index, training_args.world_size
     own = [log.files[index] for index in files_of_process(len(log.files), world_size, rank)]
-    counts = count_log(replace(log, files=tuple(own)), args.max_length, args.window_stride)
+    counts = count_log(replace(log, files=tuple(own)), args.pretraining_window, args.window_stride)
     if world_size == 1:
         return counts
     import torch.distributed as dist
@@ -118,7 +118,12 @@ def streamed_pretraining_data(
         model_max_length=args.max_length,
     )
     train = pretraining_stream(
-        log, tokenizer, args.max_length, args.window_stride, args.shuffle_buffer_size, training_args.seed
+        log,
+        tokenizer,
+        args.pretraining_window,
+        args.window_stride,
+        args.shuffle_buffer_size,
+        training_args.seed,
     )
     validation, test = held_out_datasets(
         pretraining_dataset(*first_histories(log, args.eval_users)), tokenizer
