@@ -1,7 +1,10 @@
 """`peterrec reproduce` reads its options as a `ReproduceArguments` dataclass, from the command line or a `.json`."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from modeling_peterrec.reproduction.cli import parse_arguments
 
@@ -36,6 +39,23 @@ def test_overrides_replace_the_preset_fields():
         ["--preset", "cpu", "--seeds", "4", "--max_length", "200"]
     ).preset_with_overrides()
     assert preset.seeds == (4,) and preset.max_length == 200 and preset.hidden_size == 64
+
+
+def test_the_cpu_preset_reads_400_items_and_pretrains_on_windows_of_200(tmp_path):
+    """The cpu preset's backbone reads 400 items (90% of ML-1M's users whole) and pretrains on windows of 200 every
+    100; a `--max_length` override below the windows shortens them too."""
+    calls = []
+
+    def pretrain(args, training_args):
+        calls.append((args.max_length, args.pretraining_window, args.window_stride))
+        raise InterruptedError
+
+    for argv in (["--preset", "cpu"], ["--preset", "cpu", "--max_length", "50"]):
+        args = parse_arguments(argv)
+        runner = replace(args.runner(args.preset_with_overrides()), work_dir=tmp_path, pretrain_fn=pretrain)
+        with pytest.raises(InterruptedError):
+            runner.backbone("causal")
+    assert calls == [(400, 200, 100), (50, 50, 50)]
 
 
 def test_item_texts_reach_the_runner_of_the_text_items_study():

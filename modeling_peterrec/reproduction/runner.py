@@ -215,7 +215,7 @@ class Reproduction:
         window = (
             preset.max_length
             if MODEL_TYPES[source.model_type].learned_positions
-            else preset.window_length or preset.max_length
+            else min(preset.window_length or preset.max_length, preset.max_length)
         )
         data = (
             {"data_dir": str(Path(self.data_dir) / "pretrain_source")}
