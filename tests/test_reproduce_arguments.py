@@ -39,6 +39,10 @@ def test_overrides_replace_the_preset_fields():
         ["--preset", "cpu", "--seeds", "4", "--max_length", "200"]
     ).preset_with_overrides()
     assert preset.seeds == (4,) and preset.max_length == 200 and preset.hidden_size == 64
+    selected = parse_arguments(
+        ["--length_candidates", "200", "400", "--selection", "cv"]
+    ).preset_with_overrides()
+    assert selected.tune["max_length"] == (200, 400) and selected.selection == "cv"
 
 
 def test_the_cpu_preset_reads_400_items_and_pretrains_on_windows_of_200(tmp_path):

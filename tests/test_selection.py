@@ -197,3 +197,34 @@ def test_smoke_preset_with_cv_selection_runs_end_to_end(tmp_path):
     assert selection["scheme"] == "cv" and set(selection["candidates"]) == {"lr0.001", "lr0.003"}
     assert all(len(candidate["scores"]) == 2 for candidate in selection["candidates"].values())
     assert "## Hyperparameter selection" in (tmp_path / "results" / "reproduction.md").read_text()
+
+
+def test_history_length_is_a_candidate_that_reaches_the_runs_and_the_folders(tmp_path):
+    """`max_length` candidates: every fold run reads its candidate's number of items, the chosen one alone reads the
+    test split, and the runs' folders name the length."""
+    root = imbalanced_root(tmp_path)
+    stub = StubPipeline(load_from_disk(str(root / "genest")))
+    lengths = []
+
+    def finetune(args, training_args):
+        lengths.append((args.max_length, stub.real_test == load_from_disk(args.data_dir)["test"]["user_id"]))
+        summary = stub.finetune(args, training_args)
+        summary["validation"]["accuracy"] = summary["test"]["accuracy"] = (
+            0.9 if args.max_length == 12 else 0.7
+        )
+        stub._write(training_args, summary)
+        return summary
+
+    preset = replace(PRESETS["smoke"], seeds=(0,), tune={"max_length": (20, 12)}, selection="cv")
+    runner = Reproduction(
+        preset, tmp_path / "runs", data_dir=root, cache_dir=tmp_path / "cache", finetune_fn=finetune
+    )
+    backbone = {"backbone": str(tmp_path / "backbone"), "num_parameters": 1, "train_runtime_s": 1.0}
+    runner.backbone = lambda objective: backbone
+    result = runner.configuration_result(Configuration("genest", "peterrec"))
+    assert sorted(lengths) == [(12, False)] * 3 + [(12, True)] + [(20, False)] * 3
+    assert result["selection"]["chosen"] == "length12" and result["chosen"] == {"max_length": 12}
+    assert (
+        tmp_path / "runs" / "tuning" / "causal-genest-peterrec-serial_two" / "length20" / "fold2of3"
+    ).is_dir()
+    assert (tmp_path / "runs" / "causal-genest-peterrec-serial_two" / "length12" / "seed0").is_dir()

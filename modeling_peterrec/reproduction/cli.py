@@ -63,6 +63,13 @@ class ReproduceArguments:
         default=None,
         metadata={"help": "Candidate fine-tuning epochs (replace the preset's; several: selected)."},
     )
+    length_candidates: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Candidate numbers of most recent items the models read when fine-tuning (several: selected; "
+            "the backbone and the baselines keep --max_length)."
+        },
+    )
     selection: str | None = field(
         default=None,
         metadata={
@@ -133,6 +140,7 @@ class ReproduceArguments:
             "readout": self.readouts,
             "bottleneck_size": self.bottleneck_sizes,
             "num_train_epochs": self.epoch_candidates,
+            "max_length": self.length_candidates,
         }
         tune = {**preset.tune, **{key: tuple(values) for key, values in grid.items() if values is not None}}
         overrides = {

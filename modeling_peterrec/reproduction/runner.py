@@ -165,11 +165,15 @@ class Reproduction:
         return self._splits[task]
 
     def _data_arguments(
-        self, task: str, train_fraction: float, seed: int, held_out: HeldOut
+        self, task: str, train_fraction: float, seed: int, held_out: HeldOut, max_length: int | None = None
     ) -> dict[str, Any]:
         """Where `finetune` reads a configuration's task: the original task, or a derived variant (see
-        `Reproduction.run` for `held_out`)."""
-        arguments = {"task": task, "max_length": self.preset.max_length, "cache_dir": self._cache()}
+        `Reproduction.run` for `held_out`), and the most recent items it reads (default the preset's)."""
+        arguments = {
+            "task": task,
+            "max_length": max_length or self.preset.max_length,
+            "cache_dir": self._cache(),
+        }
         if train_fraction == 1 and held_out is None:
             if self.data_dir is None:
                 return {**arguments, "dataset": self.dataset}
@@ -294,13 +298,14 @@ class Reproduction:
         output_dir: Path,
         held_out: HeldOut = None,
         epochs: float | None = None,
+        max_length: int | None = None,
     ) -> dict[str, Any]:
         """One `finetune` run of a configuration (skipped when its `metrics.json` exists).
 
         `held_out` says what the run may read: None, the real splits (a final run, the only reads of the test
         split); `"validation"`, a tuning copy whose test split is the validation split; a fold index, fold `i` of
-        `folds.user_folds` over the training users (validation and test are that fold). `epochs` overrides the
-        preset's."""
+        `folds.user_folds` over the training users (validation and test are that fold). `epochs` and `max_length`
+        override the preset's."""
         if (output_dir / METRICS_FILE).is_file():
             return json.loads((output_dir / METRICS_FILE).read_text())
         if not self.run_missing:
@@ -321,7 +326,9 @@ class Reproduction:
             train_tcl_embedding=configuration.train_tcl_embedding,
             num_eval_negatives=preset.num_eval_negatives,
             **self._item_texts(configuration.objective),
-            **self._data_arguments(configuration.task, configuration.train_fraction, seed, held_out),
+            **self._data_arguments(
+                configuration.task, configuration.train_fraction, seed, held_out, max_length
+            ),
         )
         if epochs is None:
             epochs = preset.coldrec_epochs if configuration.task == "coldrec" else preset.finetune_epochs
@@ -354,11 +361,12 @@ class Reproduction:
         self, configuration: Configuration, candidate: dict[str, Any]
     ) -> tuple[Configuration, dict[str, Any]]:
         """The configuration with a candidate's fields, and the candidate's training arguments with the preset's
-        defaults (`learning_rate`, `epochs`: None for the preset's)."""
+        defaults (`learning_rate`; `epochs` and `max_length`: None for the preset's)."""
         fields_of_configuration, training = split_candidate(candidate)
         return replace(configuration, **fields_of_configuration), {
             "learning_rate": training.get("learning_rate", self.preset.learning_rate),
             "epochs": training.get("num_train_epochs"),
+            "max_length": training.get("max_length"),
         }
 
     def select(self, configuration: Configuration, grid: list[dict[str, Any]]) -> Selection:
@@ -375,9 +383,7 @@ class Reproduction:
             tuned, training = self.tuned(configuration, candidate)
             where = "validation" if held_out == "validation" else f"fold{held_out}of{preset.folds}"
             output_dir = self.work_dir / "tuning" / configuration.name / candidate_label(candidate) / where
-            summary = self.run(
-                tuned, seed, training["learning_rate"], output_dir, held_out, training["epochs"]
-            )
+            summary = self.run(tuned, seed, output_dir=output_dir, held_out=held_out, **training)
             return summary["validation"][metric]
 
         return choose_candidate(grid, held_out_sets, score, preset.selection, metric)
@@ -393,9 +399,7 @@ class Reproduction:
         if selection is not None:
             run_dir /= selection.chosen
         summaries = {
-            seed: self.run(
-                tuned, seed, training["learning_rate"], run_dir / f"seed{seed}", None, training["epochs"]
-            )
+            seed: self.run(tuned, seed, output_dir=run_dir / f"seed{seed}", **training)
             for seed in self.preset.seeds
         }
         first = summaries[self.preset.seeds[0]]

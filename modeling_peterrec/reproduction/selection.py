@@ -1,6 +1,7 @@
 """Hyperparameter selection that is not noise: the candidates of a preset's grid and the choice among them.
 
-A candidate sets some training arguments (`learning_rate`, `num_train_epochs`) and some fields of a `Configuration`
+A candidate sets some training arguments (`learning_rate`, `num_train_epochs`, `max_length`: the most recent items
+the model reads) and some fields of a `Configuration`
 (`readout`, `bottleneck_size`, ...). Each candidate is scored on every held-out set of a scheme: the `k` folds of
 the training users (`cv`, `folds.user_folds`) or the validation split alone (`validation`); the best mean wins.
 The runner (`Reproduction.select`) supplies the scores by fine-tuning on the first seed, and reads the test split
@@ -17,9 +18,14 @@ from typing import Any
 from .plan import SELECTION_SCHEMES, Configuration
 from .report import Aggregate
 
-TRAINING_KNOBS = ("learning_rate", "num_train_epochs")
+TRAINING_KNOBS = ("learning_rate", "num_train_epochs", "max_length")
 """Candidate keys that are training arguments; every other key is a field of `Configuration`."""
-_SHORT = {"learning_rate": "lr", "num_train_epochs": "epochs", "bottleneck_size": "bottleneck"}
+_SHORT = {
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "max_length": "length",
+    "bottleneck_size": "bottleneck",
+}
 
 
 def candidates(tune: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
