@@ -1,8 +1,7 @@
 """Hyperparameter selection that is not noise: the candidates of a preset's grid and the choice among them.
 
 A candidate sets some training arguments (`learning_rate`, `num_train_epochs`, `max_length`: the most recent items
-the model reads) and some fields of a `Configuration`
-(`readout`, `bottleneck_size`, ...). Each candidate is scored on every held-out set of a scheme: the `k` folds of
+the model reads) and some fields of a `Configuration` (`readout`, `bottleneck_size`, ...). Each candidate is scored on every held-out set of a scheme: the `k` folds of
 the training users (`cv`, `folds.user_folds`) or the validation split alone (`validation`); the best mean wins.
 The runner (`Reproduction.select`) supplies the scores by fine-tuning on the first seed, and reads the test split
 only afterwards, once per seed, with the chosen candidate.

@@ -75,7 +75,10 @@ class DataArguments:
     )
     max_length: int = field(
         default=100,
-        metadata={"help": "Longest input: the pretraining window, the most recent items when fine-tuning."},
+        metadata={
+            "help": "Longest input: the most recent items a model reads (pretraining: also the windows' length, "
+            "unless --window_length)."
+        },
     )
     item_texts: str | None = field(
         default=None,
