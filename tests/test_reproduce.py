@@ -315,6 +315,47 @@ def test_smoke_preset_runs_the_real_pipeline_on_synthetic_data(tmp_path):
     assert "## RQ3" in (tmp_path / "results" / "reproduction.md").read_text()
 
 
+@pytest.mark.slow
+def test_worker_processes_give_the_runs_of_one_process(tmp_path):
+    """`--jobs 2`: two backbones pretrain side by side, then configurations that share a derived task (10% of the
+    users, same seed) fine-tune side by side; every measure equals the one-process run's, thread for thread."""
+    root = synthetic_root(tmp_path / "data")
+    plan = {key: group for key, group in research_plan([5], ["genest"]).items() if key == "rq5_few_labels"}
+    plan["rq4_objective"] = [
+        Configuration("genest", "peterrec", objective) for objective in ("causal", "masked")
+    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reports = [
+            run_plan(
+                Reproduction(
+                    replace(PRESETS["smoke"], seeds=(0,)),
+                    tmp_path / f"runs{jobs}",
+                    data_dir=root,
+                    cache_dir=tmp_path / f"cache{jobs}",
+                ),
+                plan,
+                ["genest"],
+                tmp_path / f"results{jobs}",
+                "x",
+                jobs=jobs,
+            )
+            for jobs in (1, 2)
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    serial, parallel = reports
+    assert set(parallel["backbones"]) == {"causal", "masked"}
+    assert len(parallel["configurations"]) == len(unique_configurations(plan)) == 8
+    for name, result in serial["configurations"].items():
+        assert parallel["configurations"][name]["test"] == result["test"], name
+    for name, summary in serial["backbones"].items():
+        assert parallel["backbones"][name]["test"] == summary["test"], name
+    derived = sorted(path.name for path in (tmp_path / "cache2" / "reproduce" / "data").iterdir())
+    assert derived == ["genest-train10pct-seed0"]  # saved once, no temporary folder left behind
+
+
 def test_transfer_plan_compares_methods_with_one_head_and_ablates_the_head_terms():
     plan = research_plan([5], ["genest", "coldrec"])
     assert list(plan) == ["rq5_transfer", "rq5_head_terms", "rq5_few_labels"]

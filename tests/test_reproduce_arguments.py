@@ -66,3 +66,11 @@ def test_item_texts_reach_the_runner_of_the_text_items_study():
     args = parse_arguments(["--rq", "7", "--tasks", "coldrec", "--item_texts", "texts.json"])
     runner = args.runner(args.preset_with_overrides())
     assert args.rq == [7] and runner.item_texts == Path("texts.json")
+
+
+def test_jobs_and_threads_are_checked_before_anything_runs():
+    args = parse_arguments(["--jobs", "2", "--threads", "1"])
+    assert (args.jobs, args.threads) == (2, 1)
+    for argv in (["--jobs", "0"], ["--threads", "0"]):
+        with pytest.raises(ValueError, match="--jobs and --threads must be at least 1"):
+            parse_arguments(argv)

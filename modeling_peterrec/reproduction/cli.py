@@ -105,6 +105,17 @@ class ReproduceArguments:
             "MovieLens: title, year and genres)."
         },
     )
+    jobs: int = field(
+        default=1,
+        metadata={
+            "help": "Worker processes that run backbones and configurations side by side (one per core suits a "
+            "CPU machine)."
+        },
+    )
+    threads: int | None = field(
+        default=None,
+        metadata={"help": "Intra-op threads of each worker (default: this machine's threads shared out)."},
+    )
     report_only: bool = field(
         default=False,
         metadata={
@@ -131,6 +142,10 @@ class ReproduceArguments:
         default="validation",
         metadata={"help": "The split --baselines_only evaluates.", "choices": ["validation", "test"]},
     )
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1 or (self.threads is not None and self.threads < 1):
+            raise ValueError(f"--jobs and --threads must be at least 1, got {self.jobs} and {self.threads}.")
 
     def preset_with_overrides(self) -> Preset:
         """The chosen preset with the options that override it."""
@@ -235,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         command=command,
         report_only=args.report_only,
         item_texts=args.item_texts,
+        jobs=args.jobs,
+        threads=args.threads,
     )
     print(output_dir / "reproduction.md")
     return report

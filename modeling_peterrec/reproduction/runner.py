@@ -17,6 +17,7 @@ an interrupted reproduction resumes where it stopped.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -60,6 +61,7 @@ from .selection import (
     choose_candidate,
     split_candidate,
 )
+from .workers import map_runner
 
 logger = transformers_logging.get_logger(__name__)
 
@@ -107,9 +109,12 @@ def derived_task(
                 "test": splits["validation" if for_tuning else "test"],
             }
         )
-    temporary = folder.with_name(f".{folder.name}.tmp")
+    temporary = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     variant.save_to_disk(str(temporary))
+    if (folder / "dataset_dict.json").is_file():  # another worker (`workers.py`) saved the same variant first
+        shutil.rmtree(temporary)
+        return folder
     shutil.rmtree(folder, ignore_errors=True)
     temporary.rename(folder)
     return folder
@@ -388,6 +393,15 @@ class Reproduction:
 
         return choose_candidate(grid, held_out_sets, score, preset.selection, metric)
 
+    def result_if_run(self, configuration: Configuration) -> dict[str, Any] | None:
+        """`configuration_result`, or None (with a warning) when a run is missing and the runner may not run it."""
+        logger.info(f"Configuration {configuration.name}")
+        try:
+            return self.configuration_result(configuration)
+        except MissingRunError as missing:
+            logger.warning(f"Left out of the report, not run yet: {missing}")
+            return None
+
     def configuration_result(self, configuration: Configuration) -> dict[str, Any]:
         """Chooses the configuration's hyperparameters (`select`, when the preset's grid has several candidates),
         runs every seed once with them (the only reads of the test split) and aggregates the test measures."""
@@ -486,11 +500,15 @@ def reproduce(
     command: str = "peterrec reproduce",
     report_only: bool = False,
     item_texts: str | Path | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Runs the research questions `rqs` on `tasks` with `preset` and writes `reproduction.json`,
     `reproduction.md` and the learning-curve PNGs into `output_dir` (runs into `work_dir`, default
     `<output_dir>/runs`). With `report_only`, runs nothing and reports the configurations whose runs all exist.
-    `item_texts`: the items' texts for the backbones over item texts (`Reproduction`). Returns the JSON report."""
+    `item_texts`: the items' texts for the backbones over item texts (`Reproduction`). `jobs` worker processes of
+    `threads` threads each run the backbones, then the configurations, side by side (`run_plan`). Returns the JSON
+    report."""
     unknown = sorted(set(tasks) - set(ALL_TASKS))
     if unknown:
         raise ValueError(f"Unknown task(s) {unknown}; choose from {list(ALL_TASKS)}.")
@@ -504,7 +522,7 @@ def reproduce(
         run_missing=not report_only,
         item_texts=None if item_texts is None else Path(item_texts),
     )
-    return run_plan(runner, research_plan(rqs, tasks), tasks, output_dir, command)
+    return run_plan(runner, research_plan(rqs, tasks), tasks, output_dir, command, jobs, threads)
 
 
 def run_plan(
@@ -513,8 +531,13 @@ def run_plan(
     tasks: Sequence[str],
     output_dir: Path,
     command: str,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Runs every configuration of `plan` with `runner`, the RQ3 baselines, and writes the report files."""
+    """Runs every configuration of `plan` with `runner`, the RQ3 baselines, and writes the report files.
+
+    With `jobs` > 1 the backbones, then the configurations, run in that many worker processes (`workers.py`) of
+    `threads` intra-op threads each (default: this process's threads shared out among the workers)."""
     if not plan:
         raise ValueError(
             "Nothing to run: the chosen research questions have no experiment on the chosen tasks."
@@ -522,14 +545,20 @@ def run_plan(
     started = time.perf_counter()
     configurations = unique_configurations(plan)
     names = sorted({configuration.objective for configuration in configurations})
-    backbones = {name: runner.backbone(name) for name in names}
-    results = {}
-    for position, configuration in enumerate(configurations, 1):
-        logger.info(f"[{position}/{len(configurations)}] {configuration.name}")
-        try:
-            results[configuration.name] = runner.configuration_result(configuration)
-        except MissingRunError as missing:
-            logger.warning(f"Left out of the report, not run yet: {missing}")
+    if not runner.run_missing:
+        jobs = 1
+    if jobs > 1:
+        for task in {"pretrain_source", *(configuration.task for configuration in configurations)}:
+            runner.splits(task)
+    threads = threads or max(1, torch.get_num_threads() // jobs)
+    backbones = dict(zip(names, map_runner(runner, "backbone", names, jobs, threads), strict=True))
+    logger.info(f"{len(configurations)} configurations, {jobs} at a time")
+    outcomes = map_runner(runner, "result_if_run", configurations, jobs, threads)
+    results = {
+        configuration.name: result
+        for configuration, result in zip(configurations, outcomes, strict=True)
+        if result is not None
+    }
     baselines, classical = {}, {}
     if {"rq3", "rq5_transfer", "rq6_types", "rq7_text_items"} & set(plan):
         for task in tasks:
