@@ -176,9 +176,17 @@ def default_max_length(tokenizer: ItemTokenizer) -> int | None:
     return length if length < _NO_LIMIT else None
 
 
+def task_max_length(model: nn.Module, tokenizer: ItemTokenizer) -> int | None:
+    """The longest input a task model reads unless told: the length its patch was fine-tuned with
+    (`PatchConfig.max_length`), else the tokenizer's `default_max_length` (patch folders that predate the record)."""
+    recorded = getattr(getattr(model, "patch_config", None), "max_length", None)
+    return recorded if recorded is not None else default_max_length(tokenizer)
+
+
 class HistoryEncoder:
     """Left-padded `input_ids` and `attention_mask` of item-name histories, laid out for one head: the most recent
-    items that fit `max_length` with the head's special tokens. Unknown items become `[UNK]`."""
+    items that fit `max_length` with the head's special tokens (one length for the batch, or one per row: tasks
+    fine-tuned on different lengths served in one batch). Unknown items become `[UNK]`."""
 
     def __init__(
         self,
@@ -190,22 +198,33 @@ class HistoryEncoder:
         self.unk_token_id = tokenizer.unk_token_id
         self.pad_token_id = tokenizer.pad_token_id
         self.prefix, self.suffix = map(list, layout)
-        self.budget = None
-        if max_length is not None:
-            self.budget = max_length - len(self.prefix) - len(self.suffix)
-            if self.budget < 1:
-                raise ValueError(
-                    f"max_length={max_length} leaves no room for items next to the special tokens."
-                )
+        self.max_length = max_length
+        self.budget(max_length)
 
-    def __call__(self, histories: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def budget(self, max_length: int | None) -> int | None:
+        """How many items fit `max_length` beside the special tokens (None: every item)."""
+        if max_length is None:
+            return None
+        budget = max_length - len(self.prefix) - len(self.suffix)
+        if budget < 1:
+            raise ValueError(f"max_length={max_length} leaves no room for items next to the special tokens.")
+        return budget
+
+    def __call__(
+        self, histories: Sequence[Sequence[str]], max_lengths: Sequence[int | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch; `max_lengths` gives each row its own length instead of the encoder's."""
+        if max_lengths is None:
+            max_lengths = [self.max_length] * len(histories)
+        budgets = {length: self.budget(length) for length in set(max_lengths)}
         rows = []
-        for position, history in enumerate(histories):
+        for position, (history, length) in enumerate(zip(histories, max_lengths, strict=True)):
             if isinstance(history, str) or len(history) == 0:
                 raise ValueError(
                     f"History {position} must be a non-empty list of item names, got {history!r}."
                 )
-            items = history[-self.budget :] if self.budget else history
+            budget = budgets[length]
+            items = history[-budget:] if budget else history
             rows.append(
                 self.prefix + [self.vocab.get(str(item), self.unk_token_id) for item in items] + self.suffix
             )
@@ -267,8 +286,11 @@ class Runner:
         layouts = {spec.head.layout(spec.model, tokenizer) for spec in self.tasks.values()}
         if len(layouts) > 1:
             raise ValueError(f"Tasks of one call need one input layout, got {layouts}.")
-        length = max_length if max_length is not None else default_max_length(tokenizer)
-        self.encode = HistoryEncoder(tokenizer, layouts.pop(), length)
+        self.max_lengths = {
+            name: max_length if max_length is not None else task_max_length(spec.model, tokenizer)
+            for name, spec in self.tasks.items()
+        }
+        self.encode = HistoryEncoder(tokenizer, layouts.pop(), max_length)
         self.device = next(model.parameters()).device
 
     def row_tasks(self, start: int, count: int) -> list[str | None]:
@@ -281,8 +303,9 @@ class Runner:
         self, histories: Sequence[Sequence[str]], start: int = 0
     ) -> Iterator[tuple[_Task, list[int], torch.Tensor]]:
         """For each task of the batch: its spec, its rows (positions in `histories`) and their scores."""
-        input_ids, attention_mask = (tensor.to(self.device) for tensor in self.encode(histories))
         per_row = self.row_tasks(start, len(histories))
+        encoded = self.encode(histories, [self.max_lengths[task] for task in per_row])
+        input_ids, attention_mask = (tensor.to(self.device) for tensor in encoded)
         if not self.is_server:
             spec = self.tasks[None]
             yield spec, list(range(len(histories))), spec.head.scores(spec.model, input_ids, attention_mask)
@@ -394,8 +417,9 @@ def recommend(
         exclude: item names never to recommend: one list for all users or one per user.
         batch_size: users per forward pass.
         task: the server's task for all users, or one task per user.
-        max_length: longest input with special tokens; longer histories keep their most recent items (default: the
-            tokenizer's `model_max_length`, if saved).
+        max_length: longest input with special tokens; longer histories keep their most recent items (default:
+            each task's fine-tuning length, `task_max_length`; a pretraining model, the tokenizer's
+            `model_max_length`, if saved).
 
     Special tokens are never recommended. Equal scores are ordered by item id, lower first, so results are
     deterministic.
@@ -485,6 +509,7 @@ __all__ = [
     "Runner",
     "class_probabilities",
     "default_max_length",
+    "task_max_length",
     "head_serving",
     "predict",
     "recommend",

@@ -22,6 +22,9 @@ names relative to the task, as PEFT drops the adapter name) and a model card. Fo
   `item_encoder_adapter/adapter_config.json` and `adapter_model.safetensors` (`item_text_patches`), not part of
   `patch.safetensors`; `item_patch_sha256` checks its weights file. A new version because a reader of format 5 would ignore those keys and files and serve the
   task without its adapter; folders of formats 1 to 5 load as user-encoder patches.
+  Format 6 folders may also record `max_length`, the input length the task was fine-tuned with, which serving
+  and evaluation read by default; a folder without it (or a reader that ignores it) uses the tokenizer's
+  `model_max_length`, as before.
 
 A reader ignores keys it does not know (a newer writer's additions) with a warning and refuses only a newer format
 version, whose tensors it could misread.
@@ -102,6 +105,8 @@ class PatchConfig:
             config's `readout`.
         head_terms: what the head adds up (`registry.HEAD_TERMS`): the deep term, a wide term over the item bag,
             or both.
+        max_length: the longest input (special tokens included) the task was fine-tuned with; `recommend`,
+            `predict` and `evaluate` read that many most recent items unless told otherwise. None: unrecorded.
         label_names: class names in label-id order (classification).
         num_target_items, target_names, ranking_loss, num_negatives: the ranking head.
         target_texts: the text of each target item, in target order, for a backbone whose items come from their
@@ -136,6 +141,7 @@ class PatchConfig:
     train_tcl_embedding: bool = False
     readout: str | None = None
     head_terms: str = "deep"
+    max_length: int | None = None
     label_names: list[str] | None = None
     num_target_items: int | None = None
     target_names: list[str] | None = None
@@ -209,6 +215,8 @@ class PatchConfig:
                 f"head_terms={self.head_terms!r} reads no backbone, so method {self.method!r} would "
                 "prepare backbone weights that never run; use method 'fine_cls' (the head alone)."
             )
+        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
+            raise ValueError(f"max_length must be an integer of at least 2, got {self.max_length!r}.")
         if not self.task or "." in self.task:
             raise ValueError(f"Task name {self.task!r} must be non-empty and contain no '.'.")
         if self.head == "classification" and not self.label_names:

@@ -58,7 +58,11 @@ class PredictArguments:
     )
     batch_size: int = field(default=256, metadata={"help": "Users per forward pass (and per read)."})
     max_length: int | None = field(
-        default=None, metadata={"help": "Longest input; default: the tokenizer's model_max_length."}
+        default=None,
+        metadata={
+            "help": "Longest input; default: each task's fine-tuning length (the patch records it), else the "
+            "tokenizer's model_max_length."
+        },
     )
     user_column: str = field(default="user", metadata={"help": "User column of a CSV/Parquet input."})
     item_column: str = field(default="item", metadata={"help": "Item column of a CSV/Parquet input."})

@@ -233,3 +233,42 @@ def test_server_mixed_task_calls_equal_single_task_calls(tmp_path):
         )
     with pytest.raises(TypeError, match="use predict"):
         recommend(server, tok, HISTORIES, task="gender")
+
+
+def test_encoder_gives_each_row_its_own_length():
+    tok = tokenizer()
+    encode = HistoryEncoder(tok, ((), (tok.tcl_token_id,)), max_length=None)
+    ids, mask = encode([ITEMS[:5], ITEMS[:5]], max_lengths=[3, None])
+    assert ids.tolist() == [
+        [0, 0, 0] + tok.convert_tokens_to_ids(ITEMS[3:5]) + [3],
+        tok.convert_tokens_to_ids(ITEMS[:5]) + [3],
+    ]
+    assert mask.tolist() == [[0, 0, 0, 1, 1, 1], [1] * 6]
+
+
+def test_tasks_read_the_length_they_were_fine_tuned_with(tmp_path):
+    """A patch records its fine-tuning length: served alone or in a mixed batch beside a task of another length,
+    each task reads that many most recent items, unless `max_length` says otherwise for the whole call."""
+    tok = tokenizer()
+    short, long = (
+        classification_model(next_item_model(), "short"),
+        classification_model(next_item_model(), "long"),
+    )
+    short.patch_config.max_length, long.patch_config.max_length = 4, None  # None: the tokenizer's length
+    save_patch(short, tmp_path / "short")
+    save_patch(long, tmp_path / "long")
+    server = MultiTaskPeterRec(next_item_model())
+    for task in ("short", "long"):
+        server.load_patch(tmp_path / task)
+    assert server.tasks["short"].patch_config.max_length == 4
+    truncated = [history[-3:] for history in HISTORIES]  # 4 with [TCL]
+    tasks = ["short", "long", "short", "long", "short"]
+    mixed = predict(server, tok, HISTORIES, task=tasks)
+    for row, task in enumerate(tasks):
+        read = truncated[row] if task == "short" else HISTORIES[row]
+        expected = predict(server, tok, [read], task=task, max_length=100)[0]
+        for name, value in expected.probabilities.items():
+            assert mixed[row].probabilities[name] == pytest.approx(value, abs=1e-6)
+    assert predict(short, tok, HISTORIES) == predict(short, tok, truncated, max_length=100)
+    whole = predict(server, tok, HISTORIES, task="short", max_length=100)
+    assert whole != predict(server, tok, HISTORIES, task="short")  # HISTORIES[2] has 9 items

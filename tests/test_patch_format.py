@@ -143,3 +143,16 @@ def test_server_refuses_inputs_without_tcl(tmp_path):
         server(no_tcl)
     with pytest.raises(ValueError, match=r"\[TCL\]"):
         server(no_tcl, task=["gender"] * no_tcl.shape[0])
+
+
+def test_fine_tuning_length_is_recorded_and_checked(tmp_path):
+    folder = trained_patch(tmp_path / "patch")
+    assert (
+        load_patch(folder, pretrained_backbone()).patch_config.max_length is None
+    )  # unrecorded: tokenizer's
+    edit_config(folder, max_length=400)
+    assert load_patch(folder, pretrained_backbone()).patch_config.max_length == 400
+    for wrong in (1, "400", 12.5):
+        edit_config(folder, max_length=wrong)
+        with pytest.raises(ValueError, match="max_length must be an integer of at least 2"):
+            load_patch(folder, pretrained_backbone())

@@ -74,7 +74,7 @@ def pipeline(tmp_path_factory):
     finetune = ["finetune", "--backbone", str(backbone), "--max_length", "12", "--num_train_epochs", "2"]
     main(
         [*finetune, "--data_dir", data["classification"], "--task", "gender", "--method", "peterrec"]
-        + ["--output_dir", str(root / "classification"), *QUICK_TRAINING]
+        + ["--max_length", "8", "--output_dir", str(root / "classification"), *QUICK_TRAINING]
     )
     main(
         [*finetune, "--data_dir", data["coldrec"], "--task", "coldrec", "--method", "fine_all", "--seed", "7"]
@@ -136,13 +136,17 @@ def test_classification_finetuning_reports_parameters_and_patch_size(pipeline):
 
 @pytest.mark.slow
 def test_saved_patch_reproduces_the_test_metrics(pipeline, tmp_path):
+    """The patch was fine-tuned on 8 items, below its backbone tokenizer's 12: it records that length, and
+    `evaluate` reads it without being told."""
     root, data = pipeline
     backbone = root / "pretrain" / "backbone"
     main(
         ["evaluate", "--backbone", str(backbone), "--patch", str(root / "classification" / "patch")]
-        + ["--data_dir", data["classification"], "--max_length", "12", "--output_dir", str(tmp_path)]
+        + ["--data_dir", data["classification"], "--output_dir", str(tmp_path)]
     )
-    assert read_metrics(tmp_path)["metrics"] == pytest.approx(read_metrics(root / "classification")["test"])
+    evaluated = read_metrics(tmp_path)
+    assert evaluated["max_length"] == 8
+    assert evaluated["metrics"] == pytest.approx(read_metrics(root / "classification")["test"])
     model = load_patch(root / "classification" / "patch", load_backbone(backbone)[0])
     assert model.patch_config.task == "gender" and model.config.id2label == {0: "a", 1: "b"}
 
@@ -236,8 +240,6 @@ def test_labels_are_matched_by_name_when_evaluating(pipeline, tmp_path):
         + [
             "--data_dir",
             str(tmp_path / "swapped"),
-            "--max_length",
-            "12",
             "--output_dir",
             str(tmp_path / "eval"),
         ]

@@ -45,6 +45,10 @@ def require_backbone(backbone: str | None) -> None:
         raise ValueError("--backbone is required: the folder written by `peterrec pretrain`.")
 
 
+DEFAULT_MAX_LENGTH = 100
+"""The longest input (special tokens included) when nothing else says: no option, patch record or tokenizer length."""
+
+
 @dataclass
 class DataArguments:
     """Where a task's `DatasetDict` comes from: a MovieLens task from the cache, or a folder saved with
@@ -74,7 +78,7 @@ class DataArguments:
         metadata={"help": "Go on when most items are outside the backbone's vocabulary (a warning only)."},
     )
     max_length: int = field(
-        default=100,
+        default=DEFAULT_MAX_LENGTH,
         metadata={
             "help": "Longest input: the most recent items a model reads (pretraining: also the windows' length, "
             "unless --window_length)."
@@ -410,6 +414,13 @@ class EvaluateArguments(DataArguments):
         default=None, metadata={"help": "MovieLens task (default: the patch's task, or pretrain)."}
     )
     split: Literal["validation", "test"] = field(default="test", metadata={"help": "Split to evaluate."})
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Longest input (default: the length the patch was fine-tuned with, else the backbone "
+            f"tokenizer's model_max_length, else {DEFAULT_MAX_LENGTH})."
+        },
+    )
     num_eval_negatives: int = field(
         default=99, metadata={"help": "Sampled negatives per true item (ranking)."}
     )

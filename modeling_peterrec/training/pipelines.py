@@ -40,6 +40,7 @@ from ..data import (
     movielens_item_texts,
     read_item_texts,
 )
+from ..inference import task_max_length
 from ..item_text import item_encoder_fields, uses_item_text
 from ..metrics import make_compute_metrics
 from ..model_types import config_class, pretraining_model_class
@@ -50,7 +51,13 @@ from ..saving import load_backbone, load_patch, save_backbone, save_patch
 from ..small_text_encoder import build_small_text_encoder
 from ..tokenization_peterrec import ItemTokenizer, UnknownItems
 from ..transfer import prepare_for_transfer
-from .arguments import DataArguments, EvaluateArguments, FinetuneArguments, PretrainArguments
+from .arguments import (
+    DEFAULT_MAX_LENGTH,
+    DataArguments,
+    EvaluateArguments,
+    FinetuneArguments,
+    PretrainArguments,
+)
 from .checkpoints import resume_target
 from .datasets import (
     dataset_name,
@@ -329,6 +336,7 @@ def finetune(
         **head,
     )
     logger.info(str(report))
+    model.patch_config.max_length = args.max_length
     train_collator, eval_collator = task_collators(tokenizer, model, args.max_length, kind)
     metric = TASK_KINDS[kind].selection_metric
     trainer = pipeline_trainer(
@@ -382,6 +390,11 @@ def finetune(
     return finish_run(trainer, summary, metric, log_history)
 
 
+def evaluation_length(args: EvaluateArguments, model, tokenizer: ItemTokenizer) -> int:
+    """The longest input `evaluate` reads: `--max_length`, else the task's own (`inference.task_max_length`)."""
+    return args.max_length or task_max_length(model, tokenizer) or DEFAULT_MAX_LENGTH
+
+
 def _evaluate_backbone(args: EvaluateArguments, training_args: TrainingArguments, backbone, tokenizer):
     """(trainer, evaluated rows, summary head) for the held-out last item of each history."""
     splits = load_splits(args, args.task or "pretrain")
@@ -391,7 +404,7 @@ def _evaluate_backbone(args: EvaluateArguments, training_args: TrainingArguments
     trainer = PretrainingTrainer(
         model=backbone,
         args=training_args,
-        data_collator=NextItemCollator(tokenizer, args.max_length),
+        data_collator=NextItemCollator(tokenizer, evaluation_length(args, backbone, tokenizer)),
         processing_class=tokenizer,
         compute_metrics=compute_pretraining_metrics,
     )
@@ -408,7 +421,8 @@ def _evaluate_patch(args: EvaluateArguments, training_args: TrainingArguments, b
     seed = next(s for s in (args.evaluation_seed, spec.evaluation_seed, training_args.seed) if s is not None)
     kind, _, validation, test = task_datasets(splits, tokenizer, args.num_eval_negatives, seed)
     evaluated = {"validation": validation, "test": test}[args.split]
-    _, eval_collator = task_collators(tokenizer, model, args.max_length, kind)
+    length = evaluation_length(args, model, tokenizer)
+    _, eval_collator = task_collators(tokenizer, model, length, kind)
     trainer = PeterRecTrainer(
         model=model,
         args=training_args,
@@ -423,6 +437,7 @@ def _evaluate_patch(args: EvaluateArguments, training_args: TrainingArguments, b
         "task": spec.task,
         "method": spec.method,
         "evaluation_seed": seed,
+        "max_length": length,
         "unknown_item_share": check_unknown_items(tokenizer, splits, args).share,
     }
     return trainer, evaluated, head
