@@ -12,7 +12,6 @@ docs/training.md):
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import HfArgumentParser
 
+from ._logging import configure_command_logging
 from .training.arguments import (
     EvaluateArguments,
     FinetuneArguments,
@@ -199,9 +199,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(0 if argv[:1] in (["-h"], ["--help"]) else 2)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    for package in ("modeling_peterrec", "tokenization"):
-        logging.getLogger(package).setLevel(logging.INFO)
+    configure_command_logging()
     command, rest = argv[0], argv[1:]
     try:
         _run(command, rest)

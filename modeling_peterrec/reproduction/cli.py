@@ -4,7 +4,6 @@ file), and the entry point that runs the research questions, the investigation o
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -14,6 +13,7 @@ from typing import Any
 from transformers import HfArgumentParser
 
 from .._io import write_json
+from .._logging import configure_command_logging
 from ..reporting import markdown_table
 from .baselines import BASELINES
 from .investigation import investigate
@@ -226,8 +226,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_arguments(argv)
     preset = args.preset_with_overrides()
     command = " ".join(["peterrec reproduce", *argv])
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("modeling_peterrec").setLevel(logging.INFO)
+    configure_command_logging()
     output_dir = Path(args.output_dir)
     if args.investigate is not None:
         rates = preset.tune.get("learning_rate", (preset.learning_rate,))

@@ -13,7 +13,6 @@ the parent loads every task first, so that no two workers build the same data ca
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +20,8 @@ from functools import partial
 from typing import Any
 
 import torch
+
+from .._logging import configure_command_logging
 
 _runner: Any = None
 """The worker process's copy of the parent's `Reproduction` (set once by `_start`)."""
@@ -30,8 +31,7 @@ def _start(runner: Any, threads: int) -> None:
     global _runner
     _runner = runner
     torch.set_num_threads(threads)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("modeling_peterrec").setLevel(logging.INFO)
+    configure_command_logging()
 
 
 def _call(method: str, argument: Any) -> Any:
