@@ -169,3 +169,37 @@ def test_head_terms_on_the_cmnrec_user_model(head, tmp_path):
     with torch.no_grad():
         assert torch.equal(model.task_logits(ids), loaded.task_logits(ids))
         assert not torch.equal(model.task_logits(ids), logits["deep"])
+
+
+def test_the_wide_term_trains_at_its_own_learning_rate(tmp_path):
+    """`wide_learning_rate`: the wide term's parameters form a group of their own at that rate, every other trained
+    parameter stays at `learning_rate`, and Adam's first step moves each part by its own rate."""
+    from modeling_peterrec.training import PeterRecTrainingArguments
+    from modeling_peterrec.training.trainers import PeterRecTrainer
+
+    model, _ = classification(pretrained_backbone(), head_terms="wide_deep")
+    args = PeterRecTrainingArguments(
+        output_dir=str(tmp_path),
+        learning_rate=1e-3,
+        wide_learning_rate=0.1,
+        eval_strategy="no",
+        load_best_model_at_end=False,
+        use_cpu=True,
+    )
+    optimizer = PeterRecTrainer(model=model, args=args).create_optimizer()
+    wide = {id(p) for p in model.wide.parameters()}
+    by_rate = {}
+    for group in optimizer.param_groups:
+        by_rate.setdefault(group["lr"], []).extend(id(p) for p in group["params"])
+    assert sorted(by_rate[0.1]) == sorted(wide)
+    trained = [id(p) for p in model.parameters() if p.requires_grad]
+    assert sorted(by_rate[0.1] + by_rate[1e-3]) == sorted(trained) and len(by_rate) == 2
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    model.train()
+    model(**batch(0)).loss.backward()
+    optimizer.step()
+    moved = {name: (p.detach() - before[name]).abs().max().item() for name, p in model.named_parameters()}
+    assert moved["wide.weight"] == pytest.approx(0.1, rel=1e-3)
+    assert moved["classifier.weight"] == pytest.approx(1e-3, rel=1e-3)
+    with pytest.raises(ValueError, match="--wide_learning_rate must be positive"):
+        PeterRecTrainingArguments(output_dir=str(tmp_path), wide_learning_rate=0.0)

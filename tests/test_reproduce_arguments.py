@@ -74,3 +74,22 @@ def test_jobs_and_threads_are_checked_before_anything_runs():
     for argv in (["--jobs", "0"], ["--threads", "0"]):
         with pytest.raises(ValueError, match="--jobs and --threads must be at least 1"):
             parse_arguments(argv)
+
+
+def test_the_preset_gives_the_wide_term_its_own_learning_rate(tmp_path):
+    from modeling_peterrec.reproduction.plan import PRESETS, transfer_configuration
+
+    rates = []
+
+    def finetune(args, training_args):
+        rates.append((args.head_terms, training_args.learning_rate, training_args.wide_learning_rate))
+        raise InterruptedError
+
+    for preset in (PRESETS["cpu"], replace(PRESETS["cpu"], wide_learning_rate=None)):
+        runner = replace(parse_arguments([]).runner(preset), work_dir=tmp_path, finetune_fn=finetune)
+        runner.backbone = lambda name: {"backbone": "unused"}
+        with pytest.raises(InterruptedError):
+            runner.run(
+                transfer_configuration("genest", "peterrec", head_terms="wide_deep"), 0, 2e-3, tmp_path
+            )
+    assert rates == [("wide_deep", 2e-3, PRESETS["cpu"].wide_learning_rate), ("wide_deep", 2e-3, None)]

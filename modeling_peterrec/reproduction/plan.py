@@ -59,7 +59,8 @@ class Preset:
     windows of `window_length` items (default, and at most, `max_length`; a backbone with learned positions,
     SASRec, always trains on windows of `max_length`) by `window_stride` (default the window: disjoint windows), with
     `pretrain_learning_rate` on the `pretrain_lr_scheduler_type` schedule after `pretrain_warmup_steps`.
-    Fine-tuning (linear decay) stops after `early_stopping_patience` evaluations without improvement (0: never)."""
+    Fine-tuning (linear decay) stops after `early_stopping_patience` evaluations without improvement (0: never);
+    the wide term of a wide & deep head trains at `wide_learning_rate` (None: the learning rate)."""
 
     name: str
     hidden_size: int
@@ -83,6 +84,7 @@ class Preset:
     window_length: int | None = None
     window_stride: int | None = None
     early_stopping_patience: int = 0
+    wide_learning_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTION_SCHEMES:
@@ -128,6 +130,7 @@ PRESETS = {
         window_length=200,
         window_stride=100,
         early_stopping_patience=4,
+        wide_learning_rate=1e-2,
     ),
     "quick": Preset(
         "quick",
@@ -152,14 +155,15 @@ PRESETS = {
     ),
 }
 """`cpu`: 12 conv layers of width 64 (receptive field 91) reading the 400 most recent items (whole histories for 90%
-of ML-1M's users, against 74% for 200: better by 3-fold cross-validation inside the training users, docs/transfer.md),
-pretrained up to 20 epochs on windows of 200 sliding by 100 (every position predicted once from at least 100 items
-before it, as from the whole history) with a cosine schedule (22-26 min on one core over two builds; held-out
-source item ranked over all items: HR@10 0.222 validation, 0.203-0.204 test, against 0.190 / 0.181 after 8
-epochs; windows of 400 sliding by 200 reached only 0.192 test at the same cost), fine-tuned up to 15 epochs
-(ColdRec 10) with early stopping, sized for two CPU cores; its learning rate and epochs were chosen on the validation
-split (docs/transfer.md). `paper`: the paper's backbone (hidden 256, dilations [1, 2, 4, 8] x 4, Section 4.1) and its
-learning-rate range 1e-3 to 1e-4 (chosen by 3-fold cross-validation), for a GPU.
+of ML-1M's users, against 74% for 200: better by 3-fold cross-validation inside the training users,
+docs/transfer.md), pretrained up to 20 epochs on windows of 200 sliding by 100 (every position predicted once from
+at least 100 items before it, as from the whole history) with a cosine schedule (22-26 min on one core over two
+builds; held-out source item ranked over all items: HR@10 0.222 validation, 0.203-0.204 test, against 0.190 / 0.181
+after 8 epochs; windows of 400 sliding by 200 reached only 0.192 test at the same cost), fine-tuned up to 15 epochs
+(ColdRec 10) with early stopping, sized for two CPU cores; its learning rate and epochs were chosen on the
+validation split (docs/transfer.md); the wide term of a wide & deep head trains at 1e-2 (chosen by 3-fold
+cross-validation of the wide term alone, docs/transfer.md). `paper`: the paper's backbone (hidden 256, dilations [1,
+2, 4, 8] x 4, Section 4.1) and its learning-rate range 1e-3 to 1e-4 (chosen by 3-fold cross-validation), for a GPU.
 `quick`: the demo's size (8 conv layers of width 64, the 50 most recent items), pretrained 4 epochs and fine-tuned up
 to 6 (ColdRec 5) with early stopping, the cpu preset's learning rate, for studies of many configurations on CPU
 (RQ6's ~100 runs per seed); its numbers are not the cpu preset's. `smoke`: a seconds-long check of the plumbing."""

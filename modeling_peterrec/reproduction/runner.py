@@ -340,7 +340,14 @@ class Reproduction:
         started = time.perf_counter()
         summary = self.finetune_fn(
             arguments,
-            self._training_arguments(output_dir, epochs, preset.finetune_batch_size, learning_rate, seed),
+            self._training_arguments(
+                output_dir,
+                epochs,
+                preset.finetune_batch_size,
+                learning_rate,
+                seed,
+                wide_learning_rate=preset.wide_learning_rate,
+            ),
         )
         _remove_checkpoints(output_dir)
         logger.info(f"{output_dir.relative_to(self.work_dir)}: {time.perf_counter() - started:.0f}s")

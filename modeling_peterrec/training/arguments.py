@@ -482,6 +482,18 @@ class PeterRecTrainingArguments(TrainingArguments):
         default=0,
         metadata={"help": "Stop after this many evaluations without a better validation metric (0: never)."},
     )
+    wide_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the wide term of a wide & deep head (--head_terms wide or wide_deep), in a "
+            "parameter group of its own (default --learning_rate)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.wide_learning_rate is not None and not self.wide_learning_rate > 0:
+            raise ValueError(f"--wide_learning_rate must be positive, got {self.wide_learning_rate}.")
 
 
 __all__ = [

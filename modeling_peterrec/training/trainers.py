@@ -50,6 +50,24 @@ class PeterRecTrainer(Trainer):
         if self.pop_callback(ProgressCallback) is not None:
             self.add_callback(ProgressBars)
 
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """Trainer's optimizer; with `wide_learning_rate`, the wide term of a wide & deep head (`ItemBagTerm`) in a
+        parameter group of its own at that rate. Wide & deep (Cheng et al., DLRS 2016, Section 3.2) trains its
+        wide part with an optimizer of its own: a linear model of thousands of sparse item weights wants a far
+        larger step than the deep part's patches."""
+        optimizer = super().create_optimizer(model)
+        rate = getattr(self.args, "wide_learning_rate", None)
+        wide = getattr(self.model if model is None else model, "wide", None)
+        if rate is None or wide is None:
+            return optimizer
+        moved = {id(parameter) for parameter in wide.parameters() if parameter.requires_grad}
+        for group in optimizer.param_groups:
+            group["params"] = [parameter for parameter in group["params"] if id(parameter) not in moved]
+        optimizer.add_param_group(
+            {"params": [p for p in wide.parameters() if id(p) in moved], "lr": rate, "weight_decay": 0.0}
+        )
+        return optimizer
+
     def _with_eval_collator(self, make_loader, *args):
         if self.eval_data_collator is None:
             return make_loader(*args)
