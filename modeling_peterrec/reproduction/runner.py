@@ -554,8 +554,9 @@ def run_plan(
     names = sorted({configuration.objective for configuration in configurations})
     if not runner.run_missing:
         jobs = 1
-    if jobs > 1:
-        for task in {"pretrain_source", *(configuration.task for configuration in configurations)}:
+    if jobs > 1:  # the parent builds each data cache, so that no two workers write one at once
+        cached = [] if runner.data_dir is not None else ["pretrain_source"]
+        for task in {*cached, *(configuration.task for configuration in configurations)}:
             runner.splits(task)
     threads = threads or max(1, torch.get_num_threads() // jobs)
     backbones = dict(zip(names, map_runner(runner, "backbone", names, jobs, threads), strict=True))
