@@ -33,8 +33,9 @@ DEMO_BACKBONE = {"hidden_size": 64, "dilations": [1, 2, 4, 8] * 2, "max_length":
 """The demo's small backbone: 8 layers of width 64 over the 50 most recent items (the paper: 16 layers of 256)."""
 DEMO_PRETRAINING = {"pretraining_loss": "sampled_softmax", "num_sampled": 512}
 """The demo pretrains with the original code's sampled softmax, three times faster than the full softmax on CPU."""
-DEMO_FINETUNING = {"learning_rate": 2e-3, "early_stopping_patience": 2}
-"""Fine-tuning as the reproduction's `cpu` preset (learning rate chosen on validation, docs/transfer.md)."""
+DEMO_FINETUNING = {"learning_rate": 2e-3, "wide_learning_rate": 1e-2, "early_stopping_patience": 2}
+"""Fine-tuning as the reproduction's `cpu` preset (learning rate chosen on validation, the wide term's by
+cross-validation, docs/transfer.md)."""
 
 
 @dataclass(frozen=True)
