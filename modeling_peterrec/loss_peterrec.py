@@ -554,11 +554,13 @@ def sampled_softmax_loss(
         true_log_expected = _log_uniform_log_prob(labels, vocab_size)
     true_log_expected = true_log_expected + math.log(num_sampled)
 
-    true_logits = (hidden * weight[labels]).sum(-1).float() - true_log_expected
-    sampled_logits = (hidden @ weight[candidates].T).float() - log_expected
+    # Rows are gathered with index_select: its backward sums repeated ids in a fixed order, whereas indexing's
+    # (index_put_ with accumulate) sums them in thread order on CPU, so that two runs would differ.
+    true_logits = (hidden * weight.index_select(0, labels)).sum(-1).float() - true_log_expected
+    sampled_logits = (hidden @ weight.index_select(0, candidates).T).float() - log_expected
     if bias is not None:
-        true_logits = true_logits + bias[labels].float()
-        sampled_logits = sampled_logits + bias[candidates].float()
+        true_logits = true_logits + bias.index_select(0, labels).float()
+        sampled_logits = sampled_logits + bias.index_select(0, candidates).float()
     if remove_accidental_hits:
         hits = labels.unsqueeze(1) == candidates.unsqueeze(0)
         sampled_logits = sampled_logits.masked_fill(hits, torch.finfo(sampled_logits.dtype).min)

@@ -236,6 +236,24 @@ def test_sampled_softmax_is_finite_and_its_gradient_flows(sampler):
     assert torch.count_nonzero(hidden.grad[:4]) == 0
 
 
+def test_sampled_softmax_gradients_are_equal_run_to_run_with_two_threads():
+    # Many tokens share each label: summing their rows in thread order made two identical steps differ.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        hidden, weight, bias, _ = make_inputs(num_tokens=3200, hidden_size=64, vocab_size=3400)
+        labels = torch.randint(400, (3200,), generator=torch.Generator().manual_seed(1))
+        gradients = []
+        for _ in range(10):
+            weight.grad = bias.grad = None
+            sampled_softmax_loss(hidden, weight, bias, labels, 512, torch.Generator().manual_seed(0)).backward()
+            gradients.append((weight.grad.clone(), bias.grad.clone()))
+    finally:
+        torch.set_num_threads(threads)
+    for weight_grad, bias_grad in gradients[1:]:
+        assert torch.equal(weight_grad, gradients[0][0]) and torch.equal(bias_grad, gradients[0][1])
+
+
 def test_sampled_softmax_of_an_all_ignored_batch_is_zero():
     hidden, weight, bias, labels = make_inputs()
     loss = sampled_softmax_loss(hidden, weight, bias, torch.full_like(labels, -100), 5)
