@@ -374,9 +374,10 @@ def test_transfer_plan_compares_methods_with_one_head_and_ablates_the_head_terms
         for task in ("genest", "coldrec")
         for method in ("peterrec", "peter_zero", "fine_all", "fine_cls")
     ]
-    assert [(c.method, c.head_terms) for c in plan["rq5_head_terms"]][:3] == [
+    assert [(c.method, c.head_terms) for c in plan["rq5_head_terms"]][:4] == [
         ("peterrec", "wide_deep"),
         ("peter_zero", "wide_deep"),
+        ("fine_all", "wide_deep"),
         ("fine_cls", "wide"),
     ]
     assert {c.task for c in plan["rq5_few_labels"]} == {"genest"}
@@ -396,7 +397,7 @@ def test_transfer_report_shows_methods_beside_baselines_and_the_ablation(tmp_pat
     )
     report = run_plan(runner, research_plan([5], ["genest"]), ["genest"], tmp_path / "results", "x")
     assert all(call["reads_test"] for call in fake.calls)  # one candidate: no tuning runs
-    assert len(report["configurations"]) == 4 + 3 + 3  # the 100% runs of the few-label table are RQ5's own
+    assert len(report["configurations"]) == 4 + 4 + 3  # the 100% runs of the few-label table are RQ5's own
     markdown = (tmp_path / "results" / "reproduction.md").read_text()
     transfer = markdown.split("## RQ5: transfer")[1].split("## ")[0]
     assert "| Task | LabelCS |" in transfer and "| PeterRec | PeterZero | FineAll | FineCLS |" in transfer

@@ -197,9 +197,14 @@ TRANSFER_PATCH_OPTIONS: dict[str, Any] = {"train_layer_norms": ("norm2",), "trai
 validation users of GenEst and AgeEst on the cpu preset's backbone (docs/transfer.md); the methods without patches
 ignore them (`Configuration`)."""
 RQ5_METHODS = ("peterrec", "peter_zero", "fine_all", "fine_cls")
-RQ5_HEAD_TERMS = (("peterrec", "wide_deep"), ("peter_zero", "wide_deep"), ("fine_cls", "wide"))
-"""The head-terms ablation: what the deep part adds (PeterRec and PeterZero with a wide & deep head) over the wide
-part alone (a linear model of the item bag trained in the same pipeline)."""
+RQ5_HEAD_TERMS = (
+    ("peterrec", "wide_deep"),
+    ("peter_zero", "wide_deep"),
+    ("fine_all", "wide_deep"),
+    ("fine_cls", "wide"),
+)
+"""The head-terms ablation: what the deep part adds (PeterRec, PeterZero and FineAll with a wide & deep head) over
+the wide part alone (a linear model of the item bag trained in the same pipeline)."""
 RQ5_FEW_LABEL_METHODS = ("peterrec", "peter_zero", "fine_all")
 RQ5_FEW_LABEL_FRACTION = 0.1
 RQ2_METHODS = ("fine_cls", "fine_last1", "fine_last2", "fine_all")
