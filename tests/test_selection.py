@@ -31,19 +31,20 @@ def imbalanced_root(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("task", ["genest", "coldrec"])
-def test_folds_partition_the_training_users_and_hold_no_other_user(tmp_path, task):
+def test_folds_partition_the_training_users_and_validate_on_the_validation_split(tmp_path, task):
     splits = load_from_disk(str(imbalanced_root(tmp_path) / task))
     train_users = set(splits["train"]["user_id"])
-    others = set(splits["validation"]["user_id"]) | set(splits["test"]["user_id"])
+    test_users = set(splits["test"]["user_id"])
     folds = user_folds(splits, 3, seed=0)
     held_out = Counter(user for fold in folds for user in fold["test"]["user_id"])
     assert set(held_out) == train_users and set(held_out.values()) == {1}
     for fold in folds:
-        assert fold["validation"]["user_id"] == fold["test"]["user_id"]
+        # The checkpoint is chosen on the task's validation users, never on the users the fold scores.
+        assert fold["validation"]["user_id"] == splits["validation"]["user_id"]
         assert set(fold["train"]["user_id"]).isdisjoint(fold["test"]["user_id"])
         assert set(fold["train"]["user_id"]) | set(fold["test"]["user_id"]) == train_users
         for split in fold.values():
-            assert set(split["user_id"]).isdisjoint(others)
+            assert set(split["user_id"]).isdisjoint(test_users)
 
 
 def test_folds_keep_each_class_share_within_one_user():
@@ -225,6 +226,6 @@ def test_history_length_is_a_candidate_that_reaches_the_runs_and_the_folders(tmp
     assert sorted(lengths) == [(12, False)] * 3 + [(12, True)] + [(20, False)] * 3
     assert result["selection"]["chosen"] == "length12" and result["chosen"] == {"max_length": 12}
     assert (
-        tmp_path / "runs" / "tuning" / "causal-genest-peterrec-serial_two" / "length20" / "fold2of3"
+        tmp_path / "runs" / "tuning" / "causal-genest-peterrec-serial_two" / "length20" / "cv2of3"
     ).is_dir()
     assert (tmp_path / "runs" / "causal-genest-peterrec-serial_two" / "length12" / "seed0").is_dir()

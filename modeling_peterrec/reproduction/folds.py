@@ -3,8 +3,8 @@
 The validation split of an ML-1M profile task holds 3% of the users (181), so an accuracy read on it has a standard
 error of about 0.033, the size of the differences being chosen between; k folds of the 4,228 training users give
 every candidate 4,228 held-out users (standard error about 0.007, see docs/reproduction.md). The folds are built
-from the training split alone, so a run on a fold can read neither the real validation users nor the test users.
-Both the models' selection (`selection.py`) and the classical baselines' regularisation (`baselines.py`) use them.
+from the training split alone, so a run on a fold never reads a test user. Both the models' selection
+(`selection.py`) and the classical baselines' regularisation (`baselines.py`) use them.
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ def fold_indices(
 
 
 def user_folds(splits, k: int, seed: int) -> list:
-    """`k` variants of a task's `DatasetDict` built from its `train` split only: each fold's `train` holds the other
-    folds' users and its `validation` and `test` both hold the fold's own users.
+    """`k` variants of a task's `DatasetDict`, split from its `train` users: each fold's `train` holds the other
+    folds' users and its `test` the fold's own; its `validation` is the task's, which chooses the best checkpoint
+    as in the final run. A fold that chose its checkpoint on its own held-out users would score the best of up to
+    `evaluations_per_run` readings of them, a maximum of noisy measures rather than one unbiased one.
 
     Rows are grouped by `user_id` (a user is never on both sides), and stratified by label for classification
     tasks (a `label` column); ColdRec users are shuffled alone."""
@@ -62,7 +64,11 @@ def user_folds(splits, k: int, seed: int) -> list:
         held_out_rows = train.select(np.flatnonzero(np.isin(user_of_row, held_out)))
         variants.append(
             DatasetDict(
-                {"train": train.select(fitted_rows), "validation": held_out_rows, "test": held_out_rows}
+                {
+                    "train": train.select(fitted_rows),
+                    "validation": splits["validation"],
+                    "test": held_out_rows,
+                }
             )
         )
     return variants

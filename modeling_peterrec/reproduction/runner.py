@@ -86,8 +86,8 @@ def derived_task(
 
     `train_fraction` keeps that share of the training rows (a seeded random subset, Figure 6); `for_tuning`
     replaces the test split by the validation split, so that a run made to choose hyperparameters cannot read
-    the test split; `fold=(index, k)` keeps only the (subsampled) training users, split by `folds.user_folds`
-    with `seed`: the other folds train, fold `index` is both validation and test.
+    the test split; `fold=(index, k)` splits the (subsampled) training users by `folds.user_folds` with `seed`:
+    the other folds train, the validation split chooses the checkpoint and fold `index` is the test.
     """
     if (folder / "dataset_dict.json").is_file():
         return folder
@@ -100,7 +100,7 @@ def derived_task(
         train = train.shuffle(seed=seed).select(range(max(1, round(train_fraction * len(train)))))
     if fold is not None:
         index, k = fold
-        variant = user_folds({"train": train}, k, seed)[index]
+        variant = user_folds({"train": train, "validation": splits["validation"]}, k, seed)[index]
     else:
         variant = DatasetDict(
             {
@@ -191,7 +191,7 @@ class Reproduction:
             name += "-tuning"
         elif held_out is not None:
             fold = (held_out, self.preset.folds)
-            name += f"-fold{held_out}of{self.preset.folds}-seed{seed}"
+            name += f"-cv{held_out}of{self.preset.folds}-seed{seed}"
         folder = derived_task(
             self.splits(task), self.derived_dir / name, train_fraction, seed, held_out == "validation", fold
         )
@@ -309,7 +309,7 @@ class Reproduction:
 
         `held_out` says what the run may read: None, the real splits (a final run, the only reads of the test
         split); `"validation"`, a tuning copy whose test split is the validation split; a fold index, fold `i` of
-        `folds.user_folds` over the training users (validation and test are that fold). `epochs` and `max_length`
+        `folds.user_folds` over the training users (that fold is the test split). `epochs` and `max_length`
         override the preset's."""
         if (output_dir / METRICS_FILE).is_file():
             return json.loads((output_dir / METRICS_FILE).read_text())
@@ -393,10 +393,10 @@ class Reproduction:
 
         def score(candidate: dict[str, Any], held_out: HeldOut) -> float:
             tuned, training = self.tuned(configuration, candidate)
-            where = "validation" if held_out == "validation" else f"fold{held_out}of{preset.folds}"
+            where = "validation" if held_out == "validation" else f"cv{held_out}of{preset.folds}"
             output_dir = self.work_dir / "tuning" / configuration.name / candidate_label(candidate) / where
             summary = self.run(tuned, seed, output_dir=output_dir, held_out=held_out, **training)
-            return summary["validation"][metric]
+            return summary["test"][metric]  # the held-out set is the run's test split (never the real one)
 
         return choose_candidate(grid, held_out_sets, score, preset.selection, metric)
 
