@@ -388,6 +388,11 @@ def test_transfer_plan_compares_methods_with_one_head_and_ablates_the_head_terms
     ]
     assert {c.task for c in plan["rq5_few_labels"]} == {"genest"}
     assert sorted({c.train_fraction for c in plan["rq5_few_labels"]}) == [0.1, 1.0]
+    assert {(c.method, c.head_terms) for c in plan["rq5_few_labels"]} == {
+        (method, terms)
+        for method in ("peterrec", "peter_zero", "fine_all")
+        for terms in ("deep", "wide_deep")
+    }
 
 
 def test_transfer_report_shows_methods_beside_baselines_and_the_ablation(tmp_path):
@@ -403,7 +408,8 @@ def test_transfer_report_shows_methods_beside_baselines_and_the_ablation(tmp_pat
     )
     report = run_plan(runner, research_plan([5], ["genest"]), ["genest"], tmp_path / "results", "x")
     assert all(call["reads_test"] for call in fake.calls)  # one candidate: no tuning runs
-    assert len(report["configurations"]) == 4 + 4 + 3  # the 100% runs of the few-label table are RQ5's own
+    # The few-label tables' 100% runs are RQ5's own (deep head) and the head-terms ablation's (wide & deep).
+    assert len(report["configurations"]) == 4 + 4 + 3 + 3
     markdown = (tmp_path / "results" / "reproduction.md").read_text()
     transfer = markdown.split("## RQ5: transfer")[1].split("## ")[0]
     assert "| Task | LabelCS |" in transfer and "| PeterRec | PeterZero | FineAll | FineCLS |" in transfer
@@ -411,7 +417,8 @@ def test_transfer_report_shows_methods_beside_baselines_and_the_ablation(tmp_pat
         "| GenEst Acc | 0.5500 ± 0.0707 | 0.5500 ± 0.0707 | 0.5500 ± 0.0707 |"
         in markdown.split("## RQ5: what the deep part adds")[1]
     )
-    assert "## RQ5: 10% of the training users" in markdown
+    assert "## RQ5: 10% of the training users, head terms `deep`" in markdown
+    assert "## RQ5: 10% of the training users, head terms `wide_deep`" in markdown
 
 
 def test_adapter_study_plan_runs_every_patch_type_on_both_backbones_and_shares_runs():

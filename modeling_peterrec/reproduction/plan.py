@@ -207,6 +207,8 @@ RQ5_HEAD_TERMS = (
 the wide part alone (a linear model of the item bag trained in the same pipeline)."""
 RQ5_FEW_LABEL_METHODS = ("peterrec", "peter_zero", "fine_all")
 RQ5_FEW_LABEL_FRACTION = 0.1
+RQ5_FEW_LABEL_HEAD_TERMS = ("deep", "wide_deep")
+"""Few labels with the paper's head and with the wide & deep one, each method against the others under one head."""
 RQ2_METHODS = ("fine_cls", "fine_last1", "fine_last2", "fine_all")
 RQ6_TASKS = ("genest", "ageest", "coldrec")
 RQ6_BACKBONES = ("causal", "sasrec")
@@ -442,9 +444,10 @@ def research_plan(rqs: Iterable[int], tasks: Sequence[str]) -> dict[str, list[Co
             for method, terms in RQ5_HEAD_TERMS
         ]
         plan["rq5_few_labels"] = [
-            transfer_configuration(task, method, train_fraction=fraction)
+            transfer_configuration(task, method, train_fraction=fraction, head_terms=terms)
             for task in chosen
             if task not in RANKING_TASKS
+            for terms in RQ5_FEW_LABEL_HEAD_TERMS
             for fraction in (RQ5_FEW_LABEL_FRACTION, 1.0)
             for method in RQ5_FEW_LABEL_METHODS
         ]

@@ -32,6 +32,7 @@ from .plan import (
     RQ2_METHODS,
     RQ2_TASKS,
     RQ5_FEW_LABEL_FRACTION,
+    RQ5_FEW_LABEL_HEAD_TERMS,
     RQ5_FEW_LABEL_METHODS,
     RQ5_HEAD_TERMS,
     RQ5_METHODS,
@@ -373,16 +374,20 @@ def _transfer_sections(
     )
     few = [task for task in tasks if task not in RANKING_TASKS]
     if few:
-        columns = [
-            (f"{METHODS[method].title}, {round(100 * fraction)}%", transfer(method, train_fraction=fraction))
-            for fraction in (RQ5_FEW_LABEL_FRACTION, 1.0)
-            for method in RQ5_FEW_LABEL_METHODS
-        ]
-        section(
-            f"RQ5: {round(100 * RQ5_FEW_LABEL_FRACTION)}% of the training users",
-            _methods_by_task_table(results, columns, few),
-            "Each seed draws its own subset of training users; validation and test users are unchanged.",
-        )
+        for terms in RQ5_FEW_LABEL_HEAD_TERMS:
+            columns = [
+                (
+                    f"{METHODS[method].title}, {round(100 * fraction)}%",
+                    transfer(method, train_fraction=fraction, head_terms=terms),
+                )
+                for fraction in (RQ5_FEW_LABEL_FRACTION, 1.0)
+                for method in RQ5_FEW_LABEL_METHODS
+            ]
+            section(
+                f"RQ5: {round(100 * RQ5_FEW_LABEL_FRACTION)}% of the training users, head terms `{terms}`",
+                _methods_by_task_table(results, columns, few),
+                "Each seed draws its own subset of training users; validation and test users are unchanged.",
+            )
 
 
 def _study_rows(
