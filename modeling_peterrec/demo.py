@@ -24,6 +24,7 @@ from ._io import write_json
 from .data import load_task, prepare_movielens
 from .registry import HEAD_TERMS, TASK_KINDS
 from .reporting import plot_comparison, replace_block
+from .reproduction.plan import PRESETS
 from .training.arguments import FinetuneArguments, PeterRecTrainingArguments, PretrainArguments
 from .training.pipelines import finetune, pretrain
 
@@ -33,9 +34,13 @@ DEMO_BACKBONE = {"hidden_size": 64, "dilations": [1, 2, 4, 8] * 2, "max_length":
 """The demo's small backbone: 8 layers of width 64 over the 50 most recent items (the paper: 16 layers of 256)."""
 DEMO_PRETRAINING = {"pretraining_loss": "sampled_softmax", "num_sampled": 512}
 """The demo pretrains with the original code's sampled softmax, three times faster than the full softmax on CPU."""
-DEMO_FINETUNING = {"learning_rate": 2e-3, "wide_learning_rate": 1e-2, "early_stopping_patience": 2}
-"""Fine-tuning as the reproduction's `cpu` preset (learning rate chosen on validation, the wide term's by
-cross-validation, docs/transfer.md)."""
+DEMO_FINETUNING = {
+    "learning_rate": PRESETS["cpu"].learning_rate,
+    "wide_learning_rate": PRESETS["cpu"].wide_learning_rate,
+    "early_stopping_patience": 2,
+}
+"""Fine-tuning at the reproduction's `cpu` preset's rates (the learning rate chosen on validation, the wide term's by
+cross-validation, docs/transfer.md), with a shorter patience for the demo's six epochs."""
 
 
 @dataclass(frozen=True)

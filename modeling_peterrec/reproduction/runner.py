@@ -69,6 +69,12 @@ HeldOut = int | Literal["validation"] | None
 """What a run holds out (`Reproduction.run`): None, the real splits; `"validation"`; or a fold's index."""
 
 
+def fold_name(index: int, folds: int) -> str:
+    """`cv0of3`: a cross-validation fold's part of its data and run folder names (`folds.user_folds`; the checkpoint
+    is chosen on the validation split, the fold is the test split)."""
+    return f"cv{index}of{folds}"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Data variants: few labels, and the tuning copy whose test split is the validation split
 # ---------------------------------------------------------------------------------------------------------------
@@ -191,7 +197,7 @@ class Reproduction:
             name += "-tuning"
         elif held_out is not None:
             fold = (held_out, self.preset.folds)
-            name += f"-cv{held_out}of{self.preset.folds}-seed{seed}"
+            name += f"-{fold_name(held_out, self.preset.folds)}-seed{seed}"
         folder = derived_task(
             self.splits(task), self.derived_dir / name, train_fraction, seed, held_out == "validation", fold
         )
@@ -393,7 +399,7 @@ class Reproduction:
 
         def score(candidate: dict[str, Any], held_out: HeldOut) -> float:
             tuned, training = self.tuned(configuration, candidate)
-            where = "validation" if held_out == "validation" else f"cv{held_out}of{preset.folds}"
+            where = "validation" if held_out == "validation" else fold_name(held_out, preset.folds)
             output_dir = self.work_dir / "tuning" / configuration.name / candidate_label(candidate) / where
             summary = self.run(tuned, seed, output_dir=output_dir, held_out=held_out, **training)
             return summary["test"][metric]  # the held-out set is the run's test split (never the real one)
