@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import HfArgumentParser
 
+from ._allocator import keep_freed_memory
 from ._logging import configure_command_logging
 from .training.arguments import (
     EvaluateArguments,
@@ -200,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         raise SystemExit(0 if argv[:1] in (["-h"], ["--help"]) else 2)
     configure_command_logging()
+    keep_freed_memory()
     command, rest = argv[0], argv[1:]
     try:
         _run(command, rest)

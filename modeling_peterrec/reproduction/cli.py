@@ -12,6 +12,7 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
+from .._allocator import keep_freed_memory
 from .._io import write_json
 from .._logging import configure_command_logging
 from ..reporting import markdown_table
@@ -227,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset = args.preset_with_overrides()
     command = " ".join(["peterrec reproduce", *argv])
     configure_command_logging()
+    keep_freed_memory()
     output_dir = Path(args.output_dir)
     if args.investigate is not None:
         rates = preset.tune.get("learning_rate", (preset.learning_rate,))

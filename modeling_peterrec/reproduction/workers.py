@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .._allocator import keep_freed_memory
 from .._logging import configure_command_logging
 
 _runner: Any = None
@@ -32,6 +33,7 @@ def _start(runner: Any, threads: int) -> None:
     _runner = runner
     torch.set_num_threads(threads)
     configure_command_logging()
+    keep_freed_memory()
 
 
 def _call(method: str, argument: Any) -> Any:
