@@ -15,10 +15,12 @@ import json
 
 from transformers import HfArgumentParser
 
+from modeling_peterrec import keep_freed_memory
 from modeling_peterrec.training import FinetuneArguments, PeterRecTrainingArguments, finetune
 
 
 def main() -> None:
+    keep_freed_memory()  # tensors stay in the heap between steps (docs/performance.md)
     parser = HfArgumentParser((FinetuneArguments, PeterRecTrainingArguments))
     args, training_args = parser.parse_args_into_dataclasses()
     summary = finetune(args, training_args)

@@ -13,10 +13,12 @@ import json
 
 from transformers import HfArgumentParser
 
+from modeling_peterrec import keep_freed_memory
 from modeling_peterrec.training import PeterRecTrainingArguments, PretrainArguments, pretrain
 
 
 def main() -> None:
+    keep_freed_memory()  # tensors stay in the heap between steps (docs/performance.md)
     parser = HfArgumentParser((PretrainArguments, PeterRecTrainingArguments))
     args, training_args = parser.parse_args_into_dataclasses()
     summary = pretrain(args, training_args)

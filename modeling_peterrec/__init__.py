@@ -24,6 +24,7 @@ Where each concept lives (one job per file):
 - `predict_command.py`: `run_predict`, file-to-file batch prediction streamed a batch of users at a time.
 - `export.py`: `torch.export` / ONNX programs and the serving folder (docs/serving.md).
 - `_io.py`: crash-safe writes of files and folders.
+- `allocator.py`: `keep_freed_memory`, glibc's allocator kept from unmapping tensors between training steps.
 """
 
 import importlib
@@ -31,6 +32,7 @@ import importlib
 import transformers
 from transformers import AutoConfig, AutoTokenizer
 
+from .allocator import keep_freed_memory
 from .configuration_cmnrec import CmnRecConfig
 from .configuration_item_text import ITEM_REPRESENTATIONS
 from .configuration_peterrec import INSERTION_MODES, PeterRecConfig
@@ -131,6 +133,7 @@ __all__ = [
     "push_folder_to_hub",
     "push_patch_to_hub",
     "save_patch",
+    "keep_freed_memory",
     "ItemTokenizer",
     "UnknownItems",
     "ModelPatch",

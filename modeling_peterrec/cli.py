@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import HfArgumentParser
 
-from ._allocator import keep_freed_memory
 from ._logging import configure_command_logging
+from .allocator import keep_freed_memory
 from .training.arguments import (
     EvaluateArguments,
     FinetuneArguments,

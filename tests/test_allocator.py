@@ -1,4 +1,4 @@
-"""The commands' processes keep freed memory in their heap (`_allocator.keep_freed_memory`, glibc only)."""
+"""The commands' processes keep freed memory in their heap (`allocator.keep_freed_memory`, glibc only)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from modeling_peterrec import _allocator
+from modeling_peterrec import allocator
 
 LIBC = ctypes.util.find_library("c")
 GLIBC = LIBC is not None and hasattr(ctypes.CDLL(LIBC), "gnu_get_libc_version")
@@ -46,7 +46,7 @@ print(json.dumps({"before": before, "kept": kept, "after": probe()}))
 
 def run_probe(**environment: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, _allocator.__file__],
+        [sys.executable, "-c", PROBE, allocator.__file__],
         capture_output=True,
         text=True,
         check=True,
@@ -66,6 +66,6 @@ def test_large_blocks_stay_in_the_heap_once_kept():
 
 @pytest.mark.skipif(not GLIBC, reason="the allocator settings are glibc's")
 def test_the_switch_leaves_the_allocator_as_it_is():
-    result = run_probe(**{_allocator.SWITCH_VARIABLE: "0"})
+    result = run_probe(**{allocator.SWITCH_VARIABLE: "0"})
     assert result["kept"] is False
     assert result["after"]["mapped"] >= 64 * 2**20

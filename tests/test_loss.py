@@ -246,7 +246,9 @@ def test_sampled_softmax_gradients_are_equal_run_to_run_with_two_threads():
         gradients = []
         for _ in range(10):
             weight.grad = bias.grad = None
-            sampled_softmax_loss(hidden, weight, bias, labels, 512, torch.Generator().manual_seed(0)).backward()
+            sampled_softmax_loss(
+                hidden, weight, bias, labels, 512, torch.Generator().manual_seed(0)
+            ).backward()
             gradients.append((weight.grad.clone(), bias.grad.clone()))
     finally:
         torch.set_num_threads(threads)

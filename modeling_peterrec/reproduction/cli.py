@@ -12,9 +12,9 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from .._allocator import keep_freed_memory
 from .._io import write_json
 from .._logging import configure_command_logging
+from ..allocator import keep_freed_memory
 from ..reporting import markdown_table
 from .baselines import BASELINES
 from .investigation import investigate

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from .._allocator import keep_freed_memory
 from .._logging import configure_command_logging
+from ..allocator import keep_freed_memory
 
 _runner: Any = None
 """The worker process's copy of the parent's `Reproduction` (set once by `_start`)."""
