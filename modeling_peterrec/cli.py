@@ -176,6 +176,16 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _end_process_group() -> None:
+    """Ends the process group that the Trainer starts under `accelerate launch`, so that its communication threads
+    stop before the interpreter exits (left running, a process sometimes aborted at exit with "terminate called
+    without an active exception")."""
+    import torch.distributed as distributed
+
+    if distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `peterrec` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -210,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         print(f"peterrec {command}: error: {_one_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        _end_process_group()
 
 
 if __name__ == "__main__":
