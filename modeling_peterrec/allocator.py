@@ -4,9 +4,9 @@ glibc's `malloc` serves each block of more than 128 KiB-32 MiB (its threshold ad
 returns it to the system on `free`, and trims the heap's free top above twice that. A training step allocates
 and frees tensors of tens of megabytes (at the cpu preset, 64 histories of 400 items, hidden 64: 20 MB for each
 convolution's im2col input) whose shapes change from step to step, so steps keep paying page faults on fresh
-memory, and on a virtual machine a page fault costs more than the arithmetic at this hidden size. Keeping freed blocks in the heap made a ColdRec
-fine-tuning run of the cpu preset 1.3x faster on one thread, with identical results (docs/performance.md, CPU
-section); the price is that the process keeps its peak memory until it exits.
+memory, and on a virtual machine a page fault costs more than the arithmetic at this hidden size. Keeping freed
+blocks in the heap made a ColdRec fine-tuning run of the cpu preset 1.3x faster on one thread, with identical
+results (docs/performance.md, CPU section); the price is that the process keeps its peak memory until it exits.
 
 `peterrec` commands, the reproduction's worker processes and the example scripts call `keep_freed_memory` at start;
 `PETERREC_KEEP_FREED_MEMORY=0` turns it off. Other C libraries (musl, macOS) are left as they are.

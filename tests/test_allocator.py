@@ -16,8 +16,8 @@ from modeling_peterrec import allocator
 LIBC = ctypes.util.find_library("c")
 GLIBC = LIBC is not None and hasattr(ctypes.CDLL(LIBC), "gnu_get_libc_version")
 
-# In a fresh interpreter: where a 64 MiB block comes from (the mmapped bytes it adds, glibc's `mallinfo2().hblkhd`) and how
-# much heap is left after it is freed (`arena`), before and after `keep_freed_memory`.
+# In a fresh interpreter: where a 64 MiB block comes from (the mmapped bytes it adds, glibc's `mallinfo2().hblkhd`)
+# and how much heap is left after it is freed (`arena`), before and after `keep_freed_memory`.
 PROBE = """
 import ctypes, ctypes.util, importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("allocator", sys.argv[1])  # without importing the package (torch)
