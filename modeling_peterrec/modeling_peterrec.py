@@ -43,6 +43,7 @@ from .modeling_utils import (
     check_item_ids,
     classification_loss,
     dilated_taps,
+    distinct_rows,
     init_truncated_normal,
 )
 from .registry import DEFAULT_PATCH_TYPE, HEAD_TERMS, INSERTIONS, READOUTS, require_implemented, tcl_position
@@ -819,15 +820,18 @@ class UserTask:
     def user_vectors(
         self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(batch, hidden) user representations through the task's patch and readout."""
+        """(batch, hidden) user representations through the task's patch and readout; each distinct history runs
+        through the backbone once (`distinct_rows`)."""
         if self.readout is None:
             raise ValueError(f"head_terms={self.config.head_terms!r} reads no user vector from the backbone.")
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
+        input_ids, attention_mask, inverse = distinct_rows(input_ids, attention_mask)
         hidden = self.base_model(
             input_ids, attention_mask=attention_mask, patch=self.patch_name
         ).last_hidden_state
-        return self.readout(hidden, attention_mask)
+        users = self.readout(hidden, attention_mask)
+        return users if inverse is None else users[inverse]
 
     def logits_from_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
         """The deep term: the task's outputs for (batch, hidden) user vectors; each head defines it."""

@@ -1,6 +1,7 @@
 """What the family's modeling files (`modeling_peterrec.py`, `modeling_cmnrec.py`) share: saving with an `auto_map`
 of every Auto class, the item-id check, the truncated normal initialisation, the pretraining heads' softmax over
-all items (PeterRec Eq. 1-2, CmnRec Eq. 6) and the classification heads' loss (PeterRec Section 3.3).
+all items (PeterRec Eq. 1-2, CmnRec Eq. 6), the classification heads' loss (PeterRec Section 3.3) and the distinct
+histories of a batch (one backbone pass per ColdRec user, however many target rows they have).
 
 Saved folders carry this file next to the modeling files for `trust_remote_code` loading (transformers copies
 every relative import), so it imports only torch, transformers and other files copied the same way.
@@ -134,6 +135,27 @@ class ItemPredictionMixin:
         return loss, None
 
 
+def distinct_rows(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """`(input_ids, attention_mask, inverse)`: the batch's distinct rows and, for each original row, the index of
+    its distinct row (`inverse`), so that `per_distinct_row[inverse]` is the per-row result. `inverse` is None and
+    the batch comes back as it is when no row repeats, and inside `torch.compile` or `torch.export`.
+
+    ColdRec has one row per target item (`one_row_per_target`), so a user's history repeats once per target: a
+    head reads it through the backbone once, and the gradients of the repeated rows add up through the indexing
+    exactly as if each row had run on its own."""
+    if torch.compiler.is_compiling():
+        # A compiled or exported graph keeps static shapes; the number of distinct rows depends on the data.
+        return input_ids, attention_mask, None
+    keys = torch.cat([input_ids, attention_mask.to(input_ids.dtype)], dim=1)
+    distinct, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    if distinct.shape[0] == keys.shape[0]:
+        return input_ids, attention_mask, None
+    length = input_ids.shape[1]
+    return distinct[:, :length], distinct[:, length:].to(attention_mask.dtype), inverse
+
+
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
     """Softmax cross-entropy of (batch, num_labels) class logits; raises on labels outside [0, num_labels)."""
     if labels.min() < 0 or labels.max() >= num_labels:
@@ -149,6 +171,7 @@ __all__ = [
     "ItemPredictionMixin",
     "check_item_ids",
     "classification_loss",
+    "distinct_rows",
     "init_truncated_normal",
     "item_prediction_loss",
 ]

@@ -37,6 +37,7 @@ from .movielens import (
     read_movielens,
 )
 from .processing import (
+    HISTORY_COLUMN,
     MIN_WINDOW_LENGTH,
     align_labels,
     expand_windows,
@@ -55,6 +56,7 @@ from .streaming import InteractionLog, count_log, files_of_process, first_histor
 from .tasks import MOVIELENS_TASKS, build_movielens_tasks, coldrec_split, load_task, prepare_movielens
 
 __all__ = [
+    "HISTORY_COLUMN",
     "MIN_WINDOW_LENGTH",
     "MOVIELENS_TASKS",
     "InteractionLog",

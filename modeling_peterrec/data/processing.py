@@ -8,24 +8,31 @@ from typing import Any
 
 from .schemas import checked_label_names
 
+HISTORY_COLUMN = "history"
+"""The column `one_row_per_target` adds: the index of the row (the user's history) each target row came from."""
+
 
 def one_row_per_target(dataset):
     """Expand ColdRec rows into one row per target item, with a `target` column (the item's `ClassLabel` index),
-    as `ItemRankingCollator` expects (the original code also builds one example per target)."""
+    as `ItemRankingCollator` expects (the original code also builds one example per target), and a
+    `HISTORY_COLUMN` naming the row it came from, by which `HistoryGroupedSampler` batches a user's rows together."""
+    from datasets import Value
 
-    def expand(batch: dict[str, list]) -> dict[str, list]:
+    def expand(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         columns = [name for name in batch if name != "targets"]
-        expanded: dict[str, list] = {name: [] for name in [*columns, "target"]}
+        expanded: dict[str, list] = {name: [] for name in [*columns, "target", HISTORY_COLUMN]}
         for row, targets in enumerate(batch["targets"]):
             for target in targets:
                 for name in columns:
                     expanded[name].append(batch[name][row])
                 expanded["target"].append(target)
+                expanded[HISTORY_COLUMN].append(indices[row])
         return expanded
 
     features = dataset.features.copy()
     features["target"] = features.pop("targets").feature
-    return dataset.map(expand, batched=True, remove_columns=["targets"], features=features)
+    features[HISTORY_COLUMN] = Value("int64")
+    return dataset.map(expand, batched=True, with_indices=True, remove_columns=["targets"], features=features)
 
 
 def align_labels(dataset, label_names: Sequence[str], column: str = "label"):
@@ -150,6 +157,7 @@ def expand_windows(dataset, window: int, stride: int | None = None, column: str 
 
 
 __all__ = [
+    "HISTORY_COLUMN",
     "MIN_WINDOW_LENGTH",
     "align_labels",
     "default_stride",

@@ -6,6 +6,7 @@ both run the same code, on one process or under `accelerate launch`. One job per
 - `arguments`: the argument dataclasses (`HfArgumentParser` reads them from flags or a `.json` file);
 - `datasets`: a task's splits shaped into model rows and batches;
 - `trainers`: the `Trainer` subclasses and the metrics glue;
+- `samplers`: the order of fine-tuning rows (a ColdRec user's rows in one batch);
 - `checkpoints`: which checkpoint a run resumes from;
 - `backbones`: the backbone folder, written and read;
 - `outputs`: `metrics.json` and the learning curve;
@@ -31,6 +32,7 @@ _HOMES = {
     "datasets": ["RankingEvaluationCollator", "load_splits", "ranking_datasets", "task_kind"],
     "outputs": ["METRICS_FILE", "plot_learning_curve"],
     "pipelines": ["evaluate", "finetune", "pretrain"],
+    "samplers": ["HistoryGroupedSampler"],
     "trainers": ["PeterRecTrainer", "PretrainingTrainer", "held_out_item_ranks"],
 }
 """The module of each public name. They are imported on first use, so that the command line reads its arguments

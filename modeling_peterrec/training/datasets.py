@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..data import (
+    HISTORY_COLUMN,
     MIN_WINDOW_LENGTH,
     ItemRankingCollator,
     SequenceClassificationCollator,
@@ -159,7 +160,9 @@ def ranking_datasets(splits, tokenizer: ItemTokenizer, num_eval_negatives: int, 
     for name in SPLITS:
         dataset = tokenize_dataset(splits[name], tokenizer)
         dataset = dataset.add_column("positives", [list(targets) for targets in dataset["targets"]])
-        dataset = _keep_columns(one_row_per_target(dataset), ["input_ids", "target", "positives"])
+        dataset = _keep_columns(
+            one_row_per_target(dataset), ["input_ids", "target", "positives", HISTORY_COLUMN]
+        )
         if name != "train":
             candidates = build_ranking_candidates(
                 dataset["target"],

@@ -18,6 +18,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from ..data import HISTORY_COLUMN
 from ..metrics import (
     cold_item_metrics,
     exclusion_mask,
@@ -27,6 +28,7 @@ from ..metrics import (
     sampled_ranking_metrics,
 )
 from .arguments import AUTO_METRIC
+from .samplers import HistoryGroupedSampler
 
 RANKING_CUTOFFS = (5, 10)
 """The k of HR@k, MRR@k and NDCG@k (Section 4.1)."""
@@ -76,6 +78,19 @@ class PeterRecTrainer(Trainer):
             return make_loader(*args)
         finally:
             self.data_collator = train_collator
+
+    def _get_train_sampler(self, train_dataset=None):
+        """`group_by_length` over whole histories when the rows name theirs (`HISTORY_COLUMN`: ColdRec's one row
+        per target), so that a user's rows share a batch and the backbone reads their history once."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        columns = getattr(dataset, "column_names", None) or ()
+        if self.args.train_sampling_strategy != "group_by_length" or HISTORY_COLUMN not in columns:
+            return super()._get_train_sampler(train_dataset)
+        return HistoryGroupedSampler(
+            dataset[HISTORY_COLUMN],
+            [len(ids) for ids in dataset["input_ids"]],
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+        )
 
     def _get_eval_sampler(self, eval_dataset):
         """Evaluation keeps the dataset's row order (only training batches are grouped by length): full-ranking
