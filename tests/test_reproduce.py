@@ -3,6 +3,7 @@ test split per configuration and seed, resuming, the rule baselines, and one rea
 
 import json
 import random
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from modeling_peterrec.reproduction import (
     validation_curve,
 )
 from modeling_peterrec.reproduction.baselines import ranking_metrics_of_scores
+from modeling_peterrec.reproduction.workers import map_in_stages
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -672,3 +674,34 @@ def test_text_items_study_runs_the_real_pipeline_on_a_text_backbone(tmp_path):
     )
     assert both["seconds_per_step"] > 0 and "cold_rows" in both["test"]["0"]
     assert "| text: FineCLS |" in (tmp_path / "results" / "reproduction.md").read_text().split("## RQ7")[1]
+
+
+class StagedRunner:
+    """Two stages for `map_in_stages`: the first stage's `slow` call returns only once the second-stage call
+    that waits for `fast` has started, so the test finishes only if that call does not wait for `slow`."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def first(self, name: str) -> str:
+        deadline = time.monotonic() + 60
+        while name == "slow" and not (self.folder / "started-a").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the configuration of the fast backbone waited for the slow one")
+            time.sleep(0.05)
+        return name.upper()
+
+    def then(self, argument: str) -> str:
+        (self.folder / f"started-{argument}").touch()
+        return argument * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_second_stage_calls_start_as_soon_as_their_own_first_stage_call_is_done(jobs, tmp_path):
+    if jobs == 1:  # one process runs the first stage whole before the second
+        (tmp_path / "started-a").touch()
+    firsts, thens = map_in_stages(
+        StagedRunner(tmp_path), "first", ["slow", "fast"], "then", [("slow", "b"), ("fast", "a")], jobs, 1
+    )
+    assert firsts == ["SLOW", "FAST"] and thens == ["bb", "aa"]

@@ -61,7 +61,7 @@ from .selection import (
     choose_candidate,
     split_candidate,
 )
-from .workers import map_runner
+from .workers import map_in_stages
 
 logger = transformers_logging.get_logger(__name__)
 
@@ -549,8 +549,9 @@ def run_plan(
 ) -> dict[str, Any]:
     """Runs every configuration of `plan` with `runner`, the RQ3 baselines, and writes the report files.
 
-    With `jobs` > 1 the backbones, then the configurations, run in that many worker processes (`workers.py`) of
-    `threads` intra-op threads each (default: this process's threads shared out among the workers)."""
+    With `jobs` > 1 the backbones and the configurations (each once its backbone is ready) run in that many worker
+    processes (`workers.py`) of `threads` intra-op threads each (default: this process's threads shared out among
+    the workers)."""
     if not plan:
         raise ValueError(
             "Nothing to run: the chosen research questions have no experiment on the chosen tasks."
@@ -565,9 +566,17 @@ def run_plan(
         for task in {*cached, *(configuration.task for configuration in configurations)}:
             runner.splits(task)
     threads = threads or max(1, torch.get_num_threads() // jobs)
-    backbones = dict(zip(names, map_runner(runner, "backbone", names, jobs, threads), strict=True))
-    logger.info(f"{len(configurations)} configurations, {jobs} at a time")
-    outcomes = map_runner(runner, "result_if_run", configurations, jobs, threads)
+    logger.info(f"{len(names)} backbones and {len(configurations)} configurations, {jobs} at a time")
+    backbone_summaries, outcomes = map_in_stages(
+        runner,
+        "backbone",
+        names,
+        "result_if_run",
+        [(configuration.objective, configuration) for configuration in configurations],
+        jobs,
+        threads,
+    )
+    backbones = dict(zip(names, backbone_summaries, strict=True))
     results = {
         configuration.name: result
         for configuration, result in zip(configurations, outcomes, strict=True)

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from functools import partial
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any
 
 import torch
@@ -40,17 +39,41 @@ def _call(method: str, argument: Any) -> Any:
     return getattr(_runner, method)(argument)
 
 
-def map_runner(runner: Any, method: str, arguments: Sequence[Any], jobs: int, threads: int) -> list[Any]:
-    """`[runner.method(argument) for argument in arguments]`, in that order, computed by up to `jobs` worker
-    processes (in this process when `jobs` is 1 or there is one argument)."""
+def map_in_stages(
+    runner: Any,
+    method: str,
+    arguments: Sequence[Any],
+    then_method: str,
+    then_arguments: Sequence[tuple[Any, Any]],
+    jobs: int,
+    threads: int,
+) -> tuple[list[Any], list[Any]]:
+    """`[runner.method(a) for a in arguments]` and `[runner.then_method(b) for _, b in then_arguments]`, in those
+    orders, computed by up to `jobs` worker processes (in this process, one after another, when `jobs` is 1).
+
+    `then_arguments` pairs each second-stage argument with the first-stage argument whose call it needs (a
+    configuration with its backbone): it starts as soon as that call has finished, not when all have. The masked
+    backbone pretrains faster than the causal one, and its configurations fill the core it frees."""
     if jobs < 1 or threads < 1:
         raise ValueError(f"jobs and threads must be at least 1, got {jobs} and {threads}.")
-    if jobs == 1 or len(arguments) <= 1:
-        return [getattr(runner, method)(argument) for argument in arguments]
+    if jobs == 1:
+        return (
+            [getattr(runner, method)(argument) for argument in arguments],
+            [getattr(runner, then_method)(argument) for _, argument in then_arguments],
+        )
     with ProcessPoolExecutor(
-        min(jobs, len(arguments)),
+        jobs,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start,
         initargs=(runner, threads),
     ) as pool:
-        return list(pool.map(partial(_call, method), arguments))
+        first = {pool.submit(_call, method, argument): index for index, argument in enumerate(arguments)}
+        first_results: list[Any] = [None] * len(arguments)
+        then_futures: list[Future | None] = [None] * len(then_arguments)
+        for future in as_completed(first):
+            index = first[future]
+            first_results[index] = future.result()
+            for position, (needed, argument) in enumerate(then_arguments):
+                if needed == arguments[index]:
+                    then_futures[position] = pool.submit(_call, then_method, argument)
+        return first_results, [future.result() for future in then_futures]
