@@ -817,15 +817,25 @@ class UserTask:
         self.readout = UserReadout(config) if terms.deep else None
         self.wide = ItemBagTerm(config, num_outputs) if terms.wide else None
 
+    def readout_positions(self, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """(batch, n) indices, in order, of the only positions a row's user vector depends on, when n is less than
+        the input's length: the backbone then runs on those alone. None (every position) unless a backbone
+        defines it."""
+        return None
+
     def user_vectors(
         self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(batch, hidden) user representations through the task's patch and readout; each distinct history runs
-        through the backbone once (`distinct_rows`)."""
+        """(batch, hidden) user representations through the task's patch and readout; the backbone reads only
+        the positions they depend on (`readout_positions`), and each distinct history once (`distinct_rows`)."""
         if self.readout is None:
             raise ValueError(f"head_terms={self.config.head_terms!r} reads no user vector from the backbone.")
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
+        # An exported or compiled graph keeps every length; fewer positions would add a guard on it.
+        positions = None if torch.compiler.is_compiling() else self.readout_positions(attention_mask)
+        if positions is not None:
+            input_ids, attention_mask = input_ids.gather(1, positions), attention_mask.gather(1, positions)
         input_ids, attention_mask, inverse = distinct_rows(input_ids, attention_mask)
         hidden = self.base_model(
             input_ids, attention_mask=attention_mask, patch=self.patch_name
@@ -894,6 +904,36 @@ class PeterRecForUserTask(UserTask, PeterRecPreTrainedModel):
         self.peterrec = PeterRecModel(config)
         self._add_head_terms(config, num_outputs)
 
+    def readout_positions(self, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """The `[TCL]` readouts read one receptive field (Section 3.2) and nothing beyond it, so the backbone runs on
+        that alone: the same user vectors, for a fraction of the work on long histories. Pad positions act as the
+        convolutions' zero padding, and every other operation is position-wise, so a position's output depends on
+        its receptive field only, and so does every value it is computed from.
+
+        - Causal (Figure 2(a)): the last `receptive_field` positions, the last one `[TCL]`.
+        - Non-causal (Figure 2(c)): each `[TCL]` sees `reach` positions on its side of the history, itself
+          included (`(receptive_field + 1) // 2` for an odd kernel); the first `reach` positions from the first
+          `[TCL]` on and the last `reach`, side by side (a history of at most `2 * reach` positions stays whole).
+
+        A soft prompt still goes right before the first position given, outside the window of the last `[TCL]`.
+        None for the pooling readouts, which read every position."""
+        if self.readout is None or self.readout.name != "tcl":
+            return None
+        batch, length = attention_mask.shape
+        if self.config.is_causal:
+            if length <= self.config.receptive_field:
+                return None
+            window = torch.arange(length - self.config.receptive_field, length, device=attention_mask.device)
+            return window.expand(batch, -1)
+        # Each layer sees ceil((k - 1) * d / 2) positions to the right, as many or one more than to the left.
+        reach = 1 + sum(((self.config.kernel_size - 1) * d + 1) // 2 for d in self.config.dilations)
+        if length <= 2 * reach:
+            return None
+        offsets = torch.arange(reach, device=attention_mask.device)
+        first = length - attention_mask.long().sum(1, keepdim=True)
+        start = first.clamp(max=length - 2 * reach)
+        return torch.cat([start + offsets, (length - reach + offsets).expand(batch, -1)], dim=1)
+
 
 class ClassificationHead:
     """User-profile prediction (GenEst, AgeEst, LifeEst; Section 3.3) on any user model of the family (a `UserTask`):
@@ -946,19 +986,21 @@ class PeterRecForSequenceClassification(ClassificationHead, PeterRecForUserTask)
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
-        outputs = None
-        if self.readout is not None:
+        all_hidden_states = None
+        if output_hidden_states and self.readout is not None:
+            # Every position's hidden states were asked for, so the backbone runs on the whole input.
             outputs = self.peterrec(
-                input_ids,
-                attention_mask=attention_mask,
-                patch=self.patch_name,
-                output_hidden_states=output_hidden_states,
+                input_ids, attention_mask=attention_mask, patch=self.patch_name, output_hidden_states=True
             )
-        hidden_states = outputs.last_hidden_state if outputs is not None else None
-        logits = self.task_logits(input_ids, attention_mask, hidden_states)
-        all_hidden_states = outputs.hidden_states if outputs is not None else None
+            logits = self.task_logits(input_ids, attention_mask, outputs.last_hidden_state)
+            all_hidden_states = outputs.hidden_states
+        else:
+            logits = self.task_logits(input_ids, attention_mask)
         loss = None
         if labels is not None:
             loss = classification_loss(logits, labels, self.num_labels)

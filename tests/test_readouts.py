@@ -236,3 +236,91 @@ def test_mixed_batch_reads_each_row_with_its_tasks_readout(tmp_path):
     server(no_tcl, task="age")  # the pooling readouts do not need [TCL]
     with pytest.raises(ValueError, match=r"\[TCL\]"):
         server(no_tcl, task=per_row)
+
+
+def long_users(is_causal: bool = True, length: int = 30) -> torch.Tensor:
+    """Users with `[TCL]` last (and first, for the non-causal backbone) and 0 to `length - 4` pad positions: some
+    longer than the receptive field (13 for these backbones), one with exactly 12 items and `[TCL]` plus one more
+    item, some shorter."""
+    ids = torch.randint(4, VOCAB, (5, length), generator=torch.Generator().manual_seed(7))
+    ids[:, -1] = 3
+    for row, pads in enumerate([0, 5, length - 14, length - 13, length - 4]):
+        ids[row, :pads] = 0
+        if not is_causal:
+            ids[row, pads] = 3
+    return ids
+
+
+def backbone_lengths(model, run) -> list[int]:
+    """The input lengths the task model's backbone was called with while `run()` ran."""
+    lengths = []
+    hook = model.base_model.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(args[0].shape[1]), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        hook.remove()
+    return lengths
+
+
+def backbone(is_causal: bool) -> PeterRecModel:
+    if is_causal:
+        return pretrained_backbone()
+    torch.manual_seed(0)
+    config = PeterRecConfig(
+        vocab_size=VOCAB, hidden_size=16, dilations=[1, 2, 1, 2], is_causal=False, patch_bottleneck_size=4
+    )
+    return PeterRecModel(config)
+
+
+@pytest.mark.parametrize(
+    "is_causal, method, options, window",
+    [
+        (True, "peterrec", {"train_tcl_embedding": True}, 13),  # the receptive field
+        (True, "fine_all", {}, 13),
+        # The prompt goes right before the first position given, before the window on a long history.
+        (True, "peterrec", {"patch_type": "soft_prompt", "prompt_length": 3}, 13),
+        (False, "peterrec", {"train_tcl_embedding": True}, 14),  # 7 positions at each end
+        (False, "fine_all", {}, 14),
+        (False, "peterrec", {"patch_type": "soft_prompt", "prompt_length": 3}, 14),
+    ],
+)
+def test_tcl_backbone_runs_on_the_positions_the_user_vector_reads(is_causal, method, options, window):
+    model, _ = classification(backbone(is_causal), method, **options)
+    randomize_trainable(model)
+    model.eval()
+    ids = long_users(is_causal)
+    mask = ids.ne(0)
+    outputs = {}
+    lengths = backbone_lengths(
+        model,
+        lambda: outputs.update(
+            users=model.user_vectors(ids, mask),
+            logits=model(input_ids=ids, attention_mask=mask).logits,
+            whole=model(input_ids=ids, attention_mask=mask, output_hidden_states=True),
+            short=model(input_ids=ids[:, -window:], attention_mask=mask[:, -window:]).logits,
+        ),
+    )
+    # Whole hidden states asked for, or an input no longer than the window: the whole input.
+    assert lengths == [window, window, 30, window]
+    with torch.no_grad():
+        full = model.base_model(ids, attention_mask=mask, patch=model.patch_name).last_hidden_state
+        expected = model.readout(full, mask)
+    torch.testing.assert_close(outputs["users"], expected)
+    torch.testing.assert_close(outputs["logits"], model.classifier(expected))
+    torch.testing.assert_close(outputs["whole"].logits, outputs["logits"])
+    assert outputs["whole"].hidden_states[-1].shape[1] == 30
+    short_users = slice(3, 5)  # wholly inside the window
+    torch.testing.assert_close(outputs["short"][short_users], outputs["logits"][short_users])
+
+
+@pytest.mark.parametrize("is_causal", [True, False])
+def test_the_pooling_readouts_read_the_whole_input(is_causal):
+    ids = long_users(is_causal)
+    for readout in READOUTS:
+        if readout != "tcl":
+            model, _ = classification(backbone(is_causal), "peterrec", readout=readout)
+            assert model.readout_positions(ids.ne(0)) is None
+            assert backbone_lengths(model, lambda: model(ids)) == [30]
