@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 
 import torch
@@ -28,8 +27,7 @@ from modeling_peterrec.tokenization_peterrec import ItemTokenizer
 from modeling_peterrec.training.datasets import ranking_datasets, task_collators
 from modeling_peterrec.training.samplers import HistoryGroupedSampler
 
-from .common import environment, format_table, write_results
-from .cpu_pretraining import cpu_model
+from .common import format_table, write_cpu_results
 
 
 def orders(train, batch_size: int, seed: int) -> dict[str, list[int]]:
@@ -86,16 +84,10 @@ def main() -> None:
     speedup = results[0]["epoch s"] / results[1]["epoch s"]
     print(format_table(results, list(results[0])))
     print(f"histories together: {speedup:.2f}x the epoch rate of rows apart ({len(train):,} rows)")
-    path = write_results(
+    path = write_cpu_results(
         "coldrec_histories",
-        torch.device("cpu"),
-        {
-            "command": " ".join(["python -m benchmarks.coldrec_histories", *sys.argv[1:]]),
-            "run": "ML-1M ColdRec training rows, cpu preset shape, FineAll, one epoch per order, one thread",
-            "environment": {**environment(torch.device("cpu")), "cpu_model": cpu_model()},
-            "rows": results,
-            "speedup": speedup,
-        },
+        "ML-1M ColdRec training rows, cpu preset shape, FineAll, one epoch per order, one thread",
+        {"rows": results, "speedup": speedup},
     )
     print(f"wrote {path}")
 

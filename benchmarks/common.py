@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -99,6 +100,35 @@ def write_results(name: str, device: torch.device, payload: dict) -> Path:
     path = RESULTS_DIR / f"{name}-{device.type}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def cpuinfo() -> str:
+    """/proc/cpuinfo's text (Linux), or "" where there is none."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return info.read()
+    except OSError:
+        return ""
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (what `lscpu` prints), read from /proc/cpuinfo (Linux)."""
+    return next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo().splitlines() if line.startswith("model name")),
+        None,
+    )
+
+
+def write_cpu_results(name: str, run: str, fields: dict) -> Path:
+    """Writes `{name}-cpu.json` for the CPU benchmark `benchmarks.{name}`: the command as run, what it ran, the
+    environment with the CPU's model, and `fields`."""
+    payload = {
+        "command": " ".join([f"python -m benchmarks.{name}", *sys.argv[1:]]),
+        "run": run,
+        "environment": {**environment(torch.device("cpu")), "cpu_model": cpu_model()},
+        **fields,
+    }
+    return write_results(name, torch.device("cpu"), payload)
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:

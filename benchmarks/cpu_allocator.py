@@ -32,8 +32,7 @@ from modeling_peterrec.allocator import SWITCH_VARIABLE
 from modeling_peterrec.reproduction.plan import PRESETS, Configuration
 from modeling_peterrec.reproduction.runner import Reproduction
 
-from .common import environment, format_table, write_results
-from .cpu_pretraining import cpu_model
+from .common import format_table, write_cpu_results
 
 SETTINGS = {"glibc default": "0", "keep_freed_memory": "1"}
 """The value of `PETERREC_KEEP_FREED_MEMORY` in the measured process."""
@@ -106,17 +105,10 @@ def main() -> None:
     ]
     print(format_table(rows, list(rows[0])))
     print(f"identical validation metrics in every run: {len(validations) == 1}")
-    path = write_results(
+    path = write_cpu_results(
         "cpu_allocator",
-        torch.device("cpu"),
-        {
-            "command": " ".join(["python -m benchmarks.cpu_allocator", *sys.argv[1:]]),
-            "run": f"{CONFIGURATION.name}, cpu preset, {args.epochs} epochs, validation split, one thread",
-            "environment": {**environment(torch.device("cpu")), "cpu_model": cpu_model()},
-            "rows": rows,
-            "identical_validation_metrics": len(validations) == 1,
-            "runs": measured,
-        },
+        f"{CONFIGURATION.name}, cpu preset, {args.epochs} epochs, validation split, one thread",
+        {"rows": rows, "identical_validation_metrics": len(validations) == 1, "runs": measured},
     )
     print(path)
 

@@ -47,7 +47,7 @@ from modeling_peterrec.reproduction.plan import PRESETS
 from tokenization import ItemTokenizer
 
 from .cmnrec_speed import RULES, cmnrec_model
-from .common import environment, format_table, package_version, write_results
+from .common import cpu_model, cpuinfo, environment, format_table, package_version, write_results
 
 ML1M_VOCAB = 3706 + 4
 SOURCE_DOMAIN_VOCAB = 3500 + 4
@@ -272,25 +272,9 @@ def collator_throughput(size: dict, batches: int = 20) -> dict:
     return {"collator_ms_per_batch": 1e3 * seconds, "collator_examples_per_s": size["batch_size"] / seconds}
 
 
-def _cpuinfo() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return info.read()
-    except OSError:
-        return ""
-
-
-def cpu_model() -> str | None:
-    """The CPU's model name (what `lscpu` prints), read from /proc/cpuinfo (Linux)."""
-    return next(
-        (line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
-        None,
-    )
-
-
 def cpu_has_bf16() -> bool:
     """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux)."""
-    flags = _cpuinfo()
+    flags = cpuinfo()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
