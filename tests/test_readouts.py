@@ -323,4 +323,4 @@ def test_the_pooling_readouts_read_the_whole_input(is_causal):
         if readout != "tcl":
             model, _ = classification(backbone(is_causal), "peterrec", readout=readout)
             assert model.readout_positions(ids.ne(0)) is None
-            assert backbone_lengths(model, lambda: model(ids)) == [30]
+            assert backbone_lengths(model, lambda model=model: model(ids)) == [30]
