@@ -100,8 +100,9 @@ class PeterRecConfig(FieldChecks, PreTrainedConfig):
     causal encoder's output at position t the positions `t - receptive_field + 1 ... t`, the non-causal one's a
     window of that width centred on t. With the causal `"tcl"` readout a user vector therefore sees the last
     `receptive_field - 1` items and nothing before them (in practice it depends mostly on the last few); only a
-    history of at most that many items is seen whole. The readouts that pool every position (`"sum"`, `"mean"`,
-    `"attention"`) see histories of any length. For `kernel_size=3`:
+    history of at most that many items is seen whole, and the task heads run the backbone on those positions alone
+    (`PeterRecForUserTask.readout_positions`; the non-causal `"tcl"` readout: half a field at each end). The readouts
+    that pool every position (`"sum"`, `"mean"`, `"attention"`) see histories of any length. For `kernel_size=3`:
 
     | `dilations`                   | layers | receptive field | history the [TCL] state sees whole |
     |-------------------------------|--------|-----------------|------------------------------------|
