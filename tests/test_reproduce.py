@@ -2,7 +2,10 @@
 test split per configuration and seed, resuming, the rule baselines, and one real run of the `smoke` preset."""
 
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -705,3 +708,49 @@ def test_second_stage_calls_start_as_soon_as_their_own_first_stage_call_is_done(
         StagedRunner(tmp_path), "first", ["slow", "fast"], "then", [("slow", "b"), ("fast", "a")], jobs, 1
     )
     assert firsts == ["SLOW", "FAST"] and thens == ["bb", "aa"]
+
+
+class SleepingRunner:
+    """A first-stage call that writes its worker's process id, then sleeps for a minute."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def first(self, name: str) -> str:
+        (self.folder / f"{name}.pid").write_text(str(os.getpid()))
+        time.sleep(60)
+        return name
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited (an exited, unreaped child is a zombie, state Z)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process states from /proc (Linux)")
+def test_workers_end_when_the_reproduction_is_killed(tmp_path):
+    script = (
+        "import sys; from pathlib import Path; from tests.test_reproduce import SleepingRunner; "
+        "from modeling_peterrec.reproduction.workers import map_in_stages; "
+        "map_in_stages(SleepingRunner(Path(sys.argv[1])), 'first', ['a', 'b'], 'first', [], 2, 1)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=Path(__file__).parents[1])
+    pid_files = [tmp_path / "a.pid", tmp_path / "b.pid"]
+    deadline = time.monotonic() + 120
+    while not all(path.exists() and path.read_text() for path in pid_files):
+        assert time.monotonic() < deadline and parent.poll() is None, "the workers did not start"
+        time.sleep(0.1)
+    workers = [int(path.read_text()) for path in pid_files]
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survivors = [pid for pid in workers if running(pid)]
+    for pid in survivors:
+        os.kill(pid, 9)
+    assert not survivors, "workers went on after their parent was killed"

@@ -8,12 +8,17 @@ process with several threads: a fine-tuning step of the cpu preset is too small 
 (docs/reproduction.md has the measured times).
 
 Workers start with `spawn` (a fork after PyTorch's thread pool has started can hang) and receive the runner once;
-the parent loads every task first, so that no two workers build the same data cache at once.
+the parent loads every task first, so that no two workers build the same data cache at once. A worker ends itself
+when its parent is gone: a parent killed outright (SIGTERM, SIGKILL) cannot stop its pool, and an orphaned worker
+would go on training into the run folders of the next reproduction started there.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any
@@ -27,9 +32,20 @@ _runner: Any = None
 """The worker process's copy of the parent's `Reproduction` (set once by `_start`)."""
 
 
+PARENT_CHECK_SECONDS = 1.0
+"""How often a worker checks that its parent is still there."""
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)
+
+
 def _start(runner: Any, threads: int) -> None:
     global _runner
     _runner = runner
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     torch.set_num_threads(threads)
     configure_command_logging()
     keep_freed_memory()
