@@ -726,7 +726,7 @@ def running(pid: int) -> bool:
     """Whether process `pid` exists and has not exited (an exited, unreaped child is a zombie, state Z)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
+    except FileNotFoundError:
         return False
 
 
