@@ -177,6 +177,12 @@ class PeterRecConfig(FieldChecks, PreTrainedConfig):
         (Section 3.2, NextItNet). Causal: the output at t sees t - receptive_field + 1 ... t."""
         return 1 + (self.kernel_size - 1) * sum(self.dilations)
 
+    @property
+    def reach(self) -> int:
+        """Positions the non-causal encoder's output at t sees on either side, itself included: each layer sees
+        ceil((k - 1) * d / 2) positions to the right, as many or one more than to the left."""
+        return 1 + sum(((self.kernel_size - 1) * d + 1) // 2 for d in self.dilations)
+
     def architecture_rows(self) -> list[tuple[str, str]]:
         """The architecture, one (name, value) row each, for the backbone card."""
         return [

@@ -760,9 +760,13 @@ class _PeterRecForItemPrediction(ItemPredictionMixin, PeterRecPreTrainedModel):
         """
         Args:
             labels: target item ids, -100 where there is none (see the subclass for their alignment).
-            logits_to_keep: without labels, compute logits for the last `logits_to_keep` positions only (0: all).
+            logits_to_keep: without labels, compute logits for the last `logits_to_keep` positions only (0: all);
+                the backbone then runs on the positions they depend on alone (`last_positions`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        cropped = labels is None and logits_to_keep > 0 and not output_hidden_states
+        if cropped and not torch.compiler.is_compiling():
+            input_ids, attention_mask = self.last_positions(input_ids, attention_mask, logits_to_keep)
         outputs = self.peterrec(
             input_ids,
             attention_mask=attention_mask,
@@ -773,6 +777,20 @@ class _PeterRecForItemPrediction(ItemPredictionMixin, PeterRecPreTrainedModel):
         if not return_dict:
             return tuple(v for v in (loss, logits, outputs.hidden_states) if v is not None)
         return ItemPredictionOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def last_positions(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, logits_to_keep: int
+    ) -> tuple[torch.LongTensor, torch.Tensor | None]:
+        """The last positions of `input_ids` (and its mask) that the outputs at the last `logits_to_keep` positions
+        depend on (Section 3.2): one output reads `receptive_field` positions up to itself (causal) or `reach` on
+        its left (non-causal, whose right side here is the input's end). Pad positions act as the convolutions'
+        zero padding and every other operation is position-wise, so those outputs are the same, for a fraction of
+        the work on long histories (ranking the next item, `PretrainingTrainer`, `recommend`)."""
+        field = self.config.receptive_field if self.config.is_causal else self.config.reach
+        window = field + logits_to_keep - 1
+        if input_ids.shape[1] <= window:
+            return input_ids, attention_mask
+        return input_ids[:, -window:], None if attention_mask is None else attention_mask[:, -window:]
 
 
 class PeterRecForNextItemPrediction(_PeterRecForItemPrediction):
@@ -925,8 +943,7 @@ class PeterRecForUserTask(UserTask, PeterRecPreTrainedModel):
                 return None
             window = torch.arange(length - self.config.receptive_field, length, device=attention_mask.device)
             return window.expand(batch, -1)
-        # Each layer sees ceil((k - 1) * d / 2) positions to the right, as many or one more than to the left.
-        reach = 1 + sum(((self.config.kernel_size - 1) * d + 1) // 2 for d in self.config.dilations)
+        reach = self.config.reach
         if length <= 2 * reach:
             return None
         offsets = torch.arange(reach, device=attention_mask.device)

@@ -166,6 +166,32 @@ def test_deep_dilation_stack_sees_an_item_200_positions_back(dilations, field, s
     assert same != sees_200_back
 
 
+@pytest.mark.parametrize("is_causal", [True, False])
+@pytest.mark.parametrize("logits_to_keep", [1, 2])
+def test_last_position_logits_read_only_the_positions_they_depend_on(is_causal, logits_to_keep):
+    """Ranking the next item runs the backbone on the last positions alone (`last_positions`): the same logits as
+    the whole input's, for rows left-padded into or past the window, and a window one position narrower would
+    not give them."""
+    config = tester.config(dilations=[1, 2, 4, 1, 2, 4], is_causal=is_causal)
+    model_class = PeterRecForNextItemPrediction if is_causal else PeterRecForMaskedItemPrediction
+    model = model_class(config).eval()
+    ids = tester.input_ids(seed=3, length=60)
+    ids[1, :50] = 0  # a row shorter than the window
+    mask = ids.ne(0).long()
+    window = (config.receptive_field if is_causal else config.reach) + logits_to_keep - 1
+    assert window == (29 if is_causal else 15) + logits_to_keep - 1
+    kept, kept_mask = model.last_positions(ids, mask, logits_to_keep)
+    assert torch.equal(kept, ids[:, -window:]) and torch.equal(kept_mask, mask[:, -window:])
+    with torch.no_grad():
+        whole = model(ids, attention_mask=mask).logits[:, -logits_to_keep:]
+        cropped = model(ids, attention_mask=mask, logits_to_keep=logits_to_keep).logits
+        narrower = model(ids[:, 1 - window :], attention_mask=mask[:, 1 - window :]).logits[
+            :, -logits_to_keep:
+        ]
+    torch.testing.assert_close(cropped, whole, rtol=0, atol=1e-5)
+    assert not torch.allclose(narrower, whole, rtol=0, atol=1e-3)
+
+
 def test_left_padding_does_not_change_outputs():
     model = PeterRecModel(tester.config()).eval()
     ids = torch.randint(4, tester.vocab_size, (1, 8), generator=torch.Generator().manual_seed(2))
