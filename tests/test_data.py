@@ -120,6 +120,28 @@ def test_masking_replaces_80_percent_by_mask_10_by_random_items_10_unchanged():
     assert abs(counts["same"] / total - 0.1) < 0.015
 
 
+def test_last_item_rows_mask_the_last_item_alone_as_next_item_evaluation_does():
+    features = rows(list(range(10, 20)), [10, 11], list(range(30, 37)))
+    original = NextItemCollator(StubTokenizer(1000), max_length=20)(features)["input_ids"]
+    batch = MaskedItemCollator(StubTokenizer(1000), max_length=20, seed=0, last_item_rows=1.0)(features)
+    expected_labels = torch.full_like(original, -100)
+    expected_labels[:, -1] = original[:, -1]
+    assert torch.equal(batch["labels"], expected_labels)
+    assert torch.equal(batch["input_ids"][:, :-1], original[:, :-1])
+    assert (batch["input_ids"][:, -1] == MASK).all()
+
+    collator = MaskedItemCollator(StubTokenizer(1000), max_length=20, seed=3, last_item_rows=0.25)
+    last_only = 0
+    for _ in range(400):
+        chosen = collator(features)["labels"] != -100
+        # Rows of 10 and 7 items choose 3 and 2 items otherwise.
+        last_only += (chosen.sum(1) == 1)[[0, 2]].sum().item()
+    # 800 rows: one standard deviation of a 25% share is 1.5 points.
+    assert abs(last_only / 800 - 0.25) < 0.06
+    with pytest.raises(ValueError, match="last_item_rows must be in"):
+        MaskedItemCollator(StubTokenizer(1000), max_length=20, last_item_rows=1.5)
+
+
 def test_masking_draws_anew_on_every_call_and_a_seed_reproduces_the_draws():
     features = rows(list(range(10, 60)), list(range(60, 110)))
     first = MaskedItemCollator(StubTokenizer(200), max_length=64, seed=7)

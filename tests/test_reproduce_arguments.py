@@ -62,6 +62,44 @@ def test_the_cpu_preset_reads_400_items_and_pretrains_on_windows_of_200(tmp_path
     assert calls == [(400, 200, 100), (50, 50, 50)]
 
 
+def test_the_preset_sets_how_the_masked_backbone_masks_and_how_long_it_trains(tmp_path):
+    from modeling_peterrec.reproduction.plan import PRESETS
+
+    calls = []
+
+    def pretrain(args, training_args):
+        calls.append(
+            (args.objective, args.mask_probability, args.last_item_rows, training_args.num_train_epochs)
+        )
+        raise InterruptedError
+
+    cpu = PRESETS["cpu"]
+    masked = (cpu.mask_probability, cpu.last_item_rows)
+    presets = (
+        cpu,
+        replace(cpu, mask_probability=0.1, last_item_rows=0.7, masked_pretrain_epochs=None),
+        parse_arguments(["--preset", "cpu", "--pretrain_epochs", "3"]).preset_with_overrides(),
+    )
+    for preset in presets:
+        for name in ("masked", "causal"):
+            runner = replace(parse_arguments([]).runner(preset), work_dir=tmp_path, pretrain_fn=pretrain)
+            with pytest.raises(InterruptedError):
+                runner.backbone(name)
+    assert calls == [
+        ("masked", *masked, cpu.masked_pretrain_epochs),
+        ("causal", *masked, cpu.pretrain_epochs),
+        ("masked", 0.1, 0.7, cpu.pretrain_epochs),
+        ("causal", 0.1, 0.7, cpu.pretrain_epochs),
+        ("masked", *masked, 3),
+        ("causal", *masked, 3),
+    ]
+    assert cpu.masked_pretrain_epochs > cpu.pretrain_epochs
+    with pytest.raises(ValueError, match="mask_probability must be in"):
+        replace(cpu, mask_probability=0.0)
+    with pytest.raises(ValueError, match="last_item_rows must be in"):
+        replace(cpu, last_item_rows=-0.1)
+
+
 def test_item_texts_reach_the_runner_of_the_text_items_study():
     args = parse_arguments(["--rq", "7", "--tasks", "coldrec", "--item_texts", "texts.json"])
     runner = args.runner(args.preset_with_overrides())

@@ -91,12 +91,16 @@ class NextItemCollator(_ItemSequenceCollator):
 @dataclass
 class MaskedItemCollator(_ItemSequenceCollator):
     """Non-causal (GRec) pretraining batches: `mask_probability` of each row's items (at least one) are chosen;
-    of those, 80% become [MASK], 10% a uniformly random item and 10% stay unchanged. `labels` hold the original
-    id at chosen positions and -100 elsewhere. Every call draws anew, so each epoch is masked differently; `seed`
-    makes the draws reproducible (default: torch's global generator, which the Trainer seeds per worker).
+    of those, 80% become [MASK], 10% a uniformly random item and 10% stay unchanged. A share `last_item_rows` of
+    the rows instead has its last item alone chosen and always replaced by [MASK]: the next-item question that
+    evaluation asks (the held-out last item in place of a [MASK], `PretrainingTrainer`), as BERT4Rec (Sun et al.,
+    CIKM 2019, Section 3.6) adds samples that mask only the last item. `labels` hold the original id at chosen
+    positions and -100 elsewhere. Every call draws anew, so each epoch is masked differently; `seed` makes the
+    draws reproducible (default: torch's global generator, which the Trainer seeds per worker).
     """
 
     mask_probability: float = 0.3
+    last_item_rows: float = 0.0
     seed: int | None = None
     _generator: torch.Generator | None = field(init=False, repr=False, default=None)
 
@@ -104,6 +108,8 @@ class MaskedItemCollator(_ItemSequenceCollator):
         super().__post_init__()
         if not 0 < self.mask_probability <= 1:
             raise ValueError(f"mask_probability must be in (0, 1], got {self.mask_probability}.")
+        if not 0 <= self.last_item_rows <= 1:
+            raise ValueError(f"last_item_rows must be in [0, 1], got {self.last_item_rows}.")
         self._generator = _generator(self.seed)
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -114,6 +120,11 @@ class MaskedItemCollator(_ItemSequenceCollator):
         ranks = scores.argsort(dim=1).argsort(dim=1)
         chosen = ranks < num_chosen[:, None]
         action = torch.rand(original.shape, generator=self._generator)
+        if self.last_item_rows > 0:
+            last_only = torch.rand(len(original), generator=self._generator) < self.last_item_rows
+            chosen[last_only] = False
+            chosen[last_only, -1] = True
+            action[last_only, -1] = 0.0
         random_items = torch.randint(
             self.tokenizer.first_item_id, len(self.tokenizer), original.shape, generator=self._generator
         )

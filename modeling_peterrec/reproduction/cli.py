@@ -80,7 +80,7 @@ class ReproduceArguments:
     )
     folds: int | None = field(default=None, metadata={"help": "Override the preset's number of folds (cv)."})
     pretrain_epochs: float | None = field(
-        default=None, metadata={"help": "Override the preset's pretraining."}
+        default=None, metadata={"help": "Override the preset's pretraining epochs (every backbone)."}
     )
     finetune_epochs: float | None = field(
         default=None, metadata={"help": "Override the preset's fine-tuning (profile tasks)."}
@@ -165,6 +165,7 @@ class ReproduceArguments:
             "selection": self.selection,
             "folds": self.folds,
             "pretrain_epochs": self.pretrain_epochs,
+            "masked_pretrain_epochs": self.pretrain_epochs,
             "finetune_epochs": self.finetune_epochs,
             "max_length": self.max_length,
         }

@@ -58,7 +58,10 @@ class Preset:
     Pretraining evaluates once per epoch and keeps the best epoch by the validation next-item measure; it slides
     windows of `window_length` items (default, and at most, `max_length`; a backbone with learned positions,
     SASRec, always trains on windows of `max_length`) by `window_stride` (default the window: disjoint windows), with
-    `pretrain_learning_rate` on the `pretrain_lr_scheduler_type` schedule after `pretrain_warmup_steps`.
+    `pretrain_learning_rate` on the `pretrain_lr_scheduler_type` schedule after `pretrain_warmup_steps`; the masked
+    objective masks `mask_probability` of each window's items, or in a share `last_item_rows` of the windows the
+    last item alone, and trains `masked_pretrain_epochs` (None: `pretrain_epochs`): it predicts that share of the
+    positions a window where the causal objective predicts all of them.
     Fine-tuning (linear decay) stops after `early_stopping_patience` evaluations without improvement (0: never);
     the wide term of a wide & deep head trains at `wide_learning_rate` (None: the learning rate)."""
 
@@ -85,12 +88,25 @@ class Preset:
     window_stride: int | None = None
     early_stopping_patience: int = 0
     wide_learning_rate: float | None = None
+    mask_probability: float = 0.3
+    last_item_rows: float = 0.0
+    masked_pretrain_epochs: float | None = None
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTION_SCHEMES:
             raise ValueError(f"selection must be one of {SELECTION_SCHEMES}, got {self.selection!r}.")
         if self.folds < 2:
             raise ValueError(f"folds must be at least 2, got {self.folds}.")
+        if not 0 < self.mask_probability <= 1:
+            raise ValueError(f"mask_probability must be in (0, 1], got {self.mask_probability}.")
+        if not 0 <= self.last_item_rows <= 1:
+            raise ValueError(f"last_item_rows must be in [0, 1], got {self.last_item_rows}.")
+
+    def pretrain_epochs_of(self, objective: str) -> float:
+        """The pretraining epochs of a backbone with this objective (`SourceBackbone.objective`)."""
+        if objective == "masked" and self.masked_pretrain_epochs is not None:
+            return self.masked_pretrain_epochs
+        return self.pretrain_epochs
 
 
 SELECTION_SCHEMES = ("cv", "validation")
@@ -131,6 +147,7 @@ PRESETS = {
         window_stride=100,
         early_stopping_patience=4,
         wide_learning_rate=1e-2,
+        masked_pretrain_epochs=40,
     ),
     "quick": Preset(
         "quick",

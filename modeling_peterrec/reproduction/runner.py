@@ -226,6 +226,7 @@ class Reproduction:
                 f"No {name} backbone in {run_dir}; run the reproduction without --report_only first."
             )
         preset, source = self.preset, SOURCE_BACKBONES[name]
+        epochs = preset.pretrain_epochs_of(source.objective)
         logger.info(f"Pretraining the {name} backbone ({preset.name} preset)")
         window = (
             preset.max_length
@@ -250,16 +251,18 @@ class Reproduction:
                 max_length=preset.max_length,
                 window_length=window,
                 window_stride=min(preset.window_stride or window, window),
+                mask_probability=preset.mask_probability,
+                last_item_rows=preset.last_item_rows,
                 cache_dir=self._cache(),
                 **data,
             ),
             self._training_arguments(
                 run_dir,
-                preset.pretrain_epochs,
+                epochs,
                 preset.pretrain_batch_size,
                 preset.pretrain_learning_rate,
                 0,
-                evaluations=max(1, round(preset.pretrain_epochs)),
+                evaluations=max(1, round(epochs)),
                 lr_scheduler_type=preset.pretrain_lr_scheduler_type,
                 warmup_steps=preset.pretrain_warmup_steps,
             ),

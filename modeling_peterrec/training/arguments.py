@@ -160,6 +160,13 @@ class PretrainArguments(DataArguments):
     mask_probability: float = field(
         default=0.3, metadata={"help": "Share of masked items (masked objective)."}
     )
+    last_item_rows: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the masked objective's windows whose last item alone is masked, the question that "
+            "next-item evaluation asks (BERT4Rec, Section 3.6)."
+        },
+    )
     pretraining_loss: Literal["full_softmax", "sampled_softmax"] = field(
         default="full_softmax",
         metadata={"help": "Softmax over all items, or the original code's sampled one."},

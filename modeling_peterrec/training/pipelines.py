@@ -240,7 +240,12 @@ def pretrain(
     train_collator = (
         eval_collator
         if is_causal
-        else MaskedItemCollator(tokenizer, args.max_length, mask_probability=args.mask_probability)
+        else MaskedItemCollator(
+            tokenizer,
+            args.max_length,
+            mask_probability=args.mask_probability,
+            last_item_rows=args.last_item_rows,
+        )
     )
     metric = TASK_KINDS["pretraining"].selection_metric
     trainer = pipeline_trainer(
