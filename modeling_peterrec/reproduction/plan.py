@@ -176,7 +176,9 @@ of ML-1M's users, against 74% for 200: better by 3-fold cross-validation inside 
 docs/transfer.md), pretrained up to 20 epochs on windows of 200 sliding by 100 (every position predicted once from
 at least 100 items before it, as from the whole history) with a cosine schedule (22-26 min on one core over two
 builds; held-out source item ranked over all items: HR@10 0.222 validation, 0.203-0.204 test, against 0.190 / 0.181
-after 8 epochs; windows of 400 sliding by 200 reached only 0.192 test at the same cost), fine-tuned up to 15 epochs
+after 8 epochs; windows of 400 sliding by 200 reached only 0.192 test at the same cost); the masked backbone, which
+predicts 30% of a window's positions, up to 40 epochs (validation HR@10 0.188 after 20, 0.210 after 30, 0.218 after
+40; docs/reproduction.md, "The masked backbone"), fine-tuned up to 15 epochs
 (ColdRec 10) with early stopping, sized for two CPU cores; its learning rate and epochs were chosen on the
 validation split (docs/transfer.md); the wide term of a wide & deep head trains at 1e-2 (chosen by 3-fold
 cross-validation of the wide term alone, docs/transfer.md). `paper`: the paper's backbone (hidden 256, dilations [1,
