@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from modeling_peterrec.cli import parse_arguments
+from modeling_peterrec.cli import _end_process_group, parse_arguments
 from modeling_peterrec.training import PeterRecTrainingArguments, PretrainArguments
 from modeling_peterrec.training.pipelines import pretrain
 
@@ -43,4 +43,7 @@ if __name__ == "__main__":
     pretrain_args, training_args = parse_arguments(
         [PretrainArguments, PeterRecTrainingArguments], sys.argv[1:], "streaming_launch"
     )
-    pretrain(pretrain_args, training_args, callbacks=[RecordUsers()])
+    try:
+        pretrain(pretrain_args, training_args, callbacks=[RecordUsers()])
+    finally:
+        _end_process_group()  # as the `peterrec` command does: no abort at exit from live communication threads
