@@ -764,8 +764,8 @@ class _PeterRecForItemPrediction(ItemPredictionMixin, PeterRecPreTrainedModel):
                 the backbone then runs on the positions they depend on alone (`last_positions`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        cropped = labels is None and logits_to_keep > 0 and not output_hidden_states
-        if cropped and not torch.compiler.is_compiling():
+        last_logits_only = labels is None and logits_to_keep > 0 and not output_hidden_states
+        if last_logits_only and not torch.compiler.is_compiling():
             input_ids, attention_mask = self.last_positions(input_ids, attention_mask, logits_to_keep)
         outputs = self.peterrec(
             input_ids,

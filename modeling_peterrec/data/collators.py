@@ -124,7 +124,7 @@ class MaskedItemCollator(_ItemSequenceCollator):
             last_only = torch.rand(len(original), generator=self._generator) < self.last_item_rows
             chosen[last_only] = False
             chosen[last_only, -1] = True
-            action[last_only, -1] = 0.0
+            action[last_only, -1] = 0.0  # below 0.8: always [MASK]
         random_items = torch.randint(
             self.tokenizer.first_item_id, len(self.tokenizer), original.shape, generator=self._generator
         )
